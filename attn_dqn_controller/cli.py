@@ -1,0 +1,160 @@
+"""`attn-dqn`: train, evaluate and export policies, run the baseline, launch files and the demo.
+
+Each sub-command imports its heavy dependencies lazily, so `attn-dqn --help`
+is instant and `attn-dqn launch` never pays for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from sim.maps import EVAL_SEED_START, LEVELS
+
+    parser.add_argument("--level", choices=LEVELS, action="append",
+                        help="map level (repeat for several; default: sparse, cluttered, maze)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per level")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED_START,
+                        help=f"first map seed (held-out range starts at {EVAL_SEED_START})")
+    parser.add_argument("--json", metavar="OUT", help="write the summary as JSON")
+    parser.add_argument("--plot", metavar="OUT.png", help="draw a few trajectories")
+
+
+def cmd_baseline(args) -> int:
+    from attn_dqn_controller.learning.agents import BaselineAgent
+
+    return _run_evaluation(BaselineAgent(), args, title="privileged A* + pure-pursuit baseline", env_kwargs={})
+
+
+def cmd_eval(args) -> int:
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.policy import Policy
+
+    agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
+    return _run_evaluation(agent, args, title=f"policy {args.checkpoint}", env_kwargs=agent.env_kwargs())
+
+
+def _run_evaluation(agent, args, title: str, env_kwargs: dict) -> int:
+    from attn_dqn_controller.learning.evaluation import evaluate, format_table, write_json
+
+    levels = args.level or ["sparse", "cluttered", "maze"]
+    summaries, examples = [], {}
+    for level in levels:
+        summary, records = evaluate(agent, level, args.episodes, args.seed, env_kwargs=env_kwargs,
+                                    record_trajectories=4 if args.plot else 0)
+        summaries.append(summary)
+        examples[level] = records[:4]
+        print(format_table([summary]) if len(levels) == 1 else f"{level}: success {summary.success_rate:.1%}",
+              flush=True)
+    print(format_table(summaries, title=title))
+    if args.json:
+        write_json(args.json, summaries)
+    if args.plot:
+        from attn_dqn_controller.plots import plot_trajectories
+
+        plot_trajectories(examples, args.plot, title=title)
+        print(f"trajectories written to {args.plot}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from attn_dqn_controller.learning.trainer import train_command
+
+    return train_command(args)
+
+
+def cmd_export(args) -> int:
+    from attn_dqn_controller.policy import Policy
+
+    policy = Policy.load(args.checkpoint, device="cpu")
+    report = policy.export_onnx(args.onnx)
+    print(f"exported {args.onnx}; max |onnxruntime - torch| = {report['max_abs_error']:.2e}")
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from attn_dqn_controller.launch_runner import launch_command
+
+    return launch_command(args)
+
+
+def cmd_demo(args) -> int:
+    from attn_dqn_controller.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attn-dqn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a policy in simulation")
+    p.add_argument("--config", required=True, help="training config YAML (see config/train_*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--total-steps", type=int, help="override total environment steps")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--distributed", choices=["none", "ray"], default="none")
+    p.add_argument("--actors", type=int, default=2, help="Ray actors (with --distributed ray)")
+    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster: auto or HOST:PORT")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on held-out maps")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--device", default="auto")
+    _add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("baseline", help="evaluate the privileged A* + pure-pursuit reference")
+    _add_eval_arguments(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against torch)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--onnx", required=True, metavar="OUT")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("launch", help="run a ROS 2 YAML launch file (compatible subset, see README)")
+    try:
+        from attn_dqn_controller.launch_runner import add_launch_arguments
+
+        add_launch_arguments(p)
+    except ImportError:  # pragma: no cover - only while the launch runner is missing
+        pass
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("demo", help="the main job: watch the shipped policy drive (headless)")
+    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--level", default="cluttered")
+    p.add_argument("--out", default="out/demo", help="where the pictures go")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CliError, FileNotFoundError, ValueError) as exc:
+        print(f"attn-dqn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - checkpoint/launch errors carry their own message
+        if type(exc).__name__ in {"CheckpointError", "LaunchError", "ConfigError"}:
+            print(f"attn-dqn {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

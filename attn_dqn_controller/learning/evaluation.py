@@ -1,0 +1,136 @@
+"""Episode evaluation on held-out maps, shared by the learned policy and the classical baseline.
+
+Map seeds run S, S+1, ..., so two agents evaluated with the same arguments
+face exactly the same maps, starts and goals. Seeds from EVAL_SEED_START up
+are never sampled in training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Agent(Protocol):
+    """Anything that drives one episode: the learned policy or the privileged planner."""
+
+    def reset(self, env) -> None: ...
+
+    def act(self, observation: np.ndarray, env) -> int: ...
+
+
+@dataclass
+class EpisodeRecord:
+    map_seed: int
+    outcome: str  # "success" | "collision" | "timeout"
+    steps: int
+    path_length: float
+    shortest_path_length: float
+    spl: float
+    trajectory: list = field(default_factory=list, repr=False)  # [(x, y, yaw), ...]
+    attention: list = field(default_factory=list, repr=False)   # per step sector weights, when the agent has them
+
+
+@dataclass
+class EvalSummary:
+    level: str
+    episodes: int
+    success_rate: float
+    collision_rate: float
+    timeout_rate: float
+    spl: float
+    mean_steps: float
+
+    def to_json_dict(self) -> dict:
+        return asdict(self)
+
+
+def outcome_of(info: dict, terminated: bool, truncated: bool) -> str:
+    if info.get("success"):
+        return "success"
+    if info.get("collision"):
+        return "collision"
+    return "timeout"
+
+
+def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = False) -> EpisodeRecord:
+    obs, info = env.reset(options={"map_seed": int(map_seed)})
+    agent.reset(env)
+    trajectory, attention = [], []
+    steps = 0
+    while True:
+        if record_trajectory:
+            trajectory.append(tuple(float(v) for v in env.unwrapped.pose))
+        action = agent.act(obs, env)
+        if record_trajectory and getattr(agent, "last_attention", None) is not None:
+            attention.append(np.asarray(agent.last_attention, dtype=np.float32))
+        obs, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            break
+    if record_trajectory:
+        trajectory.append(tuple(float(v) for v in env.unwrapped.pose))
+    outcome = outcome_of(info, terminated, truncated)
+    shortest = float(info["shortest_path_length"])
+    travelled = float(info["path_length"])
+    spl = shortest / max(shortest, travelled) if outcome == "success" else 0.0
+    return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, trajectory, attention)
+
+
+def summarize(level: str, records: list[EpisodeRecord]) -> EvalSummary:
+    n = len(records)
+    if n == 0:
+        raise ValueError("cannot summarize zero episodes")
+    outcomes = [r.outcome for r in records]
+    return EvalSummary(
+        level=level, episodes=n,
+        success_rate=outcomes.count("success") / n,
+        collision_rate=outcomes.count("collision") / n,
+        timeout_rate=outcomes.count("timeout") / n,
+        spl=float(np.mean([r.spl for r in records])),
+        mean_steps=float(np.mean([r.steps for r in records])),
+    )
+
+
+def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dict | None = None,
+             record_trajectories: int = 0, progress: bool = True) -> tuple[EvalSummary, list[EpisodeRecord]]:
+    """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them."""
+    import gymnasium as gym
+    from tqdm import tqdm
+
+    import sim  # noqa: F401  (registers AttnNav-v0)
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    env = gym.make("AttnNav-v0", level=level, **(env_kwargs or {}))
+    records: list[EpisodeRecord] = []
+    try:
+        bar = tqdm(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False)
+        for i in bar:
+            records.append(run_episode(env, agent, seed + i, record_trajectory=i < record_trajectories))
+            done = [r.outcome for r in records]
+            bar.set_postfix(success=f"{done.count('success') / len(done):.0%}")
+    finally:
+        env.close()
+    return summarize(level, records), records
+
+
+def format_table(summaries: list[EvalSummary], title: str = "") -> str:
+    header = f"{'level':<10} {'episodes':>8} {'success':>8} {'collision':>9} {'timeout':>8} {'SPL':>6} {'steps':>7}"
+    lines = [title] if title else []
+    lines += [header, "-" * len(header)]
+    for s in summaries:
+        lines.append(f"{s.level:<10} {s.episodes:>8d} {s.success_rate:>8.1%} {s.collision_rate:>9.1%} "
+                     f"{s.timeout_rate:>8.1%} {s.spl:>6.3f} {s.mean_steps:>7.1f}")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, summaries: list[EvalSummary]) -> None:
+    payload = summaries[0].to_json_dict() if len(summaries) == 1 else [s.to_json_dict() for s in summaries]
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")

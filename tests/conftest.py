@@ -1,0 +1,61 @@
+"""Test-session isolation: DDS stays on loopback in a private domain, Ray stays local.
+
+Set before any test imports rclpy or starts a subprocess, so every node and
+child process this suite starts inherits the same private, loopback-only setup.
+"""
+
+import os
+
+import pytest
+
+from attn_dqn_controller.nodes.isolation import isolate_dds, isolate_ray
+
+isolate_dds(os.environ)
+isolate_ray(os.environ)
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of pid (from /proc; Linux only)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any test left a process behind (a leaked node, Ray worker or launch child)."""
+    import time
+
+    deadline = time.monotonic() + 10.0
+    leftovers = _descendants(os.getpid())
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftovers = _descendants(os.getpid())
+    if leftovers:
+        names = []
+        for pid in leftovers:
+            try:
+                names.append(f"{pid}:{open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' ')[:120]}")
+            except OSError:
+                pass
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"PROCESS HYGIENE: {len(leftovers)} process(es) left behind: {names}", red=True)
+        session.exitstatus = 1
