@@ -1,0 +1,225 @@
+"""Training configuration: one typed, validated tree loaded from YAML plus `--set key=value` overrides.
+
+A config file names only the keys it changes; everything else takes the
+defaults documented here. Unknown keys and wrong types are errors that name
+the key, so a typo never silently trains the wrong thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used (names the key and the problem)."""
+
+
+@dataclass
+class EnvSection:
+    levels: list = field(default_factory=lambda: ["sparse", "cluttered", "maze"])
+    """Levels the training environments cycle through (one level per vector-env worker)."""
+    max_steps: int = 500
+    """Time limit per episode (control steps at 10 Hz)."""
+    num_beams: int = 360
+    fov: float = 6.283185307179586
+    range_min: float = 0.12
+    range_max: float = 3.5
+    num_sectors: int = 24
+    history_length: int = 1
+    """Frames in one observation (>1 adds history tokens)."""
+    lidar_noise_std: float = 0.0
+    """Gaussian range noise (m) added by the simulated lidar."""
+
+
+@dataclass
+class ModelSection:
+    kind: str = "transformer"
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    ff_mult: int = 2
+    gating: str = "residual"
+    dueling: bool = True
+
+
+@dataclass
+class LearnerSection:
+    gamma: float = 0.99
+    n_step: int = 3
+    lr: float = 3e-4
+    batch_size: int = 128
+    max_grad_norm: float = 10.0
+    huber_delta: float = 1.0
+    target_update: str = "hard"
+    target_update_interval: int = 1000
+    tau: float = 0.005
+    double_dqn: bool = True
+    amp_bf16: bool = False
+    compile: bool = False
+
+
+@dataclass
+class ReplaySection:
+    capacity: int = 200_000
+    prioritized: bool = True
+    alpha: float = 0.6
+    beta_start: float = 0.4
+    beta_end: float = 1.0
+
+
+@dataclass
+class ExplorationSection:
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_fraction: float = 0.3
+    """Fraction of total_steps over which epsilon decays linearly."""
+
+
+@dataclass
+class EvalSection:
+    interval: int = 20_000
+    """Environment steps between held-out evaluations (0 disables)."""
+    episodes: int = 10
+    """Episodes per level per evaluation (map seeds from 1,000,000 up)."""
+    levels: list = field(default_factory=lambda: ["sparse", "cluttered", "maze"])
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    total_steps: int = 200_000
+    num_envs: int = 4
+    """Environments, each in its own subprocess (gymnasium AsyncVectorEnv)."""
+    learning_starts: int = 5_000
+    updates_per_step: float = 0.25
+    """Update-to-data ratio: learner updates per environment step."""
+    checkpoint_interval: int = 10_000
+    log_interval: int = 1_000
+    save_replay: bool = False
+    """Also save the replay buffer with each checkpoint, so --resume continues exactly."""
+    device: str = "auto"
+    env: EnvSection = field(default_factory=EnvSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    learner: LearnerSection = field(default_factory=LearnerSection)
+    replay: ReplaySection = field(default_factory=ReplaySection)
+    exploration: ExplorationSection = field(default_factory=ExplorationSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def validate(self) -> "TrainConfig":
+        from sim.maps import LEVELS
+
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"config key '{key}': {msg}")
+
+        need(self.total_steps > 0, "total_steps", "must be > 0")
+        need(self.num_envs >= 1, "num_envs", "must be >= 1")
+        need(self.learning_starts >= 0, "learning_starts", "must be >= 0")
+        need(self.updates_per_step > 0, "updates_per_step", "must be > 0")
+        need(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
+        need(self.log_interval > 0, "log_interval", "must be > 0")
+        for key, levels in (("env.levels", self.env.levels), ("eval.levels", self.eval.levels)):
+            need(len(levels) > 0, key, "needs at least one level")
+            for level in levels:
+                need(level in LEVELS, key, f"unknown level {level!r}; allowed: {', '.join(LEVELS)}")
+        need(self.env.max_steps >= 1, "env.max_steps", "must be >= 1")
+        need(self.model.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'")
+        need(self.model.gating in ("residual", "gru"), "model.gating", "must be 'residual' or 'gru'")
+        need(0 < self.learner.gamma <= 1, "learner.gamma", "must be in (0, 1]")
+        need(self.learner.n_step >= 1, "learner.n_step", "must be >= 1")
+        need(self.learner.target_update in ("hard", "polyak"), "learner.target_update", "must be 'hard' or 'polyak'")
+        need(self.replay.capacity >= self.learner.batch_size, "replay.capacity", "must be >= learner.batch_size")
+        need(0 <= self.exploration.epsilon_end <= self.exploration.epsilon_start <= 1, "exploration",
+             "need 0 <= epsilon_end <= epsilon_start <= 1")
+        need(0 < self.exploration.epsilon_fraction <= 1, "exploration.epsilon_fraction", "must be in (0, 1]")
+        need(self.eval.interval >= 0, "eval.interval", "must be >= 0")
+        need(self.eval.episodes >= 1, "eval.episodes", "must be >= 1")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, annotation, key: str):
+    """Check/convert one leaf value to its declared type (ints accepted for floats, nothing else implicit)."""
+    kind = {"int": int, "float": float, "bool": bool, "str": str, "list": list}.get(
+        annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""), None)
+    if kind is None:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected int, got bool {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"config key '{key}': expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _apply(target, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or '<root>'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'; known keys here: {', '.join(sorted(names))}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(target, key, _coerce(value, hints[key], full))
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'learner.lr=1e-4' -> ('learner.lr', 1e-4), the value parsed as YAML (so types survive)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+    return key, value
+
+
+def _nest(key: str, value) -> dict:
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> TrainConfig:
+    """Defaults <- YAML file <- `--set` overrides, then validated."""
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        _apply(config, data)
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply(config, _nest(key, value))
+    return config.validate()
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    config = TrainConfig()
+    _apply(config, data)
+    return config.validate()

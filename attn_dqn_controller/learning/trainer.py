@@ -1,0 +1,441 @@
+"""Single-machine DQN training: vectorised simulators feed n-step transitions into prioritized replay.
+
+`TrainingRun` holds everything a run shares however experience is collected
+(learner, replay, schedules, logs, evaluation, checkpoints); `VectorEnvCollector`
+is the single-machine way to collect. The Ray trainer (`distributed.py`) reuses
+`TrainingRun` and swaps only the collector.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+from attn_dqn_controller.device import resolve_device
+from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
+from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
+from attn_dqn_controller.learning.nstep import NStepAccumulator
+from attn_dqn_controller.learning.replay import PrioritizedReplayBuffer
+from attn_dqn_controller.learning.schedules import LinearSchedule
+from attn_dqn_controller.model import ModelConfig, build_model
+from attn_dqn_controller.observation import ObservationSpec
+
+CHECKPOINT_NAME = "checkpoint.pt"
+REPLAY_NAME = "replay.npz"
+CSV_FIELDS = ("step", "wall_time", "updates", "epsilon", "episodes", "episode_return", "train_success_rate",
+              "loss", "q_mean", "steps_per_s", "eval_success_rate", "eval_collision_rate", "eval_spl")
+
+
+def observation_spec(config: TrainConfig) -> ObservationSpec:
+    env = config.env
+    return ObservationSpec(num_beams=env.num_beams, fov=env.fov, range_min=env.range_min, range_max=env.range_max,
+                           num_sectors=env.num_sectors, history_length=env.history_length)
+
+
+def env_kwargs(config: TrainConfig) -> dict:
+    """Keyword arguments of AttnNav-v0 that reproduce the config's sensor and episode settings."""
+    env = config.env
+    return {"max_steps": env.max_steps, "num_beams": env.num_beams, "fov": env.fov, "range_min": env.range_min,
+            "range_max": env.range_max, "num_sectors": env.num_sectors, "history_length": env.history_length,
+            "lidar_noise_std": env.lidar_noise_std}
+
+
+def make_env(level: str, kwargs: dict):
+    """Top-level (picklable) env factory for vector-env subprocesses."""
+    import gymnasium as gym
+
+    import sim  # noqa: F401  (registers AttnNav-v0)
+
+    return gym.make("AttnNav-v0", level=level, **kwargs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Counters:
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+
+
+class RunLogger:
+    """CSV + TensorBoard scalars; the CSV is what the learning-curve PNG is drawn from."""
+
+    def __init__(self, out_dir: Path, resume: bool):
+        self.csv_path = out_dir / "progress.csv"
+        fresh = not (resume and self.csv_path.exists())
+        self._csv_file = open(self.csv_path, "w" if fresh else "a", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS)
+        if fresh:
+            self._csv.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+        except ImportError:  # pragma: no cover - tensorboard is a pinned dependency
+            self._tb = None
+
+    def log(self, row: dict) -> None:
+        self._csv.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        self._csv_file.flush()
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, row["step"])
+            self._tb.flush()
+
+    def close(self) -> None:
+        self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class TrainingRun:
+    """Learner, replay, schedules, logging, evaluation and checkpoints of one run (collection-agnostic)."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(device or config.device)
+        self.spec = observation_spec(config)
+        self.actions = ActionTable.default()
+        self.model_config = ModelConfig(**{k: v for k, v in vars(config.model).items()})
+        seed_everything(config.seed)
+        self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
+        self.learner = DQNLearner(self.model, LearnerConfig(**vars(config.learner)), self.device)
+        self.replay = PrioritizedReplayBuffer(
+            config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
+            seed=config.seed)
+        self.epsilon = LinearSchedule(config.exploration.epsilon_start, config.exploration.epsilon_end,
+                                      int(config.exploration.epsilon_fraction * config.total_steps))
+        self.beta = LinearSchedule(config.replay.beta_start, config.replay.beta_end, config.total_steps)
+        self.counters = Counters()
+        self.recent_returns: deque = deque(maxlen=100)
+        self.recent_success: deque = deque(maxlen=100)
+        self.last_stats: dict = {}
+        self.best_eval: float = -1.0
+        self.started = time.monotonic()
+        self.wall_time_before = 0.0
+        if resume:
+            self._resume()
+        self.logger = RunLogger(self.out_dir, resume)
+        print(self.replay.memory_report(), flush=True)
+
+    # --- learning -----------------------------------------------------------------------
+    def updates_due(self) -> int:
+        c = self.config
+        if self.counters.env_steps < max(c.learning_starts, c.learner.batch_size):
+            return 0
+        target = int((self.counters.env_steps - c.learning_starts) * c.updates_per_step)
+        return max(0, target - self.counters.updates)
+
+    def learn(self, n_updates: int) -> None:
+        beta = self.beta(self.counters.env_steps)
+        for _ in range(n_updates):
+            batch = self.replay.sample(self.config.learner.batch_size, beta)
+            stats = self.learner.update(batch)
+            self.replay.update_priorities(batch["indices"], stats["td_errors"])
+            self.counters.updates += 1
+            self.last_stats = stats
+
+    def record_episode(self, episode_return: float, success: bool) -> None:
+        self.counters.episodes += 1
+        self.recent_returns.append(float(episode_return))
+        self.recent_success.append(bool(success))
+
+    @property
+    def train_success_rate(self) -> float:
+        return float(np.mean(self.recent_success)) if self.recent_success else float("nan")
+
+    def wall_time(self) -> float:
+        return self.wall_time_before + time.monotonic() - self.started
+
+    # --- evaluation, logging ---------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Greedy policy on held-out map seeds (1,000,000 up), the same seeds at every evaluation."""
+        from attn_dqn_controller.learning.agents import PolicyAgent
+        from attn_dqn_controller.learning.evaluation import evaluate
+        from attn_dqn_controller.policy import Policy
+        from sim.maps import EVAL_SEED_START
+
+        policy = Policy.from_model(self.model, self.spec, self.actions, self.device)
+        agent = PolicyAgent(policy)
+        kwargs = {**env_kwargs(self.config), "actions": self.actions}
+        summaries = [evaluate(agent, level, self.config.eval.episodes, EVAL_SEED_START, env_kwargs=kwargs,
+                              progress=False)[0] for level in self.config.eval.levels]
+        self.model.train()
+        return {"eval_success_rate": float(np.mean([s.success_rate for s in summaries])),
+                "eval_collision_rate": float(np.mean([s.collision_rate for s in summaries])),
+                "eval_spl": float(np.mean([s.spl for s in summaries])),
+                "per_level": {s.level: s.success_rate for s in summaries}}
+
+    def log_row(self, steps_per_s: float, extra: dict | None = None) -> dict:
+        stats = self.last_stats
+        row = {"step": self.counters.env_steps, "wall_time": round(self.wall_time(), 1),
+               "updates": self.counters.updates, "epsilon": round(self.epsilon(self.counters.env_steps), 4),
+               "episodes": self.counters.episodes,
+               "episode_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+               "train_success_rate": self.train_success_rate,
+               "loss": float(stats.get("loss", float("nan"))), "q_mean": float(stats.get("q_mean", float("nan"))),
+               "steps_per_s": round(steps_per_s, 1)}
+        row.update({k: v for k, v in (extra or {}).items() if k in CSV_FIELDS})
+        self.logger.log(row)
+        return row
+
+    def plot(self) -> None:
+        from attn_dqn_controller.plots import plot_learning_curve
+
+        try:
+            plot_learning_curve(self.logger.csv_path, self.out_dir / "learning_curve.png",
+                                title=f"{self.model_config.kind} Q-network")
+        except ValueError:
+            pass
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def save(self, name: str = CHECKPOINT_NAME) -> Path:
+        """Atomic write of weights + everything --resume needs (optimizer, counters, RNG states)."""
+        training = {
+            "learner": self.learner.state_dict(),
+            "counters": vars(self.counters).copy(),
+            "config": self.config.to_dict(),
+            "recent_returns": list(self.recent_returns),
+            "recent_success": [bool(s) for s in self.recent_success],
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
+                    "python": _python_rng_state()},
+        }
+        metadata = {"env_steps": self.counters.env_steps, "updates": self.counters.updates,
+                    "wall_time_s": round(self.wall_time(), 1), "levels": list(self.config.env.levels),
+                    "device": str(self.device), "torch": torch.__version__}
+        path = self.out_dir / name
+        save_checkpoint(path, model=self.model, model_config=self.model_config, spec=self.spec,
+                        actions=self.actions, metadata=metadata, training=training)
+        if self.config.save_replay and name == CHECKPOINT_NAME:
+            _atomic_savez(self.out_dir / REPLAY_NAME, self.replay.state_dict())
+        return path
+
+    def _resume(self) -> None:
+        path = self.checkpoint_path()
+        if not path.exists():
+            raise ConfigError(f"--resume: no checkpoint at {path}; start without --resume or pick the run's --out")
+        ckpt = load_checkpoint(path)
+        training = ckpt.get("training")
+        if not training:
+            raise ConfigError(f"--resume: {path} holds no training state (an exported policy?)")
+        self.model.load_state_dict(ckpt["model_state"])
+        self.learner.load_state_dict(training["learner"])
+        for key, value in training["counters"].items():
+            setattr(self.counters, key, int(value))
+        self.recent_returns.extend(training.get("recent_returns", []))
+        self.recent_success.extend(training.get("recent_success", []))
+        rng = training["rng"]
+        torch.set_rng_state(rng["torch"])
+        _set_numpy_rng_state(rng["numpy"])
+        _set_python_rng_state(rng["python"])
+        self.wall_time_before = float(ckpt.get("metadata", {}).get("wall_time_s", 0.0))
+        replay_path = self.out_dir / REPLAY_NAME
+        if self.config.save_replay and replay_path.exists():
+            with np.load(replay_path) as data:
+                self.replay.load_state_dict({k: data[k] for k in data.files})
+        print(f"resumed from {path} at step {self.counters.env_steps} ({self.counters.updates} updates, "
+              f"replay {len(self.replay)} transitions)", flush=True)
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+def _numpy_rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "cached": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32) if hasattr(state["keys"], "numpy") else np.asarray(state["keys"])
+    np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
+def _python_rng_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [int(version), [int(x) for x in internal], gauss]
+
+
+def _set_python_rng_state(state: list) -> None:
+    random.setstate((state[0], tuple(state[1]), state[2]))
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class VectorEnvCollector:
+    """Steps N simulators in subprocesses with epsilon-greedy actions and emits n-step transitions."""
+
+    def __init__(self, run: TrainingRun):
+        import gymnasium as gym
+
+        config = run.config
+        self.run = run
+        levels = [config.env.levels[i % len(config.env.levels)] for i in range(config.num_envs)]
+        kwargs = {**env_kwargs(config), "actions": run.actions}
+        factories = [partial(make_env, level, kwargs) for level in levels]
+        if config.num_envs == 1:
+            self.envs = gym.vector.SyncVectorEnv(factories)
+        else:
+            self.envs = gym.vector.AsyncVectorEnv(factories, context="spawn")
+        self.num_envs = config.num_envs
+        self.nstep = NStepAccumulator(config.learner.n_step, config.learner.gamma, self.num_envs)
+        # Fresh map seeds on resume: the training seed advances with the step counter.
+        self.obs, _ = self.envs.reset(seed=config.seed * 7919 + run.counters.env_steps)
+        self.rng = np.random.default_rng(config.seed + run.counters.env_steps)
+        self.autoreset = np.zeros(self.num_envs, dtype=bool)
+        self.returns = np.zeros(self.num_envs)
+
+    def select_actions(self, epsilon: float) -> np.ndarray:
+        with torch.no_grad():
+            obs = torch.as_tensor(self.obs, dtype=torch.float32, device=self.run.device)
+            greedy = self.run.model(obs).argmax(dim=1).cpu().numpy()
+        random_actions = self.rng.integers(0, len(self.run.actions), size=self.num_envs)
+        explore = self.rng.random(self.num_envs) < epsilon
+        return np.where(explore, random_actions, greedy)
+
+    def step(self) -> int:
+        """One vector step; returns the environment steps taken (resets excluded)."""
+        run = self.run
+        actions = self.select_actions(run.epsilon(run.counters.env_steps))
+        next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        taken = 0
+        for i in range(self.num_envs):
+            if self.autoreset[i]:
+                continue  # this step only reset env i (gymnasium's next-step autoreset)
+            taken += 1
+            self.returns[i] += rewards[i]
+            for tr in self.nstep.add(i, self.obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
+                                     bool(terminated[i]), bool(truncated[i])):
+                run.replay.add_batch(*tr.as_batch())
+            if terminated[i] or truncated[i]:
+                success = bool(infos.get("success", np.zeros(self.num_envs, bool))[i])
+                run.record_episode(self.returns[i], success)
+                self.returns[i] = 0.0
+        self.autoreset = np.logical_or(terminated, truncated)
+        self.obs = next_obs
+        return taken
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def train(config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False,
+          progress: bool = True) -> TrainingRun:
+    """Train until config.total_steps environment steps; returns the finished run (already closed)."""
+    from tqdm import tqdm
+
+    run = TrainingRun(config, out_dir, device=device, resume=resume)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    collector = None
+    try:
+        collector = VectorEnvCollector(run)
+        bar = tqdm(total=config.total_steps, initial=run.counters.env_steps, unit="step", dynamic_ncols=True,
+                   disable=not progress, desc="train")
+        next_log = (run.counters.env_steps // config.log_interval + 1) * config.log_interval
+        next_ckpt = (run.counters.env_steps // config.checkpoint_interval + 1) * config.checkpoint_interval
+        next_eval = ((run.counters.env_steps // config.eval.interval + 1) * config.eval.interval
+                     if config.eval.interval else math.inf)
+        window_start, window_steps = time.monotonic(), 0
+        while run.counters.env_steps < config.total_steps:
+            taken = collector.step()
+            run.counters.env_steps += taken
+            window_steps += taken
+            bar.update(taken)
+            run.learn(run.updates_due())
+            if run.counters.env_steps >= next_log:
+                sps = window_steps / max(time.monotonic() - window_start, 1e-9)
+                window_start, window_steps = time.monotonic(), 0
+                row = run.log_row(sps)
+                bar.set_postfix(eps=f"{row['epsilon']:.2f}", success=f"{run.train_success_rate:.0%}",
+                                loss=f"{row['loss']:.3f}", upd=run.counters.updates)
+                next_log += config.log_interval
+            if run.counters.env_steps >= next_eval:
+                result = run.evaluate()
+                run.log_row(0.0, result)
+                run.plot()
+                bar.write(f"step {run.counters.env_steps}: eval success {result['eval_success_rate']:.0%} "
+                          f"collision {result['eval_collision_rate']:.0%} SPL {result['eval_spl']:.2f} "
+                          f"{result['per_level']}")
+                if result["eval_success_rate"] >= run.best_eval:
+                    run.best_eval = result["eval_success_rate"]
+                    run.save("best.pt")
+                next_eval += config.eval.interval
+            if run.counters.env_steps >= next_ckpt:
+                run.save()
+                next_ckpt += config.checkpoint_interval
+        bar.close()
+        run.save()
+        run.plot()
+    except KeyboardInterrupt:
+        # The last periodic checkpoint is intact (atomic writes); keep it as the resume point.
+        print(f"\ninterrupted at step {run.counters.env_steps}; resume with --resume from "
+              f"{run.checkpoint_path()}", flush=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if collector is not None:
+            collector.close()
+        run.close()
+    return run
+
+
+def train_command(args) -> int:
+    """`attn-dqn train` entry point."""
+    overrides = list(args.set)
+    if args.total_steps is not None:
+        overrides.append(f"total_steps={args.total_steps}")
+    config = load_config(args.config, overrides)
+    out_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    if not args.resume and (out_dir / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or --out for a new one")
+    if args.distributed == "ray":
+        from attn_dqn_controller.learning.distributed import train_distributed
+
+        train_distributed(config, out_dir, device=args.device, resume=args.resume, actors=args.actors,
+                          ray_address=args.ray_address)
+    else:
+        train(config, out_dir, device=args.device, resume=args.resume)
+    print(f"done: {out_dir / CHECKPOINT_NAME}")
+    return 0
+
+
+__all__ = ["TrainingRun", "VectorEnvCollector", "train", "train_command", "load_config", "config_from_dict"]

@@ -1,0 +1,345 @@
+"""The Q-networks: a small Transformer over lidar/goal/ego tokens, and an MLP baseline.
+
+Both take the flat observation of the contract (``observation.py``), shape
+(N, spec.size), and return Q-values (N, num_actions). The reshaping into
+tokens happens inside ``forward`` with torch ops only, so the same module
+exports to ONNX and runs in the ROS node unchanged.
+
+Token layout of the Transformer (T = 1 + H * (K + 2) tokens)::
+
+    [Q] [frame 0: sector_0 .. sector_{K-1}, goal, ego] ... [frame H-1: ...]
+
+The Q token is learned; its output after the last block feeds the dueling
+head, and its attention row in the last block is what ``return_attention``
+gives back (averaged over heads), so "where the policy looks" costs no second
+forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_dqn_controller.observation import EGO_FEATURES, GOAL_FEATURES, ObservationSpec
+
+MODEL_KINDS = ("transformer", "mlp")
+GATINGS = ("residual", "gru")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the Q-network; saved in every checkpoint."""
+
+    kind: str = "transformer"
+    """"transformer" (attention over sector/goal/ego tokens) or "mlp" (baseline on the flat vector)."""
+    d_model: int = 64
+    """Token width of the Transformer."""
+    num_layers: int = 2
+    """Number of encoder blocks."""
+    num_heads: int = 4
+    """Attention heads per block; must divide d_model."""
+    ff_mult: int = 2
+    """Feed-forward hidden width = ff_mult * d_model."""
+    dropout: float = 0.0
+    """Dropout on attention weights and sublayer outputs (0 is usual for DQN)."""
+    gating: str = "residual"
+    """How a sublayer joins the stream: "residual" (x + f(x)) or "gru" (GTrXL gate, starts near identity)."""
+    dueling: bool = True
+    """Dueling head Q = V + A - mean(A) instead of a plain linear head."""
+    mlp_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the MLP baseline (kind="mlp" only)."""
+
+    def __post_init__(self) -> None:
+        def fail(name: str, allowed: str) -> None:
+            raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is invalid: {allowed}")
+
+        if self.kind not in MODEL_KINDS:
+            fail("kind", f"must be one of {MODEL_KINDS}")
+        if self.gating not in GATINGS:
+            fail("gating", f"must be one of {GATINGS}")
+        for name in ("d_model", "num_layers", "num_heads", "ff_mult"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be an integer >= 1")
+        if self.d_model % self.num_heads != 0:
+            fail("num_heads", f"must divide d_model ({self.d_model})")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= self.dropout < 1.0:
+            fail("dropout", "must be a number in [0, 1)")
+        if not isinstance(self.dueling, bool):
+            fail("dueling", "must be True or False")
+        hidden = self.mlp_hidden
+        if isinstance(hidden, list):
+            object.__setattr__(self, "mlp_hidden", tuple(hidden))
+            hidden = self.mlp_hidden
+        if not isinstance(hidden, tuple) or len(hidden) == 0 or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            fail("mlp_hidden", "must be a non-empty sequence of integers >= 1")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mlp_hidden"] = list(self.mlp_hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check_obs(obs: torch.Tensor, spec: ObservationSpec) -> None:
+    """Shape/dtype checks that run in Python (static under ONNX export), naming the problem."""
+    if obs.dim() != 2 or obs.shape[-1] != spec.size:
+        raise ValueError(f"observation batch must have shape (N, {spec.size}) for this spec, got {tuple(obs.shape)}")
+    if not obs.is_floating_point():
+        raise ValueError(f"observation batch must be a floating-point tensor, got dtype {obs.dtype}")
+
+
+class QHead(nn.Module):
+    """Features -> Q-values; dueling (V + A - mean A) or a plain linear layer."""
+
+    def __init__(self, in_features: int, num_actions: int, dueling: bool, hidden: int | None = None):
+        super().__init__()
+        self.dueling = dueling
+        self.hidden = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU()) if hidden else nn.Identity()
+        width = hidden or in_features
+        self.advantage = nn.Linear(width, num_actions)
+        self.value = nn.Linear(width, 1) if dueling else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(features)
+        advantage = self.advantage(h)
+        if self.value is None:
+            return advantage
+        return self.value(h) + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Scaled dot-product attention written out, so the weights come with the output.
+
+    ``query_only`` computes the output for the first token alone (keys and
+    values still come from every token): the last block only needs the Q token.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, T, d) -> (N, heads, T, head_dim)
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, query_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        d = x.shape[-1]
+        if query_only:
+            q = F.linear(x[:, :1], self.qkv.weight[:d], self.qkv.bias[:d])
+            k, v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:]).chunk(2, dim=-1)
+        else:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)  # (N, h, Tq, T)
+        out = torch.matmul(self.dropout(weights), v)                                       # (N, h, Tq, hd)
+        out = out.transpose(1, 2).reshape(x.shape[0], q.shape[2], d)
+        return self.out(out), weights
+
+
+class ResidualGate(nn.Module):
+    """x + y: the plain pre-LN residual connection."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+class GRUGate(nn.Module):
+    """GTrXL-style gated connection; the update-gate bias starts at -2 so the block begins near identity.
+
+    r = sig(W_r y + U_r x), z = sig(W_z y + U_z x + b_z), h = tanh(W_h y + U_h (r * x)),
+    out = (1 - z) * x + z * h, with y = relu(sublayer output) as in GTrXL.
+    """
+
+    def __init__(self, d_model: int, initial_bias: float = -2.0):
+        super().__init__()
+        self.from_input = nn.Linear(d_model, 3 * d_model)             # W_r, W_z, W_h (with biases)
+        self.from_stream = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
+        self.candidate = nn.Linear(d_model, d_model, bias=False)        # U_h
+        with torch.no_grad():
+            self.from_input.bias[d_model:2 * d_model].fill_(initial_bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wr, wz, wh = self.from_input(torch.relu(y)).chunk(3, dim=-1)
+        ur, uz = self.from_stream(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz)
+        h = torch.tanh(wh + self.candidate(r * x))
+        return (1.0 - z) * x + z * h
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN block: LN -> attention -> gate; LN -> feed-forward -> gate."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm_attn = nn.LayerNorm(d)
+        self.attn = MultiHeadSelfAttention(d, config.num_heads, config.dropout)
+        self.norm_ff = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, config.ff_mult * d), nn.GELU(),
+                                nn.Linear(config.ff_mult * d, d), nn.Dropout(config.dropout))
+        self.dropout = nn.Dropout(config.dropout)
+        gate = GRUGate if config.gating == "gru" else ResidualGate
+        self.gate_attn = gate(d) if gate is GRUGate else gate()
+        self.gate_ff = gate(d) if gate is GRUGate else gate()
+
+    def forward(self, x: torch.Tensor, query_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, weights = self.attn(self.norm_attn(x), query_only=query_only)
+        if query_only:
+            x = x[:, :1]
+        x = self.gate_attn(x, self.dropout(attended))
+        x = self.gate_ff(x, self.ff(self.norm_ff(x)))
+        return x, weights
+
+
+class TransformerQNetwork(nn.Module):
+    """Q(s, .) from self-attention over per-sector lidar tokens, a goal token and an ego token.
+
+    Each sector token is Linear(beams_per_sector -> d) of its beams plus a
+    learned embedding of that sector's bearing, so rotating the scan changes
+    the input even though attention itself is permutation-invariant. With
+    ``history_length`` H > 1, a learned time embedding marks each frame's tokens.
+    """
+
+    has_attention = True
+
+    def __init__(self, spec: ObservationSpec, num_actions: int, config: ModelConfig | None = None):
+        super().__init__()
+        config = config or ModelConfig()
+        if config.kind != "transformer":
+            raise ValueError(f"TransformerQNetwork needs ModelConfig.kind='transformer', got {config.kind!r}")
+        self.spec, self.num_actions, self.config = spec, int(num_actions), config
+        d, K, H = config.d_model, spec.num_sectors, spec.history_length
+        self.lidar_embed = nn.Linear(spec.beams_per_sector, d)
+        self.sector_embed = nn.Parameter(torch.randn(K, d) * 0.02)
+        self.goal_embed = nn.Linear(GOAL_FEATURES, d)
+        self.ego_embed = nn.Linear(EGO_FEATURES, d)
+        self.time_embed = nn.Parameter(torch.randn(H, 1, d) * 0.02) if H > 1 else None
+        self.q_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = QHead(d, self.num_actions, config.dueling, hidden=d)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.spec.num_sectors + 2
+
+    @property
+    def num_tokens(self) -> int:
+        return 1 + self.spec.history_length * self.tokens_per_frame
+
+    def token_names(self) -> list[str]:
+        """Name of every token in attention order, e.g. 'q', 't0/sector3', 't0/goal', 't0/ego'."""
+        names = ["q"]
+        for t in range(self.spec.history_length):
+            names += [f"t{t}/sector{k}" for k in range(self.spec.num_sectors)] + [f"t{t}/goal", f"t{t}/ego"]
+        return names
+
+    def tokens(self, obs: torch.Tensor) -> torch.Tensor:
+        """Flat observations (N, spec.size) -> token embeddings (N, T, d), Q token first."""
+        spec, d = self.spec, self.config.d_model
+        H, K, B, nb = spec.history_length, spec.num_sectors, spec.beams_per_sector, spec.num_beams
+        frames = obs.reshape(-1, H, spec.frame_size)
+        lidar = frames[..., :nb].reshape(-1, H, K, B)
+        goal = frames[..., nb:nb + GOAL_FEATURES]
+        ego = frames[..., nb + GOAL_FEATURES:]
+        tokens = torch.cat([self.lidar_embed(lidar) + self.sector_embed,
+                            self.goal_embed(goal).unsqueeze(2),
+                            self.ego_embed(ego).unsqueeze(2)], dim=2)           # (N, H, K+2, d)
+        if self.time_embed is not None:
+            tokens = tokens + self.time_embed
+        tokens = tokens.reshape(-1, H * (K + 2), d)
+        return torch.cat([self.q_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+
+    def forward(self, obs: torch.Tensor, return_attention: bool = False):
+        """Q-values (N, A); with ``return_attention`` also the Q token's last-layer attention (N, T)."""
+        _check_obs(obs, self.spec)
+        x = self.tokens(obs)
+        weights = None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x, weights = block(x, query_only=(i == last))
+        q = self.head(self.norm(x[:, 0]))
+        if return_attention:
+            return q, weights[:, :, 0].mean(dim=1)
+        return q
+
+    def sector_attention(self, attention: torch.Tensor) -> torch.Tensor:
+        """(N, T) token attention -> (N, K) weights over the newest frame's lidar sectors, summing to 1."""
+        return sector_attention(attention, self.spec)
+
+
+class MLPQNetwork(nn.Module):
+    """Baseline Q-network on the flat observation. Same interface; its attention is always None."""
+
+    has_attention = False
+
+    def __init__(self, spec: ObservationSpec, num_actions: int, config: ModelConfig | None = None):
+        super().__init__()
+        config = config or ModelConfig(kind="mlp")
+        if config.kind != "mlp":
+            raise ValueError(f"MLPQNetwork needs ModelConfig.kind='mlp', got {config.kind!r}")
+        self.spec, self.num_actions, self.config = spec, int(num_actions), config
+        layers: list[nn.Module] = []
+        width = spec.size
+        for hidden in config.mlp_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = QHead(width, self.num_actions, config.dueling)
+
+    def forward(self, obs: torch.Tensor, return_attention: bool = False):
+        """Q-values (N, A); with ``return_attention`` returns (q, None): an MLP has no attention."""
+        _check_obs(obs, self.spec)
+        q = self.head(self.body(obs))
+        return (q, None) if return_attention else q
+
+    def sector_attention(self, attention) -> None:
+        return None
+
+
+def sector_attention(attention: torch.Tensor, spec: ObservationSpec) -> torch.Tensor:
+    """Slice the newest frame's K sector tokens out of (N, T) attention and renormalise to sum 1."""
+    K, H = spec.num_sectors, spec.history_length
+    expected = 1 + H * (K + 2)
+    if attention.dim() != 2 or attention.shape[-1] != expected:
+        raise ValueError(f"attention must have shape (N, {expected}) for this spec, got {tuple(attention.shape)}")
+    start = 1 + (H - 1) * (K + 2)
+    weights = attention[:, start:start + K]
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def build_model(spec: ObservationSpec, num_actions: int, config: ModelConfig | None = None) -> nn.Module:
+    """The Q-network named by ``config.kind`` (default: the Transformer)."""
+    if not isinstance(spec, ObservationSpec):
+        raise TypeError(f"spec must be an ObservationSpec, got {type(spec).__name__}")
+    if isinstance(num_actions, bool) or not isinstance(num_actions, numbers.Integral) or num_actions < 1:
+        raise ValueError(f"num_actions must be an integer >= 1, got {num_actions!r}")
+    config = config or ModelConfig()
+    if config.kind == "transformer":
+        return TransformerQNetwork(spec, num_actions, config)
+    return MLPQNetwork(spec, num_actions, config)
