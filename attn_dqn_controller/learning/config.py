@@ -45,6 +45,9 @@ class ModelSection:
     ff_mult: int = 2
     gating: str = "residual"
     dueling: bool = True
+    dropout: float = 0.0
+    mlp_hidden: list = field(default_factory=lambda: [256, 256])
+    """Hidden widths of the MLP Q-network (kind: mlp)."""
 
 
 @dataclass
@@ -153,6 +156,11 @@ def _coerce(value, annotation, key: str):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected int, got bool {value!r}")
     if not isinstance(value, kind):

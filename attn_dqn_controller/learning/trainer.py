@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import random
 import signal
 import time
 from collections import deque
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from attn_dqn_controller.actions import ActionTable
-from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+from attn_dqn_controller.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
 from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
@@ -63,6 +62,8 @@ def make_env(level: str, kwargs: dict):
 
 
 def seed_everything(seed: int) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -117,7 +118,7 @@ class TrainingRun:
         self.device = resolve_device(device or config.device)
         self.spec = observation_spec(config)
         self.actions = ActionTable.default()
-        self.model_config = ModelConfig(**{k: v for k, v in vars(config.model).items()})
+        self.model_config = ModelConfig(**{**vars(config.model), "mlp_hidden": tuple(config.model.mlp_hidden)})
         seed_everything(config.seed)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
         self.learner = DQNLearner(self.model, LearnerConfig(**vars(config.learner)), self.device)
@@ -221,8 +222,7 @@ class TrainingRun:
             "config": self.config.to_dict(),
             "recent_returns": list(self.recent_returns),
             "recent_success": [bool(s) for s in self.recent_success],
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
-                    "python": _python_rng_state()},
+            "rng": capture_rng_state(),
         }
         metadata = {"env_steps": self.counters.env_steps, "updates": self.counters.updates,
                     "wall_time_s": round(self.wall_time(), 1), "levels": list(self.config.env.levels),
@@ -239,20 +239,17 @@ class TrainingRun:
         if not path.exists():
             raise ConfigError(f"--resume: no checkpoint at {path}; start without --resume or pick the run's --out")
         ckpt = load_checkpoint(path)
-        training = ckpt.get("training")
+        training = ckpt.training
         if not training:
             raise ConfigError(f"--resume: {path} holds no training state (an exported policy?)")
-        self.model.load_state_dict(ckpt["model_state"])
+        self.model.load_state_dict(ckpt.model_state)
         self.learner.load_state_dict(training["learner"])
         for key, value in training["counters"].items():
             setattr(self.counters, key, int(value))
         self.recent_returns.extend(training.get("recent_returns", []))
         self.recent_success.extend(training.get("recent_success", []))
-        rng = training["rng"]
-        torch.set_rng_state(rng["torch"])
-        _set_numpy_rng_state(rng["numpy"])
-        _set_python_rng_state(rng["python"])
-        self.wall_time_before = float(ckpt.get("metadata", {}).get("wall_time_s", 0.0))
+        restore_rng_state(training["rng"])
+        self.wall_time_before = float(ckpt.metadata.get("wall_time_s", 0.0))
         replay_path = self.out_dir / REPLAY_NAME
         if self.config.save_replay and replay_path.exists():
             with np.load(replay_path) as data:
@@ -262,26 +259,6 @@ class TrainingRun:
 
     def close(self) -> None:
         self.logger.close()
-
-
-def _numpy_rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-            "cached": float(cached)}
-
-
-def _set_numpy_rng_state(state: dict) -> None:
-    keys = state["keys"].numpy().astype(np.uint32) if hasattr(state["keys"], "numpy") else np.asarray(state["keys"])
-    np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["cached"]))
-
-
-def _python_rng_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [int(version), [int(x) for x in internal], gauss]
-
-
-def _set_python_rng_state(state: list) -> None:
-    random.setstate((state[0], tuple(state[1]), state[2]))
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
@@ -329,19 +306,19 @@ class VectorEnvCollector:
         run = self.run
         actions = self.select_actions(run.epsilon(run.counters.env_steps))
         next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
-        taken = 0
-        for i in range(self.num_envs):
-            if self.autoreset[i]:
-                continue  # this step only reset env i (gymnasium's next-step autoreset)
-            taken += 1
-            self.returns[i] += rewards[i]
-            for tr in self.nstep.add(i, self.obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
-                                     bool(terminated[i]), bool(truncated[i])):
-                run.replay.add_batch(*tr.as_batch())
-            if terminated[i] or truncated[i]:
-                success = bool(infos.get("success", np.zeros(self.num_envs, bool))[i])
-                run.record_episode(self.returns[i], success)
+        valid = ~self.autoreset  # a step right after an episode end only resets that env (NEXT_STEP autoreset)
+        batch = self.nstep.add(self.obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
+        if len(batch["action"]):
+            run.replay.add_batch(batch["obs"], batch["action"], batch["reward"], batch["next_obs"],
+                                 batch["done"], batch["discount"])
+        self.returns[valid] += rewards[valid]
+        ended = valid & (terminated | truncated)
+        if np.any(ended):
+            successes = infos.get("success", np.zeros(self.num_envs, dtype=bool))
+            for i in np.flatnonzero(ended):
+                run.record_episode(self.returns[i], bool(successes[i]))
                 self.returns[i] = 0.0
+        taken = int(np.count_nonzero(valid))
         self.autoreset = np.logical_or(terminated, truncated)
         self.obs = next_obs
         return taken

@@ -1,0 +1,212 @@
+"""The DQN update: double-DQN n-step TD targets, importance-weighted Huber loss, target-network sync.
+
+Shared by the single-machine trainer and the Ray (Ape-X style) trainer; only
+how experience is collected differs between them. Batches come from
+``PrioritizedReplayBuffer.sample`` (n-step returns already folded in by
+``NStepAccumulator``), so the target is
+
+    y = R + discount * (1 - done) * Q_target(s', argmax_a Q_online(s', a))
+
+with ``discount = gamma^m`` stored per transition.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_dqn_controller.device import resolve_device
+
+logger = logging.getLogger(__name__)
+
+TARGET_UPDATES = ("hard", "polyak")
+BATCH_KEYS = ("obs", "action", "reward", "next_obs", "done", "discount")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Hyper-parameters of the gradient step; saved with training checkpoints."""
+
+    gamma: float = 0.99
+    """Per-step discount. The learner reads gamma^m from each transition; the trainer uses this for n-step."""
+    n_step: int = 3
+    """Steps folded into each return by NStepAccumulator (read by the trainer)."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    batch_size: int = 256
+    """Transitions per update (read by the trainer when it samples)."""
+    max_grad_norm: float = 10.0
+    """Clip the global gradient norm to this value."""
+    huber_delta: float = 1.0
+    """TD errors beyond this are penalised linearly (Huber / smooth L1)."""
+    target_update: str = "hard"
+    """"hard": copy online -> target every target_update_interval updates; "polyak": blend every update."""
+    target_update_interval: int = 1000
+    """Updates between hard copies."""
+    tau: float = 0.005
+    """Polyak rate: target <- (1 - tau) * target + tau * online."""
+    double_dqn: bool = True
+    """Pick the next action with the online net, evaluate it with the target net."""
+    amp_bf16: bool = False
+    """bfloat16 autocast for forward passes (CUDA only; ignored on CPU)."""
+    compile: bool = False
+    """torch.compile the online and target nets (CUDA only; ignored on CPU)."""
+
+    def __post_init__(self) -> None:
+        def fail(name: str, allowed: str) -> None:
+            raise ValueError(f"LearnerConfig.{name}={getattr(self, name)!r} is invalid: {allowed}")
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                fail(name, "must be a finite number")
+            return float(value)
+
+        def integer(name: str) -> int:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be an integer >= 1")
+            return value
+
+        if not 0.0 <= number("gamma") <= 1.0:
+            fail("gamma", "must be in [0, 1]")
+        integer("n_step")
+        integer("batch_size")
+        integer("target_update_interval")
+        for name in ("lr", "max_grad_norm", "huber_delta"):
+            if number(name) <= 0.0:
+                fail(name, "must be > 0")
+        if not 0.0 < number("tau") <= 1.0:
+            fail("tau", "must be in (0, 1]")
+        if self.target_update not in TARGET_UPDATES:
+            fail("target_update", f"must be one of {TARGET_UPDATES}")
+        for name in ("double_dqn", "amp_bf16", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be True or False")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LearnerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LearnerConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+class DQNLearner:
+    """Owns the online net, a frozen target copy and Adam; ``update(batch)`` is one gradient step."""
+
+    def __init__(self, model: nn.Module, config: LearnerConfig | None = None, device="auto"):
+        self.config = config or LearnerConfig()
+        self.device = resolve_device(device)
+        self.online = model.to(self.device).train()
+        self.target = copy.deepcopy(self.online).eval()
+        self.target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=self.config.lr)
+        self.updates = 0        # gradient steps taken
+        self.target_syncs = 0   # hard copies made (polyak blends are not counted)
+
+        on_cuda = self.device.type == "cuda"
+        self.use_bf16 = self.config.amp_bf16 and on_cuda
+        use_compile = self.config.compile and on_cuda
+        if (self.config.amp_bf16 or self.config.compile) and not on_cuda:
+            logger.info("amp_bf16/compile apply on CUDA only; running eager float32 on %s", self.device)
+        self._online_fn = torch.compile(self.online) if use_compile else self.online
+        self._target_fn = torch.compile(self.target) if use_compile else self.target
+
+    @property
+    def model(self) -> nn.Module:
+        """The online network (what gets checkpointed and served by Policy)."""
+        return self.online
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def _tensor(self, value, dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device, dtype=dtype, non_blocking=True)
+        return torch.as_tensor(np.asarray(value), dtype=dtype, device=self.device)
+
+    def td_targets(self, reward, next_obs, done, discount) -> torch.Tensor:
+        """y = r + discount * (1 - done) * Q_target(s', a*), a* from the online net if double_dqn."""
+        reward = self._tensor(reward, torch.float32).reshape(-1)
+        next_obs = self._tensor(next_obs, torch.float32)
+        done = self._tensor(done, torch.float32).reshape(-1)
+        discount = self._tensor(discount, torch.float32).reshape(-1)
+        with torch.no_grad(), self._autocast():
+            q_next_target = self._target_fn(next_obs).float()
+            if self.config.double_dqn:
+                best = self._online_fn(next_obs).argmax(dim=1, keepdim=True)
+                q_next = q_next_target.gather(1, best).squeeze(1)
+            else:
+                q_next = q_next_target.max(dim=1).values
+            return reward + discount * (1.0 - done) * q_next
+
+    def update(self, batch: dict) -> dict:
+        """One gradient step on a replay batch; returns loss, td_errors (numpy, signed), q_mean, grad_norm."""
+        missing = [key for key in BATCH_KEYS if key not in batch]
+        if missing:
+            raise KeyError(f"batch is missing {missing}; it needs {list(BATCH_KEYS)} (and optionally 'weights')")
+        obs = self._tensor(batch["obs"], torch.float32)
+        action = self._tensor(batch["action"], torch.int64).reshape(-1, 1)
+        n = obs.shape[0]
+        weights = batch.get("weights")
+        weights = torch.ones(n, device=self.device) if weights is None else \
+            self._tensor(weights, torch.float32).reshape(-1)
+        if action.shape[0] != n or weights.shape[0] != n:
+            raise ValueError(f"batch columns disagree on size: obs {n}, action {action.shape[0]}, "
+                             f"weights {weights.shape[0]}")
+
+        target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
+        with self._autocast():
+            q_all = self._online_fn(obs)
+        q = q_all.float().gather(1, action).squeeze(1)
+        td = q - target
+        loss = (weights * F.huber_loss(q, target, reduction="none", delta=self.config.huber_delta)).mean()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        self._sync_target()
+        return {"loss": float(loss.detach()), "td_errors": td.detach().float().cpu().numpy(),
+                "q_mean": float(q.detach().mean()), "grad_norm": float(grad_norm)}
+
+    def _sync_target(self) -> None:
+        with torch.no_grad():
+            if self.config.target_update == "polyak":
+                for t, o in zip(self.target.parameters(), self.online.parameters()):
+                    t.lerp_(o, self.config.tau)
+                for t, o in zip(self.target.buffers(), self.online.buffers()):
+                    t.copy_(o)
+            elif self.updates % self.config.target_update_interval == 0:
+                self.target.load_state_dict(self.online.state_dict())
+                self.target_syncs += 1
+
+    # --- resume ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Online/target weights, optimizer state and counters: tensors and plain types only."""
+        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                "target_syncs": self.target_syncs, "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = [k for k in ("online", "target", "optimizer", "updates") if k not in state]
+        if missing:
+            raise KeyError(f"learner state is missing {missing}")
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state["updates"])
+        self.target_syncs = int(state.get("target_syncs", 0))

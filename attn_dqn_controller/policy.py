@@ -1,0 +1,170 @@
+"""The inference object: checkpoint -> greedy action, Q-values and attention.
+
+Evaluation, ONNX export and the ROS controller node all act through ``Policy``,
+so a policy drives the same way wherever it runs. It holds no training state.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+from attn_dqn_controller.device import resolve_device
+from attn_dqn_controller.model import ModelConfig
+from attn_dqn_controller.observation import ObservationSpec
+
+
+@dataclass
+class PolicyOutput:
+    """One decision."""
+
+    action: int
+    """Index into the action table."""
+    command: tuple[float, float]
+    """(linear m/s, angular rad/s) of that action."""
+    q_values: np.ndarray
+    """(A,) Q-values, float32."""
+    attention: np.ndarray | None
+    """(K,) attention over the newest frame's lidar sectors (sums to 1); None for the MLP."""
+
+
+class _OnnxHead(nn.Module):
+    """obs -> q_values (and sector attention when the model has it), for export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.with_attention = bool(getattr(model, "has_attention", False))
+
+    def forward(self, obs: torch.Tensor):
+        if self.with_attention:
+            q, attention = self.model(obs, return_attention=True)
+            return q, self.model.sector_attention(attention)
+        return self.model(obs)
+
+
+class Policy:
+    """A greedy Q-network policy bound to its observation spec and action table."""
+
+    def __init__(self, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto",
+                 metadata: dict | None = None):
+        model_actions = getattr(model, "num_actions", len(actions))
+        if model_actions != len(actions):
+            raise ValueError(f"model has {model_actions} outputs but the action table has {len(actions)} actions")
+        model_spec = getattr(model, "spec", spec)
+        if model_spec != spec:
+            raise ValueError(f"model was built for {model_spec} but the policy was given {spec}")
+        self.spec, self.actions = spec, actions
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.model_config: ModelConfig | None = getattr(model, "config", None)
+        self.metadata = dict(metadata or {})
+        self.has_attention = bool(getattr(model, "has_attention", False))
+        # Preallocated single-observation input; on CPU its NumPy view is filled in place.
+        self._host = torch.zeros(1, spec.size, dtype=torch.float32)
+        self._host_np = self._host.numpy()
+        self._input = self._host if self.device.type == "cpu" else self._host.to(self.device)
+        with torch.inference_mode():  # warm-up: first-call allocations happen now, not on the robot
+            self.model(self._input, return_attention=self.has_attention)
+
+    @classmethod
+    def load(cls, path, device="auto") -> "Policy":
+        """Policy from a checkpoint file; CheckpointError if it is missing, damaged or inconsistent."""
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.build_model(), ckpt.spec, ckpt.actions, device, metadata=ckpt.metadata)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto") -> "Policy":
+        """Policy around a model in memory (e.g. the learner's online net for evaluation)."""
+        return cls(model, spec, actions, device)
+
+    def save(self, path, metadata: dict | None = None) -> Path:
+        """Write this policy as a checkpoint (no training state)."""
+        info = {**self.metadata, **(metadata or {})}
+        return save_checkpoint(path, self.model, self.spec, self.actions, metadata=info)
+
+    # --- acting ---------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> PolicyOutput:
+        """Greedy action for one observation of shape (spec.size,)."""
+        obs = np.asarray(obs)
+        if obs.shape != (self.spec.size,):
+            raise ValueError(f"observation must have shape ({self.spec.size},) for this policy's spec, "
+                             f"got {obs.shape}")
+        np.copyto(self._host_np[0], obs, casting="unsafe")
+        if not np.isfinite(self._host_np).all():
+            bad = np.flatnonzero(~np.isfinite(self._host_np[0]))
+            raise ValueError(f"observation has {bad.size} non-finite value(s) (first at index {bad[0]})")
+        if self._input is not self._host:
+            self._input.copy_(self._host)
+        with torch.inference_mode():
+            if self.has_attention:
+                q, attention = self.model(self._input, return_attention=True)
+                sectors = self.model.sector_attention(attention)[0].float().cpu().numpy()
+            else:
+                q, sectors = self.model(self._input), None
+            q_values = q[0].float().cpu().numpy()
+        action = int(np.argmax(q_values))
+        return PolicyOutput(action, self.actions.command(action), q_values, sectors)
+
+    def act_batch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions (N,) and Q-values (N, A) for a batch of shape (N, spec.size)."""
+        obs = np.asarray(obs)
+        if obs.ndim != 2 or obs.shape[1] != self.spec.size:
+            raise ValueError(f"observation batch must have shape (N, {self.spec.size}), got {obs.shape}")
+        batch = torch.as_tensor(obs, dtype=torch.float32)
+        if not torch.isfinite(batch).all():
+            raise ValueError("observation batch has non-finite values")
+        with torch.inference_mode():
+            q = self.model(batch.to(self.device)).float().cpu().numpy()
+        return q.argmax(axis=1), q
+
+    # --- export ---------------------------------------------------------------------
+    def export_onnx(self, path, check: bool = True, atol: float = 1e-4, opset: int = 18) -> dict:
+        """Export obs (N, spec.size) -> q_values (N, A) [, sector_attention (N, K)] with a dynamic batch axis.
+
+        With ``check``, runs onnxruntime and torch on random observations and
+        raises RuntimeError if they differ by more than ``atol``.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        head = _OnnxHead(copy.deepcopy(self.model).cpu()).eval()
+        outputs = ["q_values", "sector_attention"] if head.with_attention else ["q_values"]
+        example = torch.rand(2, self.spec.size)
+        with warnings.catch_warnings():  # the exporter's own deprecation chatter is not ours to act on
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(head, (example,), str(path), input_names=["obs"], output_names=outputs,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
+                              dynamo=True, external_data=False, verbose=False)
+        report = {"path": str(path), "inputs": ["obs"], "outputs": outputs, "opset": opset,
+                  "max_abs_error": None}
+        if check:
+            report["max_abs_error"] = self._check_onnx(head, path, outputs, atol)
+        return report
+
+    def _check_onnx(self, head: nn.Module, path: Path, outputs: list[str], atol: float) -> float:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # a check, not a benchmark: leave the other cores alone
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        error = 0.0
+        for batch in (1, 5):
+            obs = rng.random((batch, self.spec.size), dtype=np.float32)
+            got = session.run(outputs, {"obs": obs})
+            with torch.inference_mode():
+                want = head(torch.from_numpy(obs))
+            want = want if isinstance(want, tuple) else (want,)
+            for g, w in zip(got, want):
+                error = max(error, float(np.max(np.abs(g - w.numpy()))))
+        if error > atol:
+            raise RuntimeError(f"ONNX export of {path} differs from torch by {error:.3g} (> atol {atol:g})")
+        return error

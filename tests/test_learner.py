@@ -1,0 +1,273 @@
+"""n-step returns, double-DQN targets, the gradient step and target-network sync, by hand-computed values."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from attn_dqn_controller.device import resolve_device
+from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
+from attn_dqn_controller.learning.nstep import NStepAccumulator
+from attn_dqn_controller.learning.schedules import LinearSchedule
+from attn_dqn_controller.model import ModelConfig, build_model
+from attn_dqn_controller.observation import ObservationSpec
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# --- schedules --------------------------------------------------------------------------
+def test_linear_schedule_values():
+    schedule = LinearSchedule(1.0, 0.1, 100)
+    assert [schedule(s) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+    assert LinearSchedule(0.4, 1.0, 0)(0) == 1.0
+    with pytest.raises(ValueError, match="duration"):
+        LinearSchedule(1.0, 0.0, -5)
+
+
+# --- n-step -----------------------------------------------------------------------------
+def step(acc, t, reward, terminated=False, truncated=False, env_count=1, valid=None):
+    """Feed obs = [t], next_obs = [t + 1], action = t for every env (env e adds 100 * e)."""
+    offset = 100.0 * np.arange(env_count)[:, None]
+    obs = np.full((env_count, 1), float(t)) + offset
+    return acc.add(obs, np.full(env_count, t), np.broadcast_to(reward, env_count), obs + 1.0,
+                   np.broadcast_to(terminated, env_count), np.broadcast_to(truncated, env_count), valid=valid)
+
+
+def test_nstep_mid_episode_hand_computed():
+    acc = NStepAccumulator(n=3, gamma=0.5, num_envs=1)
+    assert len(step(acc, 0, 1.0)["obs"]) == 0
+    assert len(step(acc, 1, 2.0)["obs"]) == 0
+    out = step(acc, 2, 3.0)
+    # R = 1 + 0.5 * 2 + 0.25 * 3, bootstrapping from s_3 with gamma^3
+    np.testing.assert_allclose(out["reward"], [2.75])
+    np.testing.assert_array_equal(out["obs"], [[0.0]])
+    np.testing.assert_array_equal(out["next_obs"], [[3.0]])
+    np.testing.assert_array_equal(out["action"], [0])
+    np.testing.assert_array_equal(out["done"], [False])
+    np.testing.assert_allclose(out["discount"], [0.125])
+    out = step(acc, 3, 4.0)
+    np.testing.assert_allclose(out["reward"], [2 + 0.5 * 3 + 0.25 * 4])
+    np.testing.assert_array_equal(out["next_obs"], [[4.0]])
+    assert acc.pending() == [2]
+
+
+def test_nstep_termination_flushes_without_bootstrap():
+    acc = NStepAccumulator(n=3, gamma=0.5, num_envs=1)
+    step(acc, 0, 1.0)
+    out = step(acc, 1, 2.0, terminated=True)
+    np.testing.assert_allclose(out["reward"], [1 + 0.5 * 2, 2.0])
+    np.testing.assert_array_equal(out["obs"][:, 0], [0.0, 1.0])
+    np.testing.assert_array_equal(out["next_obs"][:, 0], [2.0, 2.0])   # the terminal observation
+    np.testing.assert_array_equal(out["done"], [True, True])
+    np.testing.assert_allclose(out["discount"], [0.25, 0.5])
+    assert acc.pending() == [0]
+
+
+def test_nstep_termination_with_full_window():
+    acc = NStepAccumulator(n=2, gamma=0.9, num_envs=1)
+    step(acc, 0, 1.0)
+    step(acc, 1, 1.0)                          # emits (s0, 1 + 0.9)
+    out = step(acc, 2, 5.0, terminated=True)   # window [s1, s2] full and the episode ends
+    np.testing.assert_allclose(out["reward"], [1 + 0.9 * 5, 5.0])
+    np.testing.assert_array_equal(out["done"], [True, True])
+    np.testing.assert_allclose(out["discount"], [0.81, 0.9])
+
+
+def test_nstep_truncation_bootstraps_from_the_final_observation():
+    acc = NStepAccumulator(n=3, gamma=0.5, num_envs=1)
+    step(acc, 0, 1.0)
+    out = step(acc, 1, 2.0, truncated=True)
+    np.testing.assert_allclose(out["reward"], [2.0, 2.0])
+    np.testing.assert_array_equal(out["done"], [False, False])      # time limit: bootstrap
+    np.testing.assert_allclose(out["discount"], [0.25, 0.5])        # gamma^m with m = 2, 1
+    np.testing.assert_array_equal(out["next_obs"][:, 0], [2.0, 2.0])
+    # the next episode starts from an empty window
+    assert len(step(acc, 10, 1.0)["obs"]) == 0 and acc.pending() == [1]
+
+
+def test_nstep_keeps_envs_apart():
+    acc = NStepAccumulator(n=2, gamma=0.5, num_envs=2)
+    step(acc, 0, np.array([1.0, 10.0]), env_count=2)
+    out = step(acc, 1, np.array([2.0, 20.0]), terminated=np.array([True, False]),
+               truncated=np.array([False, False]), env_count=2)
+    # env 0: full window (s0) and flushed tail (s1), both terminal; env 1: its full window (s100)
+    np.testing.assert_array_equal(out["obs"][:, 0], [0.0, 1.0, 100.0])
+    np.testing.assert_allclose(out["reward"], [1 + 0.5 * 2, 2.0, 10 + 0.5 * 20])
+    np.testing.assert_array_equal(out["done"], [True, True, False])
+    np.testing.assert_array_equal(out["next_obs"][:, 0], [2.0, 2.0, 102.0])
+    np.testing.assert_allclose(out["discount"], [0.25, 0.5, 0.25])
+    # env 0's reset step under NEXT_STEP autoreset is marked invalid and skipped
+    out = step(acc, 2, np.array([0.0, 30.0]), env_count=2, valid=np.array([False, True]))
+    np.testing.assert_array_equal(out["obs"][:, 0], [101.0])
+    assert acc.pending() == [0, 1]
+
+
+def test_nstep_one_step_and_bad_input():
+    acc = NStepAccumulator(n=1, gamma=0.99, num_envs=1)
+    out = step(acc, 0, 3.0)
+    np.testing.assert_allclose(out["reward"], [3.0])
+    np.testing.assert_allclose(out["discount"], [0.99])
+    with pytest.raises(ValueError, match="leading env axis of length 1"):
+        acc.add(np.zeros((2, 1)), [0, 0], [0, 0], np.zeros((2, 1)), [0, 0], [0, 0])
+    with pytest.raises(ValueError, match="reward must hold one value per env"):
+        acc.add(np.zeros((1, 1)), [0], [0, 0], np.zeros((1, 1)), [0], [0])
+    with pytest.raises(ValueError, match="n-step length"):
+        NStepAccumulator(n=0, gamma=0.9, num_envs=1)
+
+
+# --- learner ----------------------------------------------------------------------------
+class LinearQ(nn.Module):
+    """Q(s) = W s: a network whose every output is computable by hand."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.linear = nn.Linear(2, 3, bias=False)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+
+    def forward(self, obs):
+        return self.linear(obs)
+
+
+def test_double_dqn_target_hand_computed():
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")
+    with torch.no_grad():
+        learner.target.linear.weight.copy_(torch.tensor([[5.0, 0.0], [0.5, 0.0], [7.0, 0.0]]))
+    next_obs = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], np.float32)
+    # online Q(s') = [1, 3, 2] -> a* = 1; target Q(s', a*) = 0.5
+    y = learner.td_targets([1.0, 1.0, 2.0], next_obs, done=[0.0, 1.0, 0.0], discount=[0.9, 0.9, 0.81])
+    torch.testing.assert_close(y, torch.tensor([1 + 0.9 * 0.5, 1.0, 2 + 0.81 * 0.5]))
+    plain = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(double_dqn=False), "cpu")
+    with torch.no_grad():
+        plain.target.linear.weight.copy_(learner.target.linear.weight)
+    y = plain.td_targets([1.0], next_obs[:1], done=[0.0], discount=[0.9])
+    torch.testing.assert_close(y, torch.tensor([1 + 0.9 * 7.0]))   # max over the target net
+
+
+def test_update_loss_td_errors_and_weights_hand_computed():
+    # q(s, a) for s = [1, 0]: W[:, 0] = [1, 3, 2]. Targets are terminal (done=1), so y = r.
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(lr=1e-3), "cpu")
+    batch = {"obs": np.array([[1.0, 0.0], [1.0, 0.0]], np.float32), "action": np.array([0, 1]),
+             "reward": np.array([0.5, 6.0], np.float32), "next_obs": np.zeros((2, 2), np.float32),
+             "done": np.ones(2, np.float32), "discount": np.full(2, 0.9, np.float32),
+             "weights": np.array([1.0, 0.5], np.float32)}
+    out = learner.update(batch)
+    # td = q - y = [0.5, -3]; Huber(delta=1) = [0.125, 2.5]; weighted mean = (0.125 + 1.25) / 2
+    np.testing.assert_allclose(out["td_errors"], [0.5, -3.0])
+    assert out["loss"] == pytest.approx(0.6875)
+    assert out["q_mean"] == pytest.approx(2.0)
+    # d loss / d W[a, 0] = w * clip(td, -1, 1) / 2 -> grads 0.25 (row 0) and -0.25 (row 1)
+    assert out["grad_norm"] == pytest.approx(np.hypot(0.25, 0.25))
+    assert learner.updates == 1
+
+
+def test_zero_importance_weights_leave_the_net_unchanged():
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")
+    before = learner.online.linear.weight.clone()
+    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9),
+             "weights": np.zeros(2)}
+    assert learner.update(batch)["loss"] == 0.0
+    torch.testing.assert_close(learner.online.linear.weight, before)
+
+
+def test_learner_fits_a_fixed_batch():
+    torch.manual_seed(0)
+    spec = ObservationSpec(num_beams=48, num_sectors=8)   # small, so the test stays fast
+    model = build_model(spec, 5, ModelConfig(d_model=32, num_layers=1, num_heads=4))
+    learner = DQNLearner(model, LearnerConfig(lr=2e-3), "cpu")
+    rng = np.random.default_rng(0)
+    n = 32
+    batch = {"obs": rng.random((n, spec.size), dtype=np.float32), "action": rng.integers(0, 5, n),
+             "reward": rng.uniform(-1, 1, n).astype(np.float32),
+             "next_obs": rng.random((n, spec.size), dtype=np.float32),
+             "done": np.ones(n, np.float32), "discount": np.full(n, 0.99, np.float32)}
+    first = learner.update(batch)["loss"]
+    for _ in range(300):
+        last = learner.update(batch)["loss"]
+    assert last < 0.1 * first, (first, last)
+
+
+def test_hard_target_update_copies_every_interval():
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
+                         LearnerConfig(target_update="hard", target_update_interval=3), "cpu")
+    initial = learner.target.linear.weight.clone()
+    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    for _ in range(2):
+        learner.update(batch)
+        torch.testing.assert_close(learner.target.linear.weight, initial)
+        assert not torch.equal(learner.online.linear.weight, initial)
+    learner.update(batch)
+    torch.testing.assert_close(learner.target.linear.weight, learner.online.linear.weight)
+    assert learner.target_syncs == 1
+    assert not learner.target.linear.weight.requires_grad
+
+
+def test_polyak_target_update_blends_every_step():
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
+                         LearnerConfig(target_update="polyak", tau=0.25), "cpu")
+    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    target = learner.target.linear.weight.clone()
+    for _ in range(2):
+        learner.update(batch)
+        target = 0.75 * target + 0.25 * learner.online.linear.weight.detach()
+        torch.testing.assert_close(learner.target.linear.weight, target)
+    assert learner.target_syncs == 0
+
+
+def test_state_dict_round_trip_and_missing_batch_keys():
+    def make():
+        return DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")
+
+    learner = make()
+    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    learner.update(batch)
+    resumed = make()
+    resumed.load_state_dict(learner.state_dict())
+    assert resumed.updates == 1
+    a, b = learner.update(batch), resumed.update(batch)   # same Adam moments -> same step
+    assert a["loss"] == b["loss"]
+    torch.testing.assert_close(learner.online.linear.weight, resumed.online.linear.weight)
+    with pytest.raises(KeyError, match="discount"):
+        learner.update({k: v for k, v in batch.items() if k != "discount"})
+
+
+def test_config_validation_names_the_field():
+    for kwargs, field in (({"gamma": 1.5}, "gamma"), ({"n_step": 0}, "n_step"), ({"lr": 0.0}, "lr"),
+                          ({"target_update": "soft"}, "target_update"), ({"tau": 0.0}, "tau"),
+                          ({"batch_size": 2.5}, "batch_size"), ({"double_dqn": "yes"}, "double_dqn")):
+        with pytest.raises(ValueError, match=f"LearnerConfig.{field}="):
+            LearnerConfig(**kwargs)
+    assert LearnerConfig.from_dict(LearnerConfig().to_dict()) == LearnerConfig()
+    with pytest.raises(ValueError, match="unknown LearnerConfig"):
+        LearnerConfig.from_dict({"epsilon": 0.1})
+
+
+def test_cuda_only_options_are_off_on_cpu(caplog):
+    with caplog.at_level(logging.INFO, logger="attn_dqn_controller.learning.learner"):
+        learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
+                             LearnerConfig(amp_bf16=True, compile=True), "cpu")
+    assert learner.use_bf16 is False and learner._online_fn is learner.online
+    assert "CUDA only" in caplog.text
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda:0")

@@ -1,0 +1,188 @@
+"""Q-network behaviour: shapes, attention, history and bearing sensitivity, gradients, config checks."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attn_dqn_controller.model import (
+    MLPQNetwork, ModelConfig, MultiHeadSelfAttention, TransformerQNetwork, build_model, count_parameters,
+    sector_attention,
+)
+from attn_dqn_controller.observation import ObservationSpec
+
+SPEC = ObservationSpec()
+SMALL = ModelConfig(d_model=32, num_layers=2, num_heads=4)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention (restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def obs_batch(spec, n, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).random((n, spec.size), dtype=np.float32))
+
+
+def test_default_transformer_shapes_and_size():
+    model = build_model(SPEC, 21)
+    assert isinstance(model, TransformerQNetwork)
+    # 1 Q token + 24 sectors + goal + ego
+    assert model.num_tokens == 27 and len(model.token_names()) == 27
+    assert model.token_names()[:2] == ["q", "t0/sector0"] and model.token_names()[-1] == "t0/ego"
+    q = model(obs_batch(SPEC, 3))
+    assert q.shape == (3, 21) and torch.isfinite(q).all()
+    assert 50_000 <= count_parameters(model) <= 150_000
+
+
+def test_attention_is_a_distribution_and_sector_attention_renormalises():
+    model = build_model(SPEC, 21, SMALL)
+    q, attention = model(obs_batch(SPEC, 4), return_attention=True)
+    assert q.shape == (4, 21) and attention.shape == (4, 27)
+    assert torch.all(attention >= 0)
+    torch.testing.assert_close(attention.sum(dim=1), torch.ones(4))
+    sectors = model.sector_attention(attention)
+    assert sectors.shape == (4, 24)
+    torch.testing.assert_close(sectors.sum(dim=1), torch.ones(4))
+    # the sector weights are the sector tokens' share, rescaled
+    torch.testing.assert_close(sectors[0], attention[0, 1:25] / attention[0, 1:25].sum())
+    # q with and without attention is the same forward pass
+    torch.testing.assert_close(model(obs_batch(SPEC, 4)), q)
+
+
+def test_sector_attention_hand_computed_for_history():
+    spec = ObservationSpec(num_beams=8, num_sectors=2, history_length=2)
+    # T = 1 + 2 * (2 + 2) = 9; newest frame's sectors are tokens 5 and 6
+    attention = torch.tensor([[0.1, 0.1, 0.1, 0.1, 0.1, 0.3, 0.1, 0.05, 0.05]])
+    torch.testing.assert_close(sector_attention(attention, spec), torch.tensor([[0.75, 0.25]]))
+    with pytest.raises(ValueError, match=r"attention must have shape \(N, 9\)"):
+        sector_attention(torch.ones(1, 8), spec)
+
+
+def test_hand_written_attention_matches_reference_and_query_only_row():
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(16, 4, dropout=0.0)
+    x = torch.randn(2, 5, 16)
+    out, weights = attn(x)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    heads = lambda t: t.reshape(2, 5, 4, 4).transpose(1, 2)
+    expected = F.scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(out, attn.out(expected))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 5))
+    out0, weights0 = attn(x, query_only=True)
+    torch.testing.assert_close(out0, out[:, :1])
+    torch.testing.assert_close(weights0, weights[:, :, :1])
+
+
+def test_last_block_on_q_token_only_equals_full_forward():
+    model = build_model(SPEC, 21, SMALL).eval()
+    obs = obs_batch(SPEC, 2)
+    x = model.tokens(obs)
+    for block in model.blocks:
+        x, weights = block(x, query_only=False)
+    q_full = model.head(model.norm(x[:, 0]))
+    q, attention = model(obs, return_attention=True)
+    torch.testing.assert_close(q, q_full)
+    torch.testing.assert_close(attention, weights[:, :, 0].mean(1))
+
+
+def test_history_frames_get_time_embedding_and_change_output():
+    spec = ObservationSpec(history_length=3)
+    model = build_model(spec, 21, SMALL).eval()
+    assert model.time_embed.shape == (3, 1, 32)
+    obs = obs_batch(spec, 1)
+    q, attention = model(obs, return_attention=True)
+    assert attention.shape == (1, 1 + 3 * 26)
+    older = obs.clone()
+    older[0, : spec.frame_size] = torch.rand(spec.frame_size)  # change only the oldest frame
+    assert not torch.allclose(model(older), q, atol=1e-6)
+    # swapping two frames changes q only because of the time embedding
+    frames = obs.reshape(3, spec.frame_size)
+    swapped = frames[[1, 0, 2]].reshape(1, -1)
+    assert not torch.allclose(model(swapped), q, atol=1e-6)
+    with torch.no_grad():
+        model.time_embed.zero_()
+    torch.testing.assert_close(model(swapped), model(obs))
+
+
+def test_rotating_the_scan_changes_q_because_of_sector_embedding():
+    model = build_model(SPEC, 21, SMALL).eval()
+    obs = obs_batch(SPEC, 1)
+    rotated = obs.clone()
+    lidar = obs[0, :360].reshape(24, 15)
+    rotated[0, :360] = torch.roll(lidar, shifts=1, dims=0).reshape(-1)  # shift by one whole sector
+    assert not torch.allclose(model(rotated), model(obs), atol=1e-6)
+    with torch.no_grad():  # without bearing information, attention cannot tell the sectors apart
+        model.sector_embed.zero_()
+    torch.testing.assert_close(model(rotated), model(obs))
+
+
+@pytest.mark.parametrize("config", [SMALL, ModelConfig(d_model=32, gating="gru", dueling=False),
+                                    ModelConfig(kind="mlp", mlp_hidden=(32,))])
+def test_gradient_reaches_every_parameter(config):
+    spec = ObservationSpec(history_length=2)
+    model = build_model(spec, 5, config)
+    q = model(obs_batch(spec, 3))
+    (q * torch.randn_like(q)).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_gru_gate_starts_close_to_identity():
+    model = build_model(SPEC, 21, ModelConfig(d_model=32, gating="gru"))
+    gate = model.blocks[0].gate_attn
+    x, y = torch.randn(4, 32), torch.randn(4, 32)
+    # update gate z = sigmoid(-2 + small) ~ 0.12, so out stays near x
+    out = gate(x, y)
+    assert (out - x).abs().mean() < 0.5 * x.abs().mean()
+
+
+def test_mlp_has_the_same_interface_and_no_attention():
+    model = build_model(SPEC, 21, ModelConfig(kind="mlp"))
+    assert isinstance(model, MLPQNetwork) and model.has_attention is False
+    obs = obs_batch(SPEC, 2)
+    q, attention = model(obs, return_attention=True)
+    assert q.shape == (2, 21) and attention is None
+    assert model.sector_attention(attention) is None
+    torch.testing.assert_close(model(obs), q)
+
+
+def test_dueling_head_centres_advantages():
+    model = build_model(SPEC, 21, SMALL)
+    features = torch.randn(3, 32)
+    head = model.head
+    h = head.hidden(features)
+    a, v = head.advantage(h), head.value(h)
+    torch.testing.assert_close(head(features), v + a - a.mean(dim=1, keepdim=True))
+
+
+def test_wrong_observation_shape_is_named():
+    model = build_model(SPEC, 21, SMALL)
+    with pytest.raises(ValueError, match=r"shape \(N, 367\).*\(2, 360\)"):
+        model(torch.zeros(2, 360))
+    with pytest.raises(ValueError, match="floating-point"):
+        model(torch.zeros(2, 367, dtype=torch.int64))
+
+
+def test_config_validation_and_round_trip():
+    config = ModelConfig(kind="mlp", mlp_hidden=[64, 32])
+    assert config.mlp_hidden == (64, 32)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["mlp_hidden"] == [64, 32]
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="cnn")
+    with pytest.raises(ValueError, match="num_heads.*divide d_model"):
+        ModelConfig(d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="gating"):
+        ModelConfig(gating="lstm")
+    with pytest.raises(ValueError, match="dropout"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['width'\]"):
+        ModelConfig.from_dict({"width": 3})
+    with pytest.raises(ValueError, match="num_actions"):
+        build_model(SPEC, 0)
