@@ -203,9 +203,8 @@ class EncoderBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, config.ff_mult * d), nn.GELU(),
                                 nn.Linear(config.ff_mult * d, d), nn.Dropout(config.dropout))
         self.dropout = nn.Dropout(config.dropout)
-        gate = GRUGate if config.gating == "gru" else ResidualGate
-        self.gate_attn = gate(d) if gate is GRUGate else gate()
-        self.gate_ff = gate(d) if gate is GRUGate else gate()
+        make_gate = (lambda: GRUGate(d)) if config.gating == "gru" else ResidualGate
+        self.gate_attn, self.gate_ff = make_gate(), make_gate()
 
     def forward(self, x: torch.Tensor, query_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         attended, weights = self.attn(self.norm_attn(x), query_only=query_only)

@@ -37,12 +37,15 @@ _EPS = 1e-9
 
 def _check_number(owner: str, name: str, value, minimum: float = 0.0, allow_equal: bool = False) -> float:
     """A finite real above `minimum` (or equal, when allowed); ValueError naming the field otherwise."""
-    bound = f">= {minimum}" if allow_equal else f"> {minimum}"
+    if minimum == -math.inf:
+        bound = ""
+    else:
+        bound = f" >= {minimum}" if allow_equal else f" > {minimum}"
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers {bound}")
+        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers{bound}")
     value = float(value)
     if value < minimum or (value == minimum and not allow_equal):
-        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers {bound}")
+        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers{bound}")
     return value
 
 
@@ -197,7 +200,14 @@ class MovingObstacle:
 
 @dataclass(eq=False)
 class NavMap:
-    """One generated arena: static obstacles, grids, moving obstacles, start, goal and distances to the goal."""
+    """One generated arena: static obstacles, grids, moving obstacles, start, goal and distances to the goal.
+
+    obstacles: the four boundary walls first (boxes centred on the arena edges, half
+    of each outside the arena), then the level's boxes and cylinders (maze walls are
+    boxes). occupancy / inflated / goal_distance_field are read-only (rows = y, cols = x).
+    start and goal are cell centres for generated maps and keep SPAWN_MARGIN beyond
+    the inflation; shortest_path_length is the grid geodesic distance between them.
+    """
 
     level: str
     seed: int
@@ -242,6 +252,8 @@ class NavMap:
         obstacle still gets smooth values; deeper inside obstacles it falls back to
         the nearest finite cell plus the straight-line offset.
         """
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"(x, y)=({x!r}, {y!r}) is invalid: allowed values are finite numbers (m)")
         res = self.config.resolution
         ext = self._extended()
         rows, cols = ext.shape

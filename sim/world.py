@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -45,6 +46,7 @@ _GROUP_OBSTACLE = 1
 _GROUP_ROBOT = 2
 _GROUP_GROUND = 4
 _MASK_ALL = 0xFFFF
+_FRACTION = itemgetter(2)  # hit fraction in a rayTestBatch result
 
 
 def _fail(owner: str, name: str, value, allowed: str) -> None:
@@ -202,9 +204,9 @@ class SimWorld:
         self._wheel_joints = (0, 1)
         self.wheel_radius = float("nan")
         self.wheel_separation = float("nan")
-        self._beam_angles = self.config.lidar.spec.beam_angles
-        self._ray_starts: list = []
-        self._ray_ends: list = []
+        self._scan_spec = self.config.lidar.spec
+        self._ray_starts = np.empty((0, 3))
+        self._ray_ends = np.empty((0, 3))
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------
@@ -259,10 +261,12 @@ class SimWorld:
     def step(self, v: float, w: float) -> None:
         """Drive with (v m/s, w rad/s), clamped to the limits, for one control period."""
         self._check_ready()
-        v = float(np.clip(v, -self.config.max_linear_speed, self.config.max_linear_speed))
-        w = float(np.clip(w, -self.config.max_angular_speed, self.config.max_angular_speed))
+        v, w = float(v), float(w)
         if not (math.isfinite(v) and math.isfinite(w)):
             raise ValueError(f"step(v, w) needs finite numbers, got v={v!r}, w={w!r}")
+        v_max, w_max = self.config.max_linear_speed, self.config.max_angular_speed
+        v = min(max(v, -v_max), v_max)
+        w = min(max(w, -w_max), w_max)
         self.command = (v, w)
         half_track = 0.5 * self.wheel_separation
         left = (v - w * half_track) / self.wheel_radius
@@ -295,14 +299,16 @@ class SimWorld:
         hits = pybullet.rayTestBatch(self._ray_starts, self._ray_ends, numThreads=lidar.threads,
                                      parentObjectUniqueId=self.robot_id, parentLinkIndex=-1,
                                      collisionFilterMask=_GROUP_OBSTACLE, physicsClientId=self.client)
-        inf = math.inf
-        fractions = np.array([h[2] if h[0] >= 0 else inf for h in hits], dtype=np.float64)
+        # Bullet accepts a hit only below the closest fraction so far (initially 1.0): a fraction of
+        # exactly 1.0 means no hit, which saves reading the object id of every ray.
+        fractions = np.fromiter(map(_FRACTION, hits), np.float64, len(hits))
         ranges = lidar.range_min + fractions * (lidar.range_max - lidar.range_min)
+        ranges[fractions >= 1.0] = np.inf
         if lidar.noise_std > 0.0:
             hit = np.isfinite(ranges)
             ranges[hit] = np.clip(ranges[hit] + self.rng.normal(0.0, lidar.noise_std, int(hit.sum())),
                                   lidar.range_min, lidar.range_max)
-        spec = lidar.spec
+        spec = self._scan_spec
         return LaserScanData(ranges.astype(np.float32), spec.angle_min, spec.angle_increment,
                              spec.range_min, spec.range_max)
 
@@ -334,13 +340,14 @@ class SimWorld:
         return [tuple(map(float, m.position_at(t))) for m in self.navmap.moving]
 
     @property
-    def ray_starts(self) -> list:
-        """Lidar ray start points in the robot base frame (for benchmarks and debugging)."""
-        return self._ray_starts
+    def ray_starts(self) -> np.ndarray:
+        """Lidar ray start points (N, 3) in the robot base frame (for benchmarks and debugging)."""
+        return self._ray_starts.copy()
 
     @property
-    def ray_ends(self) -> list:
-        return self._ray_ends
+    def ray_ends(self) -> np.ndarray:
+        """Lidar ray end points (N, 3) in the robot base frame."""
+        return self._ray_ends.copy()
 
     # --- building ---------------------------------------------------------------------
     def _build_ground(self) -> int:
@@ -396,7 +403,11 @@ class SimWorld:
     def _load_robot(self, start) -> None:
         cid = self.client
         x, y, yaw = (float(a) for a in start)
-        robot = pybullet.loadURDF(str(ROBOT_URDF), [x, y, 0.1], quaternion_from_yaw(yaw), physicsClientId=cid)
+        flags = pybullet.URDF_USE_INERTIA_FROM_FILE | pybullet.URDF_USE_IMPLICIT_CYLINDER
+        if not self.gui:
+            flags |= pybullet.URDF_IGNORE_VISUAL_SHAPES  # halves the load time; nothing draws them
+        robot = pybullet.loadURDF(str(ROBOT_URDF), [x, y, 0.1], quaternion_from_yaw(yaw), flags=flags,
+                                  physicsClientId=cid)
         names = {pybullet.getJointInfo(robot, j, physicsClientId=cid)[1].decode(): j
                  for j in range(pybullet.getNumJoints(robot, physicsClientId=cid))}
         left, right = names[LEFT_WHEEL_JOINT], names[RIGHT_WHEEL_JOINT]
@@ -429,10 +440,11 @@ class SimWorld:
     def _build_rays(self) -> None:
         """Ray end points in the base frame (base_link sits on the axle, wheel_radius above the ground)."""
         lidar = self.config.lidar
-        z = lidar.height - self.wheel_radius
-        cos, sin = np.cos(self._beam_angles), np.sin(self._beam_angles)
-        self._ray_starts = np.stack([lidar.range_min * cos, lidar.range_min * sin, np.full_like(cos, z)], 1).tolist()
-        self._ray_ends = np.stack([lidar.range_max * cos, lidar.range_max * sin, np.full_like(cos, z)], 1).tolist()
+        angles = self._scan_spec.beam_angles
+        z = np.full_like(angles, lidar.height - self.wheel_radius)
+        cos, sin = np.cos(angles), np.sin(angles)
+        self._ray_starts = np.ascontiguousarray(np.stack([lidar.range_min * cos, lidar.range_min * sin, z], 1))
+        self._ray_ends = np.ascontiguousarray(np.stack([lidar.range_max * cos, lidar.range_max * sin, z], 1))
 
     def _check_open(self) -> None:
         if self._closed:

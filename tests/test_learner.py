@@ -271,3 +271,40 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_pipeline_nstep_to_replay_to_learner_and_resume_checkpoint(tmp_path):
+    """The pieces fit: accumulator output feeds add_batch, a sample feeds update, td errors feed priorities."""
+    from attn_dqn_controller.actions import ActionTable
+    from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+    from attn_dqn_controller.learning.replay import PrioritizedReplayBuffer
+
+    spec, actions = ObservationSpec(num_beams=48, num_sectors=8), ActionTable.default()
+    rng = np.random.default_rng(0)
+    acc = NStepAccumulator(n=3, gamma=0.9, num_envs=2)
+    buffer = PrioritizedReplayBuffer(64, spec.size, seed=0)
+    obs = rng.random((2, spec.size), dtype=np.float32)
+    for t in range(12):
+        next_obs = rng.random((2, spec.size), dtype=np.float32)
+        out = acc.add(obs, rng.integers(0, len(actions), 2), rng.random(2), next_obs,
+                      [t == 5, False], [False, t == 9])
+        if len(out["action"]):
+            buffer.add_batch(**out)
+        obs = next_obs
+    # env 0: 6 steps then 6 more pending-or-emitted; env 1: 10 steps, truncated at t=9, then 2 pending
+    assert len(buffer) == 6 + (6 - 2) + 10 and acc.pending() == [2, 2]
+    learner = DQNLearner(build_model(spec, len(actions), ModelConfig(d_model=16, num_layers=1)),
+                         LearnerConfig(), "cpu")
+    batch = buffer.sample(8, beta=0.4)
+    result = learner.update(batch)
+    buffer.update_priorities(batch["indices"], result["td_errors"])
+    np.testing.assert_allclose(buffer.priorities()[batch["indices"]],
+                               (np.abs(result["td_errors"]) + 1e-6) ** 0.6, rtol=1e-6)
+
+    path = save_checkpoint(tmp_path / "resume.pt", learner.model, spec, actions,
+                           training={"learner": learner.state_dict()})
+    resumed = DQNLearner(build_model(spec, len(actions), ModelConfig(d_model=16, num_layers=1)),
+                         LearnerConfig(), "cpu")
+    resumed.load_state_dict(load_checkpoint(path).training["learner"])
+    assert resumed.updates == 1
+    assert learner.update(batch)["loss"] == resumed.update(batch)["loss"]

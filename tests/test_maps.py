@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.maps import (EVAL_SEED_START, LEVELS, BoxObstacle, CylinderObstacle, MapConfig, MovingObstacle, NavMap,
+from sim.maps import (EVAL_SEED_START, LEVELS, SPAWN_MARGIN, BoxObstacle, CylinderObstacle, MapConfig, MovingObstacle, NavMap,
                       astar, dijkstra_field, generate_map, inflate, rasterize, shortest_path)
 
 SEEDS = list(range(12)) + list(range(EVAL_SEED_START, EVAL_SEED_START + 8))
@@ -48,6 +48,8 @@ def test_start_and_goal_are_free_reachable_and_far_enough(maps, level):
         config = navmap.config
         assert navmap.occupancy.shape == (100, 100) and navmap.occupancy.dtype == bool
         assert navmap.is_free(*navmap.start[:2]) and navmap.is_free(*navmap.goal)
+        roomy = ~inflate(navmap.occupancy, config.inflation_radius + SPAWN_MARGIN, config.resolution)
+        assert roomy[navmap.world_to_cell(*navmap.start[:2])] and roomy[navmap.world_to_cell(*navmap.goal)]
         assert -math.pi <= navmap.start[2] <= math.pi
         straight = math.dist(navmap.start[:2], navmap.goal)
         assert straight >= config.min_goal_distance

@@ -167,6 +167,8 @@ class DQNLearner:
             raise ValueError(f"batch columns disagree on size: obs {n}, action {action.shape[0]}, "
                              f"weights {weights.shape[0]}")
 
+        if not self.online.training:  # e.g. Policy.from_model(learner.model) switched it to eval for evaluation
+            self.online.train()
         target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
         with self._autocast():
             q_all = self._online_fn(obs)

@@ -14,6 +14,8 @@ transitions (2 x 367 features) need about 1.5 GB instead of 2.9 GB.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 
@@ -307,7 +309,7 @@ class PrioritizedReplayBuffer:
 
     # --- resume ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Plain dict of NumPy arrays and numbers (live slots only) for an optional resume file."""
+        """Flat dict of NumPy arrays, numbers and strings (live slots only): ``np.savez`` stores it without pickle."""
         n = self.size
         return {"capacity": self.capacity, "obs_size": self.obs_size, "alpha": self.alpha, "eps": self.eps,
                 "obs_dtype": str(self.obs_dtype), "pos": self.pos, "size": n,
@@ -315,21 +317,27 @@ class PrioritizedReplayBuffer:
                 "next_obs": self.next_obs[:n].copy(), "action": self.action[:n].copy(),
                 "reward": self.reward[:n].copy(), "discount": self.discount[:n].copy(),
                 "done": self.done[:n].copy(), "priorities": self.priorities(),
-                "rng_state": self.rng.bit_generator.state}
+                "rng_state": json.dumps(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("capacity", "obs_size", "alpha", "obs_dtype"):
-            mine = str(self.obs_dtype) if key == "obs_dtype" else getattr(self, key)
+        """Inverse of ``state_dict``; also accepts what ``np.load`` gives back (0-d arrays for scalars)."""
+        for key in ("capacity", "obs_size", "alpha", "obs_dtype", "size", "pos", "max_priority", "eps",
+                    "rng_state", "priorities"):
             if key not in state:
                 raise ValueError(f"replay state is missing '{key}'")
-            if state[key] != mine:
-                raise ValueError(f"replay state has {key}={state[key]!r} but this buffer has {key}={mine!r}")
+        for key, mine in (("capacity", self.capacity), ("obs_size", self.obs_size), ("alpha", self.alpha),
+                          ("obs_dtype", str(self.obs_dtype))):
+            theirs = type(mine)(state[key])
+            if theirs != mine:
+                raise ValueError(f"replay state has {key}={theirs!r} but this buffer has {key}={mine!r}")
         n = int(state["size"])
-        self.size, self.pos, self.max_priority = n, int(state["pos"]), float(state["max_priority"])
-        self.eps = float(state["eps"])
         for key in ("obs", "next_obs", "action", "reward", "discount", "done"):
+            if len(state[key]) != n:
+                raise ValueError(f"replay state '{key}' holds {len(state[key])} rows but size is {n}")
             getattr(self, key)[:n] = state[key]
+        self.size, self.pos = n, int(state["pos"])
+        self.max_priority, self.eps = float(state["max_priority"]), float(state["eps"])
         if self.prioritized:
             self._sum.rebuild(state["priorities"])
             self._min.rebuild(state["priorities"])
-        self.rng.bit_generator.state = state["rng_state"]
+        self.rng.bit_generator.state = json.loads(str(state["rng_state"]))

@@ -1,0 +1,438 @@
+"""controller_node: drive to a goal with the Transformer Q-network policy, safely.
+
+Subscribes ``scan`` (LaserScan), ``odom`` (Odometry) and ``goal_pose``
+(PoseStamped in the odometry frame); publishes ``cmd_vel`` (TwistStamped, or
+Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics`` and, on
+request, ``~/attention`` and ``~/q_values``. All topic names are relative, so
+a launch file remaps them to the robot's.
+
+Why it is built this way:
+
+* Safety follows the Nav2 collision monitor / twist_mux idea: a fixed-rate
+  loop on the node clock (so ``/clock`` drives it under ``use_sim_time``)
+  publishes a zero command in every state but DRIVING, so a silent sensor,
+  a missing goal or a reached goal stops the robot within one period.
+* Latency: with ``act_on_scan`` the scan callback runs the same decision as
+  the loop, so scan -> command costs one inference; the loop then only acts
+  when no scan-driven command went out within its period (no double
+  publishing). The scan subscription keeps depth 1: at 100 Hz the node
+  always acts on the newest scan, never on a backlog.
+* Commands are stamped with the stamp of the scan they were computed from,
+  so a consumer (or bench/bench_node_latency.py) can measure sensor ->
+  command latency end to end.
+* The decisions themselves live in ``control_logic.ControlLogic`` (no ROS),
+  the message conversions in ``ros_conversions`` and the observation in the
+  shared contract: this module only wires them to topics.
+* Ctrl-C / SIGTERM must leave the robot stopped: rclpy's own handlers would
+  shut the context down before a last zero could be published, so this node
+  installs its own, leaves the spin loop, publishes zero and waits for it to
+  be acknowledged, then shuts down.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import LaserScan
+from std_msgs.msg import Float32MultiArray, String
+
+from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
+from attn_dqn_controller.nodes.ros_conversions import (
+    MessageError,
+    goal_from_pose_stamped,
+    make_twist,
+    normalize_frame,
+    pose_from_odometry,
+    require_frame,
+    scan_from_msg,
+    sensor_qos,
+    twist_from_odometry,
+)
+
+PACKAGE = "attn_dqn_controller"
+NODE_NAME = "controller"
+DEFAULT_MODEL_FILE = "attn_dqn_nav.pt"
+DIAGNOSTIC_NAME = "attn_dqn_controller: controller"
+DEFAULT_ODOM_FRAME = "odom"  # REP-105; assumed when odometry carries no frame id
+DEVICES = "auto|cpu|cuda|cuda:N"
+
+
+class StartupError(RuntimeError):
+    """A configuration or model problem that stops start-up; main() prints it as one line and exits 1."""
+
+
+def default_model_path() -> str:
+    """The shipped policy: the package share when installed (ament index), else the repository's models/."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return os.path.join(get_package_share_directory(PACKAGE), "models", DEFAULT_MODEL_FILE)
+    except (ImportError, LookupError, OSError, ValueError):
+        return str(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_FILE)
+
+
+# --- QoS --------------------------------------------------------------------------------------
+def newest_only_sensor_qos() -> QoSProfile:
+    """Sensor-data QoS (best effort, volatile) with depth 1: only the newest sample is ever processed.
+
+    Best effort also matches reliable publishers, so odometry from any driver connects.
+    """
+    base = sensor_qos()
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=base.reliability,
+                      durability=base.durability)
+
+
+GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+"""Goals are one-shot: reliable (as RViz and Nav2 send them), newest only."""
+CMD_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+"""The usual cmd_vel profile (reliable, depth 10): compatible with every base driver and twist_mux."""
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""Latched: a late subscriber still learns the current state at once."""
+DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+"""What diagnostic_updater and the aggregator use for /diagnostics."""
+DEBUG_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+# --- parameters -------------------------------------------------------------------------------
+def _float(description: str, low: float, high: float) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=True, floating_point_range=[
+        FloatingPointRange(from_value=low, to_value=high, step=0.0)])
+
+
+def _int(description: str, low: int, high: int) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=True, integer_range=[
+        IntegerRange(from_value=low, to_value=high, step=1)])
+
+
+def _plain(description: str) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=True)
+
+
+def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+    """(name, default, descriptor) of every parameter; all read-only: restart the node to change them."""
+    return [
+        ("model_path", default_model_path(), _plain(
+            "Policy checkpoint (.pt). Empty: the shipped models/attn_dqn_nav.pt from the package share.")),
+        ("device", "auto", _plain(f"Inference device: {DEVICES} (auto = CUDA when available, else CPU).")),
+        ("cpu_threads", 1, _int(
+            "torch intra-op threads on CPU. The model is small; 1 keeps inference from competing with "
+            "the DDS threads.", 1, 64)),
+        ("control_rate_hz", 10.0, _float(
+            "Rate of the fixed control loop (node clock). It is the safety watchdog: zero commands in "
+            "every non-driving state go out at this rate.", 0.1, 1000.0)),
+        ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0)),
+        ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0)),
+        ("scan_timeout", 0.5, _float("A scan older than this (s) is stale: the robot stops.", 0.001, 60.0)),
+        ("odom_timeout", 0.5, _float("Odometry older than this (s) is stale: the robot stops.", 0.001, 60.0)),
+        ("goal_tolerance", 0.15, _float(
+            "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0)),
+        ("cmd_vel_stamped", True, _plain("Publish cmd_vel as TwistStamped (Kilted default); false: Twist.")),
+        ("publish_attention", False, _plain(
+            "Also publish ~/attention (lidar-sector attention, sums to 1) and ~/q_values every decision.")),
+        ("act_on_scan", True, _plain(
+            "Compute a command as soon as a scan arrives (scan -> command latency = one inference); the "
+            "control loop still runs as a watchdog. false: commands only from the control loop.")),
+        ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
+    ]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The validated parameter values."""
+
+    model_path: str
+    device: str
+    cpu_threads: int
+    control_rate_hz: float
+    limits: Limits
+    cmd_vel_stamped: bool
+    publish_attention: bool
+    act_on_scan: bool
+    base_frame: str
+
+
+def _type_hint(default: object) -> str:
+    return {bool: "true or false", int: "an integer", float: "a floating-point number (write 10.0, not 10)",
+            str: "a string"}[type(default)]
+
+
+def _range_text(descriptor: ParameterDescriptor) -> str | None:
+    for bounds in (*descriptor.floating_point_range, *descriptor.integer_range):
+        return f"must be in [{bounds.from_value:g}, {bounds.to_value:g}]"
+    return None
+
+
+# --- the node ---------------------------------------------------------------------------------
+class ControllerNode(Node):
+    """The controller: loads the policy at construction (StartupError if it cannot), then drives."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.config = self._read_parameters()
+        self.policy = self._load_policy()
+        self.logic = ControlLogic(self.policy, self.config.limits)
+        self._period = 1.0 / self.config.control_rate_hz
+        self._status: str | None = None
+        self._odom_frame: str | None = None
+        self._goal_frame: str | None = None  # checked when the first odometry names the frame
+        self._last_scan_command: float | None = None
+
+        cmd_type = TwistStamped if self.config.cmd_vel_stamped else Twist
+        self._cmd_pub = self.create_publisher(cmd_type, "cmd_vel", CMD_QOS)
+        self._status_pub = self.create_publisher(String, "~/status", STATUS_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self._attention_pub = self._q_pub = None
+        if self.config.publish_attention:
+            self._attention_pub = self.create_publisher(Float32MultiArray, "~/attention", DEBUG_QOS)
+            self._q_pub = self.create_publisher(Float32MultiArray, "~/q_values", DEBUG_QOS)
+
+        self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos())
+        self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos())
+        self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS)
+
+        self.create_timer(self._period, self._on_control_timer)  # node clock: follows /clock in simulation
+        # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
+        self.create_timer(1.0, self._on_report_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._publish_status(self.logic.step(self._now()).status)
+
+        spec = self.policy.spec
+        self.get_logger().info(
+            f"ready: model '{self.config.model_path}' on {self.policy.device}, lidar {spec.num_beams} beams / "
+            f"{spec.num_sectors} sectors, {len(self.policy.actions)} actions, control {self.config.control_rate_hz:g} Hz, "
+            f"act_on_scan={self.config.act_on_scan}, cmd_vel {cmd_type.__name__}")
+
+    # --- start-up ---------------------------------------------------------------------------
+    def _read_parameters(self) -> ControllerConfig:
+        values = {}
+        for name, default, descriptor in parameter_table():
+            try:
+                values[name] = self.declare_parameter(name, default, descriptor).value
+            except InvalidParameterTypeException:
+                raise StartupError(f"invalid parameter '{name}': expected {_type_hint(default)}") from None
+            except ParameterException as exc:
+                raise StartupError(f"invalid parameter '{name}': {_range_text(descriptor) or exc}") from None
+        if not values["model_path"].strip():
+            values["model_path"] = default_model_path()
+        if not values["base_frame"].strip():
+            raise StartupError("invalid parameter 'base_frame': must not be empty")
+        for name in ("control_rate_hz", "max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
+                     "goal_tolerance"):
+            if not math.isfinite(values[name]):
+                raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
+        limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
+                        values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
+        return ControllerConfig(limits=limits, **values)
+
+    def _load_policy(self):
+        # torch is imported here, not at module level, so parameter errors are reported without its start-up cost.
+        import torch
+
+        from attn_dqn_controller.checkpoint import CheckpointError
+        from attn_dqn_controller.device import resolve_device
+        from attn_dqn_controller.policy import Policy
+
+        try:
+            device = resolve_device(self.config.device)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise StartupError(f"invalid parameter 'device': {exc}") from None
+        if device.type == "cpu":
+            torch.set_num_threads(self.config.cpu_threads)
+        path = self.config.model_path
+        try:
+            policy = Policy.load(path, device=device)
+        except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
+            raise StartupError(f"cannot load model '{path}': {exc}") from None
+        limits = self.config.limits
+        if policy.actions.max_linear_speed > limits.max_linear_speed or \
+                policy.actions.max_angular_speed > limits.max_angular_speed:
+            self.get_logger().warn(
+                f"the policy's actions reach |v|={policy.actions.max_linear_speed:g} m/s, "
+                f"|w|={policy.actions.max_angular_speed:g} rad/s; commands are clamped to "
+                f"{limits.max_linear_speed:g} m/s, {limits.max_angular_speed:g} rad/s")
+        return policy
+
+    # --- inputs -----------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_scan(self, msg: LaserScan) -> None:
+        now = self._now()
+        problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
+        if problem is not None:
+            self.get_logger().warn(f"unusable scan: {problem}", throttle_duration_sec=2.0)
+        if self.config.act_on_scan:
+            self._act(now, from_scan=True)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        now = self._now()
+        try:
+            pose, twist = pose_from_odometry(msg), twist_from_odometry(msg)
+        except MessageError as exc:
+            self.logic.on_odometry(None, None, now, str(exc))
+            self.get_logger().warn(f"unusable odometry: {exc}", throttle_duration_sec=2.0)
+        else:
+            self.logic.on_odometry(pose, twist, now)
+        self._odom_frame = normalize_frame(msg.header.frame_id) or DEFAULT_ODOM_FRAME
+        if self._goal_frame is not None:  # a goal accepted before the odometry frame was known
+            frame, self._goal_frame = self._goal_frame, None
+            if frame != self._odom_frame:
+                self.logic.clear_goal()
+                self.get_logger().warn(f"dropped goal: it is in frame '{frame}', but odometry is in "
+                                       f"'{self._odom_frame}' (this controller does not transform goals)")
+
+    def _on_goal(self, msg: PoseStamped) -> None:
+        frame = normalize_frame(msg.header.frame_id)
+        try:
+            if frame and self._odom_frame is not None:
+                require_frame(frame, self._odom_frame, "goal")
+            x, y = goal_from_pose_stamped(msg)
+        except MessageError as exc:
+            self.get_logger().warn(f"rejected goal: {exc}")
+            return
+        self.logic.set_goal(x, y)
+        self._goal_frame = frame if (frame and self._odom_frame is None) else None
+        self.get_logger().info(f"new goal ({x:.3f}, {y:.3f}) in frame '{frame or self._odom_frame or 'odom'}'")
+
+    # --- acting -----------------------------------------------------------------------------
+    def _on_control_timer(self) -> None:
+        now = self._now()
+        if (self.config.act_on_scan and self._last_scan_command is not None
+                and 0.0 <= now - self._last_scan_command < self._period):
+            return  # a scan-driven command already went out within this period
+        self._act(now, from_scan=False)
+
+    def _act(self, now: float, from_scan: bool) -> None:
+        """One decision, published. The scan path and the control loop share it."""
+        decision = self.logic.step(now)
+        if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
+            return  # an unchanged stop: the control loop repeats the zero at its own rate, not at the scan rate
+        self._publish_command(decision, now)
+        if from_scan:
+            self._last_scan_command = now
+        if decision.status != self._status:
+            self._publish_status(decision.status)
+        if decision.state is ControlState.DRIVING and self._q_pub is not None:
+            self._q_pub.publish(_float_array(decision.q_values))
+            if decision.attention is not None:
+                self._attention_pub.publish(_float_array(decision.attention))
+
+    def _publish_command(self, decision: Decision, now: float) -> None:
+        stamp = decision.scan_stamp
+        if decision.state is not ControlState.DRIVING or stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
+            stamp = self.get_clock().now()  # a stop, or a scan without a stamp: stamp with the node clock
+        msg, ok = make_twist(*decision.command, self.config.cmd_vel_stamped, stamp, self.config.base_frame)
+        if not ok:  # cannot happen after ControlLogic's guard; make_twist still sent a zero
+            self.get_logger().error(f"non-finite command {decision.command} replaced by zero")
+        self._cmd_pub.publish(msg)
+
+    def stop_robot(self, repeats: int = 3) -> None:
+        """Publish zero and wait (briefly) until subscribers acknowledged it: the last word is 'stop'."""
+        msg, _ = make_twist(0.0, 0.0, self.config.cmd_vel_stamped, self.get_clock().now(), self.config.base_frame)
+        for _ in range(repeats):
+            self._cmd_pub.publish(msg)
+        self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+        self._publish_status("idle: shutting down")
+
+    # --- reporting --------------------------------------------------------------------------
+    def _publish_status(self, status: str) -> None:
+        previous, self._status = self._status, status
+        self._status_pub.publish(String(data=status))
+        if previous is not None and previous.split(":")[0] != status.split(":")[0]:
+            state = status.split(":")[0]
+            log = self.get_logger().warn if state in ("stale_input", "error") else self.get_logger().info
+            log(f"state: {status}")
+
+    def _on_report_timer(self) -> None:
+        if self._status is not None:
+            self._status_pub.publish(String(data=self._status))
+        self._diag_pub.publish(self.diagnostics())
+
+    def diagnostics(self) -> DiagnosticArray:
+        now = self._now()
+        state = (self._status or "").split(":")[0]
+        level = {"stale_input": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}.get(state, DiagnosticStatus.OK)
+
+        def fmt(value: float | None, digits: int = 3) -> str:
+            return "n/a" if value is None else f"{value:.{digits}f}"
+
+        values = {
+            "state": state,
+            "scan age [s]": fmt(self.logic.scan_age(now)),
+            "odom age [s]": fmt(self.logic.odom_age(now)),
+            "goal distance [m]": fmt(self.logic.goal_distance()),
+            "last inference [ms]": fmt(self.logic.last_inference_ms),
+            "inputs": self.logic.input_problem(now) or "ok",
+            "device": str(self.policy.device),
+            "model path": self.config.model_path,
+        }
+        status = DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=self._status or "",
+                                  hardware_id=self.get_fully_qualified_name(),
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+
+def _float_array(values: np.ndarray) -> Float32MultiArray:
+    return Float32MultiArray(data=array.array("f", np.ascontiguousarray(values, dtype=np.float32).tobytes()))
+
+
+# --- entry point ------------------------------------------------------------------------------
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C, SIGTERM or an external shutdown; the robot is told to stop on the way out."""
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+    node = None
+    try:
+        try:
+            node = ControllerNode()
+        except StartupError as exc:
+            print(f"controller_node: error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        if rclpy.ok():
+            node.stop_robot()
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Benchmark the learning core and inference: prints figures, never passes or fails on time.
+
+    .venv/bin/python bench/bench_learner.py            # full run (fills a 1M-transition buffer, ~1.5 GB)
+    .venv/bin/python bench/bench_learner.py --quick    # smaller buffer and fewer repetitions
+
+Figures: learner updates/s at batch 256 (CPU, and CUDA when present), PER
+sampling time for 256 from a full buffer, single-observation Policy.act
+latency, and replay memory for one million default transitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
+from attn_dqn_controller.learning.replay import PrioritizedReplayBuffer
+from attn_dqn_controller.model import ModelConfig, build_model, count_parameters
+from attn_dqn_controller.observation import ObservationSpec
+from attn_dqn_controller.policy import Policy
+
+SPEC = ObservationSpec()
+ACTIONS = ActionTable.default()
+
+
+def percentile_ms(times: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(times), q) * 1e3)
+
+
+def random_batch(rng: np.random.Generator, n: int) -> dict:
+    return {"obs": rng.random((n, SPEC.size), dtype=np.float32), "action": rng.integers(0, len(ACTIONS), n),
+            "reward": rng.standard_normal(n).astype(np.float32),
+            "next_obs": rng.random((n, SPEC.size), dtype=np.float32),
+            "done": (rng.random(n) < 0.05).astype(np.float32), "discount": np.full(n, 0.99 ** 3, np.float32),
+            "weights": rng.random(n).astype(np.float32)}
+
+
+def bench_learner(device: str, config: ModelConfig, updates: int, **learner_kwargs) -> float:
+    torch.manual_seed(0)
+    learner = DQNLearner(build_model(SPEC, len(ACTIONS), config), LearnerConfig(**learner_kwargs), device)
+    batch = random_batch(np.random.default_rng(0), 256)
+    for _ in range(max(3, updates // 10)):                      # warm-up (and compilation, if any)
+        learner.update(batch)
+    if learner.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(updates):
+        learner.update(batch)                                   # returns numpy td errors: syncs each step
+    return updates / (time.perf_counter() - start)
+
+
+def bench_replay(capacity: int, repeats: int) -> None:
+    estimate = PrioritizedReplayBuffer.estimate_nbytes(1_000_000, SPEC.size)
+    print(f"replay memory, 1,000,000 x {SPEC.size}-float obs (float16 obs + next_obs, estimate): "
+          f"{estimate / 1e9:.3f} GB")
+    buffer = PrioritizedReplayBuffer(capacity, SPEC.size, alpha=0.6, seed=0)
+    rng = np.random.default_rng(0)
+    chunk = min(50_000, capacity)
+    obs = rng.random((chunk, SPEC.size), dtype=np.float32)
+    start = time.perf_counter()
+    while len(buffer) < capacity:
+        n = min(chunk, capacity - len(buffer))
+        buffer.add_batch(obs[:n], rng.integers(0, 21, n), rng.random(n), obs[:n], np.zeros(n, bool),
+                         np.full(n, 0.97), priority=rng.exponential(1.0, n))
+    print(f"filled {capacity:,} transitions in {time.perf_counter() - start:.1f} s; {buffer.memory_report()}")
+    samples, updates = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batch = buffer.sample(256, beta=0.4)
+        t1 = time.perf_counter()
+        buffer.update_priorities(batch["indices"], rng.exponential(1.0, 256))
+        t2 = time.perf_counter()
+        samples.append(t1 - t0)
+        updates.append(t2 - t1)
+    print(f"PER sample(256) from a full {capacity:,} buffer: median {percentile_ms(samples, 50):.3f} ms, "
+          f"p99 {percentile_ms(samples, 99):.3f} ms ({repeats} draws)")
+    print(f"PER update_priorities(256): median {percentile_ms(updates, 50):.3f} ms")
+
+
+def bench_act(config: ModelConfig, calls: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(SPEC, len(ACTIONS), config)
+    policy = Policy.from_model(model, SPEC, ACTIONS, device="cpu")
+    obs = np.random.default_rng(0).random(SPEC.size, dtype=np.float32)
+    for _ in range(50):
+        policy.act(obs)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        policy.act(obs)
+        times.append(time.perf_counter() - start)
+    print(f"Policy.act ({config.kind}, {config.gating if config.kind == 'transformer' else 'n/a'}, "
+          f"{count_parameters(model):,} params, torch threads {torch.get_num_threads()}): "
+          f"median {percentile_ms(times, 50):.3f} ms, p99 {percentile_ms(times, 99):.3f} ms ({calls} calls)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k buffer, fewer repetitions")
+    parser.add_argument("--capacity", type=int, default=None, help="replay capacity to fill (default 1M)")
+    parser.add_argument("--updates", type=int, default=None, help="learner updates to time per setting")
+    args = parser.parse_args()
+    capacity = args.capacity or (100_000 if args.quick else 1_000_000)
+    updates = args.updates or (20 if args.quick else 100)
+    repeats = 200 if args.quick else 2000
+    calls = 500 if args.quick else 3000
+
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads, CUDA: {torch.cuda.is_available()}")
+    default = ModelConfig()
+    for config in (default, ModelConfig(gating="gru"), ModelConfig(kind="mlp")):
+        bench_act(config, calls)
+    threads = torch.get_num_threads()
+    if threads > 1:  # on a busy machine one thread often has the steadier tail
+        torch.set_num_threads(1)
+        bench_act(default, calls)
+        torch.set_num_threads(threads)
+
+    for n in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(n)
+        rate = bench_learner("cpu", default, updates)
+        print(f"learner updates/s, batch 256, transformer, CPU ({n} threads): {rate:.1f}")
+    torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        for bf16 in (False, True):
+            rate = bench_learner("cuda", default, updates * 10, amp_bf16=bf16)
+            print(f"learner updates/s, batch 256, transformer, CUDA{' bf16' if bf16 else ''}: {rate:.1f}")
+
+    bench_replay(capacity, repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Gymnasium environment: drive a differential-drive robot to a goal through a generated map.
+
+Observation: the shared contract's flat float32 vector, built ONLY by
+``ObservationBuilder.observe`` from the simulated scan, odometry, the goal in the
+robot frame and the previous command, exactly as the ROS node builds it on the
+robot. Action: an index into the shared ``ActionTable`` (21 (v, w) pairs by default).
+
+Reward of one control step (defaults in brackets)::
+
+    progress_weight   [2.0 per metre]  * (geodesic distance to the goal before the step - after it)
+    + success_reward  [10.0]           when the step ends within goal_tolerance of the goal
+    - collision_penalty [10.0]         when the robot touches a wall or (moving) obstacle
+    - time_penalty    [0.01]           every step
+
+The geodesic distance is the map's obstacle-aware distance field
+(``NavMap.geodesic_distance``), so progress is never rewarded for driving into a
+dead end. An episode terminates on success (Euclidean distance to the goal <
+goal_tolerance, without touching anything) or on a collision, and is truncated
+after ``max_steps`` steps.
+
+Maps: with ``seed=N`` the episodes use map seeds N, N+1, N+2, ... (an explicit
+``reset(seed=...)`` restarts that sequence); with ``seed=None`` every reset draws
+a training map seed in [0, EVAL_SEED_START) from ``self.np_random``.
+``reset(options={"map_seed": s, "start": (x, y, yaw), "goal": (x, y)})`` picks
+any of them explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from numbers import Integral, Real
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.geometry import to_robot_frame
+from attn_dqn_controller.observation import ObservationBuilder, ObservationSpec
+from sim.maps import EVAL_SEED_START, LEVELS, MapConfig, NavMap, generate_map
+from sim.render import Scene, render_topdown
+from sim.world import LidarConfig, SimConfig, SimWorld
+
+OBSERVATION_BOUND = 2.0
+RESET_OPTIONS = ("map_seed", "start", "goal")
+_MAP_CACHE_SIZE = 16  # maps are immutable; re-generating one costs ~10 ms
+
+
+def _number(name: str, value, minimum: float = 0.0, allow_equal: bool = True) -> float:
+    bound = f">= {minimum}" if allow_equal else f"> {minimum}"
+    ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(float(value)) and \
+        (float(value) >= minimum if allow_equal else float(value) > minimum)
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: allowed values are finite numbers {bound}")
+    return float(value)
+
+
+def _integer(name: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid: allowed values are integers >= {minimum}")
+    return int(value)
+
+
+class AttnNavEnv(gymnasium.Env):
+    """Point-goal navigation in a PyBullet world; see the module docstring for reward and episodes."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, level: str = "sparse", seed: int | None = None, max_steps: int = 500,
+                 goal_tolerance: float = 0.15, render_mode: str | None = None, gui: bool = False,
+                 observation_spec: ObservationSpec | None = None, num_beams: int | None = None,
+                 fov: float | None = None, range_min: float | None = None, range_max: float | None = None,
+                 num_sectors: int | None = None, history_length: int | None = None,
+                 lidar_noise_std: float = 0.0, physics_rate_hz: int = 120, control_rate_hz: int = 10,
+                 progress_weight: float = 2.0, success_reward: float = 10.0, collision_penalty: float = 10.0,
+                 time_penalty: float = 0.01, map_config: MapConfig | None = None,
+                 actions: ActionTable | None = None):
+        if not isinstance(level, str) or level not in LEVELS:
+            raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(LEVELS)}")
+        self.level = level
+        self._base_seed = None if seed is None else _integer("seed", seed, 0)
+        self.max_steps = _integer("max_steps", max_steps, 1)
+        self.goal_tolerance = _number("goal_tolerance", goal_tolerance, allow_equal=False)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r} is invalid: allowed values are None or "
+                             f"{', '.join(map(repr, self.metadata['render_modes']))}")
+        self.render_mode = render_mode
+        self.progress_weight = _number("progress_weight", progress_weight)
+        self.success_reward = _number("success_reward", success_reward)
+        self.collision_penalty = _number("collision_penalty", collision_penalty)
+        self.time_penalty = _number("time_penalty", time_penalty)
+        if map_config is not None and not isinstance(map_config, MapConfig):
+            raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
+        self.map_config = map_config if map_config is not None else MapConfig()
+
+        self.observation_spec = self._observation_spec(observation_spec, num_beams=num_beams, fov=fov,
+                                                       range_min=range_min, range_max=range_max,
+                                                       num_sectors=num_sectors, history_length=history_length)
+        obs_spec = self.observation_spec
+        if actions is None:
+            actions = ActionTable.default()
+        if not isinstance(actions, ActionTable):
+            raise ValueError(f"actions={actions!r} is invalid: allowed values are an ActionTable or None")
+        if actions.max_linear_speed > obs_spec.max_linear_speed + 1e-9 or \
+                actions.max_angular_speed > obs_spec.max_angular_speed + 1e-9:
+            raise ValueError(
+                f"actions={actions.to_list()!r} is invalid: allowed |v| <= {obs_spec.max_linear_speed} m/s and "
+                f"|w| <= {obs_spec.max_angular_speed} rad/s (the robot's limits in the observation spec)")
+        self.actions = actions
+
+        self.sim_config = SimConfig(
+            physics_rate_hz=physics_rate_hz, control_rate_hz=control_rate_hz,
+            max_linear_speed=obs_spec.max_linear_speed, max_angular_speed=obs_spec.max_angular_speed,
+            lidar=LidarConfig(num_beams=obs_spec.num_beams, fov=obs_spec.fov, range_min=obs_spec.range_min,
+                              range_max=obs_spec.range_max, noise_std=lidar_noise_std))
+        self.metadata = {**type(self).metadata, "render_fps": self.sim_config.control_rate_hz}
+
+        self.observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(obs_spec.size,),
+                                            dtype=np.float32)
+        self.action_space = spaces.Discrete(len(self.actions))
+
+        self.world = SimWorld(self.sim_config, gui=gui)
+        self._builder = ObservationBuilder(obs_spec)
+        self._maps: OrderedDict[int, NavMap] = OrderedDict()
+        self._episode = 0
+        self.navmap: NavMap | None = None
+        self.map_seed: int | None = None
+        self._reset_episode_state()
+
+    @staticmethod
+    def _observation_spec(observation_spec, **sensor) -> ObservationSpec:
+        given = {name: value for name, value in sensor.items() if value is not None}
+        if observation_spec is None:
+            return ObservationSpec(**given)
+        if not isinstance(observation_spec, ObservationSpec):
+            raise ValueError(f"observation_spec={observation_spec!r} is invalid: allowed values are an "
+                             f"ObservationSpec or None")
+        if given:
+            raise ValueError(f"pass either observation_spec or the sensor settings {sorted(given)}, not both")
+        return observation_spec
+
+    def _reset_episode_state(self) -> None:
+        self._steps = 0
+        self._path_length = 0.0
+        self._previous_command = (0.0, 0.0)
+        self._geodesic = math.inf
+        self._odometry = None
+        self._scan = None
+        self._path: list[tuple[float, float]] = []
+        self._done = True
+
+    # --- gymnasium API ----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._episode = 0
+        options = {} if options is None else dict(options)
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"reset options {unknown} are unknown: allowed options are {', '.join(RESET_OPTIONS)}")
+        map_seed = options.get("map_seed")
+        if map_seed is None:
+            if self._base_seed is not None:
+                map_seed = self._base_seed + self._episode
+            else:
+                map_seed = int(self.np_random.integers(0, EVAL_SEED_START))
+        map_seed = _integer("map_seed", map_seed, 0)
+        self._episode += 1
+
+        navmap = self._map(map_seed)
+        if options.get("start") is not None or options.get("goal") is not None:
+            navmap = navmap.with_start_goal(start=options.get("start"), goal=options.get("goal"))
+        self.navmap, self.map_seed = navmap, map_seed
+        self.world.reset(navmap, seed=int(self.np_random.integers(0, 2**63 - 1)))
+
+        self._reset_episode_state()
+        self._done = False
+        self._builder.reset()
+        self._odometry = self.world.odometry()
+        self._scan = self.world.scan()
+        self._path.append((self._odometry.x, self._odometry.y))
+        self._geodesic = navmap.geodesic_distance(self._odometry.x, self._odometry.y)
+        observation = self._observe()
+        return observation, self._info(success=False, collision=False, episode_over=False)
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("the episode is over (or never started): call reset() before step()")
+        try:
+            v, w = self.actions.command(action)
+        except (IndexError, TypeError) as exc:
+            raise ValueError(f"action={action!r} is invalid: allowed values are integers "
+                             f"0..{len(self.actions) - 1} (indices into the action table)") from exc
+        self.world.step(v, w)
+        self._previous_command = (v, w)
+        self._steps += 1
+        before = self._odometry
+        odometry = self._odometry = self.world.odometry()
+        self._scan = self.world.scan()
+        collision = self.world.in_collision()
+        self._path_length += math.hypot(odometry.x - before.x, odometry.y - before.y)
+        self._path.append((odometry.x, odometry.y))
+
+        goal_x, goal_y = self.navmap.goal
+        success = (not collision) and math.hypot(goal_x - odometry.x, goal_y - odometry.y) < self.goal_tolerance
+        geodesic = self.navmap.geodesic_distance(odometry.x, odometry.y)
+        reward = self.progress_weight * (self._geodesic - geodesic) - self.time_penalty
+        if success:
+            reward += self.success_reward
+        if collision:
+            reward -= self.collision_penalty
+        self._geodesic = geodesic
+
+        terminated = success or collision
+        truncated = (not terminated) and self._steps >= self.max_steps
+        self._done = terminated or truncated
+        observation = self._observe()
+        return observation, float(reward), terminated, truncated, self._info(success, collision, self._done)
+
+    def render(self):
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        if self.navmap is None:
+            raise RuntimeError("call reset() before render()")
+        x, y, yaw = self.pose
+        ranges = np.asarray(self._scan.ranges, dtype=np.float64)
+        angles = self._scan.angle_min + self._scan.angle_increment * np.arange(ranges.size) + yaw
+        hit = np.isfinite(ranges)
+        hits = np.stack([x + ranges[hit] * np.cos(angles[hit]), y + ranges[hit] * np.sin(angles[hit])], axis=1)
+        moving = tuple((mx, my, float(m.radius))
+                       for (mx, my), m in zip(self.world.moving_obstacle_positions(), self.navmap.moving))
+        scene = Scene(occupancy=self.navmap.occupancy, resolution=self.map_config.resolution,
+                      robot_pose=(x, y, yaw), robot_radius=self.map_config.robot_radius, goal=self.navmap.goal,
+                      goal_tolerance=self.goal_tolerance, moving=moving, lidar_hits=hits,
+                      path=np.asarray(self._path))
+        return render_topdown(scene)
+
+    def close(self):
+        self.world.close()
+
+    # --- helpers for evaluators and baselines --------------------------------------------
+    @property
+    def pose(self) -> tuple[float, float, float]:
+        """Robot pose (x, y, yaw) in the map frame."""
+        if self._odometry is None:
+            raise RuntimeError("call reset() before reading the pose")
+        return self._odometry.x, self._odometry.y, self._odometry.yaw
+
+    def pose_and_goal(self) -> tuple[tuple[float, float, float], tuple[float, float]]:
+        """((x, y, yaw), (goal_x, goal_y)) for a baseline that drives from the true pose."""
+        return self.pose, tuple(self.navmap.goal)
+
+    # --- internals --------------------------------------------------------------------
+    def _map(self, map_seed: int) -> NavMap:
+        navmap = self._maps.get(map_seed)
+        if navmap is None:
+            navmap = generate_map(self.level, map_seed, self.map_config)
+            self._maps[map_seed] = navmap
+            if len(self._maps) > _MAP_CACHE_SIZE:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(map_seed)
+        return navmap
+
+    def _observe(self) -> np.ndarray:
+        odometry = self._odometry
+        goal = to_robot_frame(odometry.x, odometry.y, odometry.yaw, *self.navmap.goal)
+        return self._builder.observe(self._scan, goal, odometry.v, odometry.w, self._previous_command)
+
+    def _info(self, success: bool, collision: bool, episode_over: bool) -> dict:
+        odometry = self._odometry
+        shortest = float(self.navmap.shortest_path_length)
+        info = {
+            "success": bool(success),
+            "collision": bool(collision),
+            "path_length": float(self._path_length),
+            "shortest_path_length": shortest,
+            "map_seed": int(self.map_seed),
+            "level": self.level,
+            "distance_to_goal": float(math.hypot(self.navmap.goal[0] - odometry.x, self.navmap.goal[1] - odometry.y)),
+            "steps": int(self._steps),
+        }
+        if episode_over:
+            info["spl"] = float(success) * shortest / max(shortest, self._path_length, 1e-9)
+        return info
