@@ -63,6 +63,17 @@ def raw_rate(env: AttnNavEnv, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def ray_cost(env: AttnNavEnv, threads: int, repeats: int) -> float:
+    """Microseconds per 360-ray rayTestBatch with the given numThreads (0: Bullet decides)."""
+    world = env.world
+    starts, ends = world.ray_starts, world.ray_ends
+    start = time.perf_counter()
+    for _ in range(repeats):
+        pybullet.rayTestBatch(starts, ends, numThreads=threads, parentObjectUniqueId=world.robot_id,
+                              parentLinkIndex=-1, physicsClientId=world.client)
+    return 1e6 * (time.perf_counter() - start) / repeats
+
+
 def vector_rate(workers: int, steps: int) -> float:
     """Total env steps/s of an AsyncVectorEnv (autoreset) with random actions."""
     envs = gymnasium.vector.AsyncVectorEnv([lambda: gymnasium.make("AttnNav-v0") for _ in range(workers)])
@@ -95,6 +106,8 @@ def main() -> None:
         reset_fractions.append(reset_time * rate / args.steps)
         episode_counts.append(episodes)
         raw_rates.append(raw_rate(env, args.steps))
+    ray_us = {threads: statistics.median(ray_cost(env, threads, 1000) for _ in range(args.rounds))
+              for threads in (1, 0)}
     env.close()
 
     env_sps, raw_sps = statistics.median(env_rates), statistics.median(raw_rates)
@@ -126,6 +139,8 @@ def main() -> None:
           f"(resets take {100 * reset_share:.0f}% of env time; "
           f"{statistics.median(episode_counts)} episodes per {args.steps} steps)")
     print(f"2 workers / 1 worker: {two / one:.2f}x")
+    print(f"rayTestBatch, 360 rays: numThreads=1 {ray_us[1]:.0f} us, numThreads=0 {ray_us[0]:.0f} us "
+          f"(the world uses 1: vectorised workers already fill the cores)")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ class AttnNavEnv(gymnasium.Env):
 
     # --- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._np_random is None and self._base_seed is not None:
+            seed = self._base_seed  # a seeded env is deterministic from its very first reset
         super().reset(seed=seed)
         if seed is not None:
             self._episode = 0

@@ -106,6 +106,9 @@ class TrainConfig:
     save_replay: bool = False
     """Also save the replay buffer with each checkpoint, so --resume continues exactly."""
     device: str = "auto"
+    torch_threads: int = 1
+    """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
+    simulator subprocesses already keep the other cores busy."""
     env: EnvSection = field(default_factory=EnvSection)
     model: ModelSection = field(default_factory=ModelSection)
     learner: LearnerSection = field(default_factory=LearnerSection)
@@ -126,6 +129,7 @@ class TrainConfig:
         need(self.updates_per_step > 0, "updates_per_step", "must be > 0")
         need(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         need(self.log_interval > 0, "log_interval", "must be > 0")
+        need(self.torch_threads >= 0, "torch_threads", "must be >= 0 (0: torch's default)")
         for key, levels in (("env.levels", self.env.levels), ("eval.levels", self.eval.levels)):
             need(len(levels) > 0, key, "needs at least one level")
             for level in levels:

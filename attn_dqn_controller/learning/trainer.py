@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ class TrainingRun:
         self.actions = ActionTable.default()
         self.model_config = ModelConfig(**{**vars(config.model), "mlp_hidden": tuple(config.model.mlp_hidden)})
         seed_everything(config.seed)
+        if config.torch_threads > 0 and self.device.type == "cpu":
+            torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
         self.learner = DQNLearner(self.model, LearnerConfig(**vars(config.learner)), self.device)
         self.replay = PrioritizedReplayBuffer(
@@ -346,7 +349,7 @@ def train(config: TrainConfig, out_dir: str | Path, device: str | None = None, r
     try:
         collector = VectorEnvCollector(run)
         bar = tqdm(total=config.total_steps, initial=run.counters.env_steps, unit="step", dynamic_ncols=True,
-                   disable=not progress, desc="train")
+                   disable=not progress, desc="train", mininterval=0.5 if sys.stderr.isatty() else 30.0)
         next_log = (run.counters.env_steps // config.log_interval + 1) * config.log_interval
         next_ckpt = (run.counters.env_steps // config.checkpoint_interval + 1) * config.checkpoint_interval
         next_eval = ((run.counters.env_steps // config.eval.interval + 1) * config.eval.interval

@@ -1,0 +1,274 @@
+"""sim_node: the PyBullet world of the Gymnasium environment, speaking ROS 2 like a real robot.
+
+Publishes ``scan`` (sensor-data QoS), ``odom``, ``/clock`` and the episode's
+``goal_pose``; drives the robot from ``cmd_vel`` (TwistStamped or Twist);
+starts a new episode on ``~/reset`` (std_srvs/Trigger) or by itself after
+success, collision or time-out, and reports each outcome as JSON on
+``~/episode`` (std_msgs/String).
+
+It wraps the very same ``AttnNavEnv`` the policy was trained in (same maps,
+physics, lidar and episode rules), driven by continuous commands instead of
+action indices. Simulated time advances one control period per step:
+``real_time_factor`` > 0 paces steps against the wall clock; 0 runs in
+lock-step, each step waiting for the controller's answer to the last scan
+(as fast as the controller can go, and deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+
+import rclpy
+from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import LaserScan
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg, sensor_qos
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def _int_range(low: int, high: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high, step=1)]
+
+
+class SimNode(Node):
+    """One simulated robot: steps the world, publishes its sensors, listens to cmd_vel."""
+
+    def __init__(self):
+        super().__init__("sim")
+        p = self._declare
+        self.level = p("level", "cluttered", "Map level: empty, sparse, cluttered, maze or dynamic")
+        self.seed = p("seed", 1_000_000, "First map seed; episodes use seed, seed+1, ... (>= 1000000: held out)",
+                      integer_range=_int_range(0, 2**31 - 1))
+        self.episodes = p("episodes", 0, "Episodes to run before exiting (0: until stopped)",
+                          integer_range=_int_range(0, 1_000_000))
+        gui = p("gui", False, "Open the PyBullet GUI")
+        self.real_time_factor = p("real_time_factor", 1.0,
+                                  "Simulated seconds per wall second; 0 = lock-step with the controller",
+                                  float_range=_float_range(0.0, 1000.0))
+        self.lockstep_timeout = p("lockstep_timeout", 1.0,
+                                  "Lock-step: wall seconds to wait for a command before stepping with the last one",
+                                  float_range=_float_range(0.01, 60.0))
+        self.startup_timeout = p("startup_timeout", 60.0,
+                                 "Wall seconds to wait for a cmd_vel publisher before the first episode",
+                                 float_range=_float_range(0.0, 3600.0))
+        self.cmd_timeout = p("cmd_timeout", 0.5, "A command older than this (sim seconds) is replaced by zero",
+                             float_range=_float_range(0.01, 10.0))
+        max_steps = p("max_steps", 500, "Time limit of an episode in control steps",
+                      integer_range=_int_range(1, 1_000_000))
+        goal_tolerance = p("goal_tolerance", 0.15, "Success radius around the goal (m)",
+                           float_range=_float_range(0.01, 2.0))
+        num_beams = p("num_beams", 360, "Lidar beams", integer_range=_int_range(1, 10_000))
+        fov = p("fov", 2 * math.pi, "Lidar field of view (rad)", float_range=_float_range(0.01, 2 * math.pi))
+        range_min = p("range_min", 0.12, "Lidar minimum range (m)", float_range=_float_range(0.0, 100.0))
+        range_max = p("range_max", 3.5, "Lidar maximum range (m)", float_range=_float_range(0.01, 100.0))
+        noise = p("lidar_noise_std", 0.0, "Gaussian lidar noise (m)", float_range=_float_range(0.0, 1.0))
+        self.cmd_vel_stamped = p("cmd_vel_stamped", True, "cmd_vel is TwistStamped (true) or Twist (false)")
+        self.odom_frame = p("odom_frame", "odom", "Frame of odometry and goals")
+        self.base_frame = p("base_frame", "base_link", "The robot's body frame")
+        self.scan_frame = p("scan_frame", "base_scan", "Frame of the lidar")
+
+        import gymnasium as gym
+
+        import sim  # noqa: F401  (registers AttnNav-v0)
+
+        num_sectors = math.gcd(int(num_beams), 24)
+        self.env = gym.make("AttnNav-v0", level=self.level, seed=int(self.seed), max_steps=max_steps,
+                            goal_tolerance=goal_tolerance, gui=gui, num_beams=num_beams, fov=fov,
+                            range_min=range_min, range_max=range_max, num_sectors=num_sectors,
+                            lidar_noise_std=noise).unwrapped
+        self.control_period = 1.0 / self.env.sim_config.control_rate_hz
+
+        reliable_latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.scan_pub = self.create_publisher(LaserScan, "scan", sensor_qos())
+        self.odom_pub = self.create_publisher(Odometry, "odom", 10)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.goal_pub = self.create_publisher(type(pose_stamped(0, 0)), "goal_pose", reliable_latched)
+        self.episode_pub = self.create_publisher(String, "~/episode", reliable_latched)
+        cmd_type = TwistStamped if self.cmd_vel_stamped else Twist
+        self.create_subscription(cmd_type, "cmd_vel", self._on_cmd_vel, 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+
+        self.command = (0.0, 0.0)
+        self.command_sim_time = -math.inf
+        self.commands_received = 0
+        self.episode_index = 0
+        self.completed = 0
+        self.reset_requested = False
+        self.last_goal_publish = -math.inf
+        self._start_episode()
+
+    # --- parameters --------------------------------------------------------------------------
+    def _declare(self, name: str, default, description: str, float_range=None, integer_range=None):
+        descriptor = ParameterDescriptor(description=description)
+        if float_range:
+            descriptor.floating_point_range = float_range
+        if integer_range:
+            descriptor.integer_range = integer_range
+        return self.declare_parameter(name, default, descriptor).value
+
+    # --- ROS callbacks -----------------------------------------------------------------------
+    def _on_cmd_vel(self, msg) -> None:
+        twist = msg.twist if isinstance(msg, TwistStamped) else msg
+        v, w = float(twist.linear.x), float(twist.angular.z)
+        if not (math.isfinite(v) and math.isfinite(w)):
+            self.get_logger().warning("ignoring a non-finite cmd_vel", throttle_duration_sec=5.0)
+            return
+        self.command = (v, w)
+        self.command_sim_time = self.env.world.sim_time
+        self.commands_received += 1
+
+    def _on_reset(self, request, response):  # noqa: ARG002
+        self.reset_requested = True
+        response.success = True
+        response.message = f"episode {self.episode_index + 1} starts at the next step"
+        return response
+
+    # --- episodes ------------------------------------------------------------------------------
+    def _start_episode(self) -> None:
+        seed = int(self.seed) + self.episode_index
+        self.env.reset(options={"map_seed": seed})
+        self.episode_index += 1
+        self.episode_start_sim_time = self.env.world.sim_time
+        self.command = (0.0, 0.0)
+        self.command_sim_time = -math.inf
+        self.get_logger().info(f"episode {self.episode_index}: level {self.level}, map seed {seed}, "
+                               f"goal {tuple(round(g, 2) for g in self.env.navmap.goal)}")
+        self._publish_goal()
+
+    def _publish_goal(self) -> None:
+        gx, gy = self.env.navmap.goal
+        self.goal_pub.publish(pose_stamped(gx, gy, 0.0, self._stamp(), frame_id=self.odom_frame))
+        self.last_goal_publish = self.env.world.sim_time
+
+    def _report(self, info: dict) -> None:
+        outcome = "success" if info["success"] else "collision" if info["collision"] else "timeout"
+        report = {"episode": self.episode_index, "level": self.level, "map_seed": info["map_seed"],
+                  "outcome": outcome, "steps": info["steps"], "path_length": round(info["path_length"], 3),
+                  "shortest_path_length": round(info["shortest_path_length"], 3),
+                  "spl": round(float(info.get("spl", 0.0)), 3)}
+        self.episode_pub.publish(String(data=json.dumps(report)))
+        self.get_logger().info(f"episode {self.episode_index} {outcome}: {json.dumps(report)}")
+
+    # --- one control period -----------------------------------------------------------------------
+    def _stamp(self):
+        t = self.env.world.sim_time
+        from builtin_interfaces.msg import Time
+
+        return Time(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)
+
+    def publish_sensors(self) -> None:
+        stamp = self._stamp()
+        self.clock_pub.publish(Clock(clock=stamp))
+        odo = self.env.world.odometry()
+        self.odom_pub.publish(odometry_to_msg(odo.x, odo.y, odo.yaw, odo.v, odo.w, stamp,
+                                              frame_id=self.odom_frame, child_frame_id=self.base_frame))
+        self.scan_pub.publish(scan_to_msg(self.env.world.scan(), stamp, frame_id=self.scan_frame,
+                                          scan_time=self.control_period))
+        if self.env.world.sim_time - self.last_goal_publish >= 1.0:
+            self._publish_goal()
+
+    def advance(self) -> bool:
+        """Step the world by one control period with the newest command; False when the run is over."""
+        if self.reset_requested:
+            self.reset_requested = False
+            self._start_episode()
+            return True
+        age = self.env.world.sim_time - self.command_sim_time
+        v, w = self.command if age <= self.cmd_timeout else (0.0, 0.0)
+        _, _, terminated, truncated, info = self.env.step_command(v, w)
+        if terminated or truncated:
+            self._report(info)
+            self.completed += 1
+            if self.episodes and self.completed >= self.episodes:
+                return False
+            self._start_episode()
+        return True
+
+
+def _wait_for_controller(node: SimNode, executor, stop) -> None:
+    deadline = time.monotonic() + node.startup_timeout
+    while not stop() and time.monotonic() < deadline and node.count_publishers("cmd_vel") == 0:
+        executor.spin_once(timeout_sec=0.05)
+    if node.count_publishers("cmd_vel") == 0:
+        node.get_logger().warning("no cmd_vel publisher yet; starting anyway (the robot will stand still)")
+    else:
+        # Give the controller a moment to subscribe to scan/goal before the first step.
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        node._publish_goal()
+
+
+def run(node: SimNode, executor, stop) -> None:
+    """Publish sensors, wait for the command (lock-step) or the wall-clock slot, advance; repeat."""
+    _wait_for_controller(node, executor, stop)
+    next_wall = time.monotonic()
+    while not stop():
+        received_before = node.commands_received
+        node.publish_sensors()
+        if node.real_time_factor == 0.0:
+            deadline = time.monotonic() + node.lockstep_timeout
+            while not stop() and node.commands_received == received_before and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.002)
+        else:
+            next_wall += node.control_period / node.real_time_factor
+            while not stop():
+                remaining = next_wall - time.monotonic()
+                if remaining <= 0:
+                    break
+                executor.spin_once(timeout_sec=min(remaining, 0.01))
+            if time.monotonic() - next_wall > 1.0:  # fell far behind: don't try to catch up
+                next_wall = time.monotonic()
+        if not node.advance():
+            break
+        executor.spin_once(timeout_sec=0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stopping = {"flag": False}
+
+    def request_stop(signum, frame):  # noqa: ARG001
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    node = None
+    try:
+        try:
+            node = SimNode()
+        except (ValueError, RuntimeError) as exc:
+            print(f"sim_node: error: {exc}", file=sys.stderr)
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        run(node, executor, lambda: stopping["flag"] or not rclpy.ok())
+        node.get_logger().info(f"finished after {node.completed} episode(s)")
+        return 0
+    finally:
+        if node is not None:
+            node.env.close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,571 @@
+"""controller_node: the ROS-free decision logic, then the real node over real DDS in its own process.
+
+The node runs as ``python -m attn_dqn_controller.nodes.controller_node`` in a
+new session (killed by process group in teardown); the test client is a real
+rclpy node in this process, on its own Context per test. Checkpoints are real
+(an untrained Transformer saved with ``Policy.save``). Waits are generous
+bounds against hanging, never timing assertions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attn_dqn_controller.nodes.isolation import isolate_dds
+
+isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import LaserScan  # noqa: E402
+from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+
+from attn_dqn_controller.actions import ActionTable  # noqa: E402
+from attn_dqn_controller.model import ModelConfig, build_model  # noqa: E402
+from attn_dqn_controller.nodes.control_logic import (  # noqa: E402
+    ControlLogic,
+    ControlState,
+    Limits,
+    clamp_command,
+)
+from attn_dqn_controller.nodes.controller_node import DIAGNOSTIC_NAME  # noqa: E402
+from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg  # noqa: E402
+from attn_dqn_controller.observation import LaserScanData, ObservationSpec, ScanError, validate_scan  # noqa: E402
+from attn_dqn_controller.policy import Policy  # noqa: E402
+
+SPEC = ObservationSpec()
+ACTIONS = ActionTable.default()
+MAX_V, MAX_W = 0.22, 1.5  # 1.5 < the table's 2.0 rad/s, so the node's clamp is exercised end to end
+NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
+WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
+
+
+# --- fixtures shared by both halves -----------------------------------------------------
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    torch.manual_seed(0)
+    return Policy.from_model(build_model(SPEC, len(ACTIONS), ModelConfig()), SPEC, ACTIONS, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, policy) -> Path:
+    """A real checkpoint: an untrained Transformer saved through Policy.save."""
+    return policy.save(tmp_path_factory.mktemp("model") / "policy.pt")
+
+
+def full_scan(value: float = 2.0, n: int = 360) -> LaserScanData:
+    return LaserScanData(np.full(n, value, dtype=np.float32), -math.pi, 2.0 * math.pi / n, 0.12, 3.5)
+
+
+def partial_scan(n: int, fov_deg: float, value: float = 2.0) -> LaserScanData:
+    fov = math.radians(fov_deg)
+    return LaserScanData(np.full(n, value, dtype=np.float32), -fov / 2.0, fov / (n - 1), 0.12, 3.5)
+
+
+def malformed_scans() -> dict[str, LaserScanData]:
+    """Scans the contract refuses, each with a fragment of its ScanError text."""
+    good = full_scan()
+    return {
+        "no ranges": LaserScanData(np.zeros(0, np.float32), -math.pi, 0.01, 0.12, 3.5),
+        "angle_increment must be > 0": LaserScanData(good.ranges, math.pi, -good.angle_increment, 0.12, 3.5),
+        "no valid reading": LaserScanData(np.full(360, np.nan, np.float32), -math.pi, good.angle_increment, 0.12, 3.5),
+        "range limits are invalid": LaserScanData(good.ranges, -math.pi, good.angle_increment, 3.5, 0.12),
+        "'angle_min' is not finite": LaserScanData(good.ranges, float("nan"), good.angle_increment, 0.12, 3.5),
+        "more than a full circle": LaserScanData(np.full(1000, 2.0, np.float32), -math.pi, 0.01, 0.12, 3.5),
+    }
+
+
+# ======================================================================================
+# ROS-free decision logic
+# ======================================================================================
+LIMITS = Limits(max_linear_speed=0.05, max_angular_speed=0.3, scan_timeout=0.5, odom_timeout=0.5,
+                goal_tolerance=0.15)
+
+
+def fed_logic(policy, now=0.0, goal=(3.0, 1.0), limits=LIMITS) -> ControlLogic:
+    logic = ControlLogic(policy, limits)
+    logic.on_scan(full_scan(), now, stamp="scan-0")
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), now)
+    if goal is not None:
+        logic.set_goal(*goal)
+    return logic
+
+
+def test_logic_without_goal_is_idle_and_still(policy):
+    decision = fed_logic(policy, goal=None).step(0.1)
+    assert decision.state is ControlState.IDLE and decision.command == (0.0, 0.0)
+    assert decision.status == "idle: no goal"
+
+
+def test_logic_drives_with_clamped_finite_commands_and_reports_attention(policy):
+    logic = fed_logic(policy)
+    for t in (0.1, 0.2, 0.3):
+        decision = logic.step(t)
+        assert decision.state is ControlState.DRIVING and decision.status == "driving"
+        v, w = decision.command
+        assert abs(v) <= LIMITS.max_linear_speed and abs(w) <= LIMITS.max_angular_speed
+        assert decision.scan_stamp == "scan-0"
+        assert decision.q_values.shape == (len(ACTIONS),) and np.isfinite(decision.q_values).all()
+        assert decision.attention.sum() == pytest.approx(1.0, abs=1e-4)
+        assert decision.inference_ms is not None and logic.last_command == decision.command
+
+
+@pytest.mark.parametrize("missing, reason", [("scan", "no scan received yet"), ("odom", "no odometry received yet")])
+def test_logic_without_a_sensor_is_stale(policy, missing, reason):
+    logic = ControlLogic(policy, LIMITS)
+    logic.set_goal(3.0, 0.0)
+    if missing != "scan":
+        logic.on_scan(full_scan(), 0.0)
+    if missing != "odom":
+        logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.STALE_INPUT and decision.command == (0.0, 0.0)
+    assert decision.status == f"stale_input: {reason}"
+
+
+def test_logic_stops_once_scan_or_odometry_is_older_than_its_timeout(policy):
+    logic = fed_logic(policy)
+    assert logic.step(0.5).state is ControlState.DRIVING  # exactly at the timeout: still fresh
+    decision = logic.step(0.51)
+    assert decision.status == "stale_input: scan older than 0.5 s" and decision.command == (0.0, 0.0)
+    logic.on_scan(full_scan(), 1.0)
+    assert logic.step(1.0).status == "stale_input: odometry older than 0.5 s"
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 1.0)
+    assert logic.step(1.1).state is ControlState.DRIVING
+
+
+def test_logic_treats_a_clock_jump_back_as_stale(policy):
+    logic = fed_logic(policy, now=100.0)
+    assert "clock jumped back" in logic.step(1.0).reason
+
+
+@pytest.mark.parametrize("fragment", list(malformed_scans()))
+def test_logic_unusable_scan_stops_with_the_contracts_reason(policy, fragment):
+    scan = malformed_scans()[fragment]
+    with pytest.raises(ScanError) as contract:
+        validate_scan(scan)
+    logic = fed_logic(policy)
+    assert logic.step(0.0).state is ControlState.DRIVING
+    assert logic.on_scan(scan, 0.1) == str(contract.value)
+    decision = logic.step(0.1)
+    assert decision.state is ControlState.STALE_INPUT and decision.command == (0.0, 0.0)
+    assert decision.status == f"stale_input: unusable scan: {contract.value}" and fragment in decision.status
+    logic.on_scan(full_scan(), 0.2)  # a good scan recovers at once
+    assert logic.step(0.2).state is ControlState.DRIVING
+
+
+def test_logic_inf_everywhere_is_free_space_not_an_error(policy):
+    logic = fed_logic(policy)
+    logic.on_scan(full_scan(float("inf")), 0.0)
+    assert logic.step(0.0).state is ControlState.DRIVING
+
+
+@pytest.mark.parametrize("pose, twist", [((math.nan, 0.0, 0.0), (0.0, 0.0)), ((0.0, 0.0, 0.0), (math.inf, 0.0)),
+                                         (None, None)])
+def test_logic_non_finite_odometry_is_unusable(policy, pose, twist):
+    logic = fed_logic(policy)
+    logic.on_odometry(pose, twist, 0.0)
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.STALE_INPUT and decision.reason.startswith("unusable odometry")
+
+
+def test_logic_goal_reached_latches_until_a_new_goal(policy):
+    logic = fed_logic(policy, goal=(0.1, 0.0))
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.GOAL_REACHED and decision.command == (0.0, 0.0)
+    assert decision.status == "goal_reached"
+    logic.on_odometry((-1.0, 0.0, 0.0), (0.0, 0.0), 0.1)  # pushed away: stays stopped, no creeping back
+    assert logic.step(0.1).state is ControlState.GOAL_REACHED
+    logic.set_goal(0.1, 0.0)  # the same goal sent again re-arms it
+    assert logic.step(0.1).state is ControlState.DRIVING
+    assert logic.goal_distance() == pytest.approx(1.1)
+
+
+def test_logic_previous_command_is_the_last_decision(policy):
+    logic = fed_logic(policy)
+    driving = logic.step(0.0)
+    assert logic.last_command == driving.command
+    logic.clear_goal()
+    assert logic.step(0.1).state is ControlState.IDLE and logic.last_command == (0.0, 0.0)
+
+
+def test_clamp_and_nan_guard():
+    limits = Limits(max_linear_speed=0.2, max_angular_speed=1.0)
+    assert clamp_command(0.5, -3.0, limits) == (0.2, -1.0)
+    assert clamp_command(-0.5, 0.4, limits) == (-0.2, 0.4)
+    for bad in ((math.nan, 0.0), (0.0, math.inf), (-math.inf, math.nan)):
+        assert clamp_command(*bad, limits) is None
+
+
+def test_limits_refuse_nonsense():
+    for kwargs in ({"max_linear_speed": -1.0}, {"scan_timeout": 0.0}, {"goal_tolerance": math.nan}):
+        with pytest.raises(ValueError):
+            Limits(**kwargs)
+
+
+def test_logic_non_finite_policy_output_is_an_error_and_a_stop():
+    """A real network whose weights went NaN (e.g. a diverged run): ERROR, zero, never a NaN command."""
+    model = build_model(SPEC, len(ACTIONS), ModelConfig(d_model=16, num_layers=1, num_heads=2))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    logic = fed_logic(Policy.from_model(model, SPEC, ACTIONS, device="cpu"))
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.ERROR and decision.command == (0.0, 0.0)
+    assert decision.status == "error: policy produced non-finite Q-values"
+
+
+# ======================================================================================
+# The node over real DDS
+# ======================================================================================
+@dataclass
+class NodeProcess:
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        """Leave nothing behind: SIGINT the group, then SIGKILL if it lingers."""
+        for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # anything the node started in its session
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def start_node(tmp_path: Path, *params: str, name: str = "node") -> NodeProcess:
+    log = tmp_path / f"{name}.log"
+    args = [sys.executable, "-m", NODE_MODULE, "--ros-args"]
+    for param in params:
+        args += ["-p", param]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return NodeProcess(proc, log)
+
+
+def node_params(checkpoint: Path, *extra: str) -> list[str]:
+    return [f"model_path:={checkpoint}", "device:=cpu", f"max_linear_speed:={MAX_V}",
+            f"max_angular_speed:={MAX_W}", *extra]
+
+
+@dataclass
+class Command:
+    received: float
+    v: float
+    w: float
+    values: tuple
+    stamp: tuple | None
+
+
+@dataclass
+class Client:
+    """The robot side: publishes scan/odom/goal and records everything the controller sends."""
+
+    stamped: bool = True
+    commands: list = field(default_factory=list)
+    statuses: list = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)
+    attention: list = field(default_factory=list)
+    q_values: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("controller_test_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        n = self.node
+        best_effort = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.scan_pub = n.create_publisher(LaserScan, "scan", best_effort)
+        self.odom_pub = n.create_publisher(Odometry, "odom", QoSProfile(depth=5))
+        self.goal_pub = n.create_publisher(PoseStamped, "goal_pose", QoSProfile(depth=1))
+        cmd_type = TwistStamped if self.stamped else Twist
+        self.cmd_sub = n.create_subscription(cmd_type, "cmd_vel", self._on_cmd, QoSProfile(depth=50))
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        n.create_subscription(String, "/controller/status", lambda m: self.statuses.append(m.data), latched)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, QoSProfile(depth=10))
+        n.create_subscription(Float32MultiArray, "/controller/attention",
+                              lambda m: self.attention.append(np.array(m.data)), QoSProfile(depth=10))
+        n.create_subscription(Float32MultiArray, "/controller/q_values",
+                              lambda m: self.q_values.append(np.array(m.data)), QoSProfile(depth=10))
+
+    def _on_cmd(self, msg) -> None:
+        twist = msg.twist if self.stamped else msg
+        values = (twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.x, twist.angular.y, twist.angular.z)
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec) if self.stamped else None
+        self.commands.append(Command(time.monotonic(), twist.linear.x, twist.angular.z, values, stamp))
+
+    @property
+    def status(self) -> str | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+    def run(self, seconds: float, scan: LaserScanData | None = None, odom: bool = True,
+            goal: tuple | None = None, until=None, rate_hz: float = 20.0) -> bool:
+        """Publish at rate_hz for up to ``seconds`` (stops early once ``until()`` holds); returns until()'s last value.
+
+        The goal (x, y[, frame]) goes out every tick: the node may not have matched the publisher yet.
+        """
+        sent_stamps = []
+        deadline = time.monotonic() + seconds
+        next_tick = time.monotonic()
+        while time.monotonic() < deadline:
+            if until is not None and until():
+                return True
+            if time.monotonic() >= next_tick:
+                next_tick += 1.0 / rate_hz
+                now = self.node.get_clock().now()
+                if scan is not None:
+                    self.scan_pub.publish(scan_to_msg(scan, stamp=now, frame_id="base_scan"))
+                    msg_stamp = now.to_msg()
+                    sent_stamps.append((msg_stamp.sec, msg_stamp.nanosec))
+                if odom:
+                    self.odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=now))
+                if goal is not None:
+                    self.goal_pub.publish(pose_stamped(goal[0], goal[1], stamp=now,
+                                                       frame_id=goal[2] if len(goal) > 2 else "odom"))
+            self.executor.spin_once(timeout_sec=0.005)
+        self.last_stamps = sent_stamps
+        return bool(until()) if until is not None else True
+
+    def wait_for_node(self, node: NodeProcess) -> None:
+        """Until discovery matched us both ways and the latched status arrived."""
+        ok = self.run(WAIT, odom=False, until=lambda: (
+            not node.alive() or (self.statuses and self.cmd_sub.get_publisher_count() > 0
+                                 and self.goal_pub.get_subscription_count() > 0
+                                 and self.scan_pub.get_subscription_count() > 0)))
+        assert node.alive(), node.output()
+        assert ok, f"controller never matched the test client\n{node.output()}"
+
+    def commands_since(self, t: float) -> list[Command]:
+        return [c for c in self.commands if c.received >= t]
+
+
+def assert_bounded(commands: list[Command]) -> None:
+    for c in commands:
+        assert all(math.isfinite(x) for x in c.values), c
+        assert abs(c.v) <= MAX_V + 1e-9 and abs(c.w) <= MAX_W + 1e-9, c
+
+
+FAR_GOAL = (4.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory, checkpoint):
+    """One controller (TwistStamped, act_on_scan, attention on) for the scenarios that set their own goal."""
+    node = start_node(tmp_path_factory.mktemp("shared"), *node_params(checkpoint, "publish_attention:=true"),
+                      name="shared")
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def client():
+    made = []
+
+    def make(stamped: bool = True) -> Client:
+        made.append(Client(stamped=stamped))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared_node, client):
+    c = client()
+    c.wait_for_node(shared_node)
+    c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")
+    start = time.monotonic()
+    c.run(1.5, scan=full_scan(), goal=FAR_GOAL)
+    driving = c.commands_since(start)
+    assert len(driving) >= 5, shared_node.output()
+    assert_bounded(driving)
+    # Each command carries the stamp of the scan it was computed from.
+    assert {cmd.stamp for cmd in driving} & set(c.last_stamps)
+    assert c.attention and c.q_values, "attention/q_values not published with publish_attention:=true"
+    for weights in c.attention[-3:]:
+        assert weights.shape == (SPEC.num_sectors,) and weights.sum() == pytest.approx(1.0, abs=1e-3)
+    assert all(q.shape == (len(ACTIONS),) and np.isfinite(q).all() for q in c.q_values[-3:])
+
+
+@pytest.mark.parametrize("scan", [full_scan(n=720), partial_scan(228, 270.0)], ids=["720_beams", "270deg_228_beams"])
+def test_node_accepts_other_lidar_geometries(shared_node, client, scan):
+    c = client()
+    c.wait_for_node(shared_node)
+    c.run(WAIT, scan=scan, goal=FAR_GOAL, until=lambda: c.status == "driving")
+    start = time.monotonic()
+    c.run(1.0, scan=scan, goal=FAR_GOAL)
+    answered = [cmd for cmd in c.commands_since(start) if cmd.stamp in set(c.last_stamps)]
+    assert answered, f"no command computed from a {scan.ranges.size}-beam scan\n{shared_node.output()}"
+    assert_bounded(c.commands_since(start))
+    assert c.status == "driving"
+
+
+def test_node_stops_when_scans_go_stale(shared_node, client):
+    c = client()
+    c.wait_for_node(shared_node)
+    assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")
+    c.run(0.5, scan=full_scan(), goal=FAR_GOAL)
+    stopped = time.monotonic()
+    c.run(2.0, scan=None, goal=FAR_GOAL)  # odometry and goal keep coming; scans stop
+    after = c.commands_since(stopped + 0.5 + 0.1 + 0.4)  # scan_timeout + one period + margin
+    assert len(after) >= 3, "the control loop must keep publishing zeros while stale"
+    assert all(cmd.values == (0.0,) * 6 for cmd in after), [cmd.values for cmd in after]
+    assert c.status == "stale_input: scan older than 0.5 s"
+
+
+def test_node_survives_malformed_scans_and_reports_them(shared_node, client):
+    c = client()
+    c.wait_for_node(shared_node)
+    start = time.monotonic()
+    for fragment, scan in malformed_scans().items():
+        ok = c.run(WAIT, scan=scan, goal=FAR_GOAL,
+                   until=lambda f=fragment: (c.status or "").startswith("stale_input: unusable scan:")
+                   and f in c.status)
+        assert ok, f"{fragment}: status {c.status!r}\n{shared_node.output()}"
+        assert shared_node.alive()
+    assert c.run(WAIT, scan=malformed_scans()["no valid reading"], goal=FAR_GOAL, until=lambda: any(
+        s.name == DIAGNOSTIC_NAME and s.level == DiagnosticStatus.WARN and "unusable scan" in s.message
+        for d in c.diagnostics for s in d.status)), "diagnostics did not report the unusable scan"
+    # inf everywhere is REP-117 "no return": free space, so the robot may drive.
+    assert c.run(WAIT, scan=full_scan(float("inf")), goal=FAR_GOAL, until=lambda: c.status == "driving")
+    assert shared_node.alive()
+    assert_bounded(c.commands_since(start))  # never a NaN, never over the limits
+    assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")  # still responding
+
+
+def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
+    c = client()
+    c.wait_for_node(shared_node)
+    near = (0.05, 0.0)
+    assert c.run(WAIT, scan=full_scan(), goal=near, until=lambda: c.status == "goal_reached"), shared_node.output()
+    start = time.monotonic()
+    c.run(WAIT, scan=full_scan(), goal=near, until=lambda: len(c.commands_since(start)) >= 3
+          and any(s.name == DIAGNOSTIC_NAME for d in c.diagnostics for s in d.status))
+    assert c.commands_since(start) and all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(start))
+    status = [s for d in c.diagnostics for s in d.status if s.name == DIAGNOSTIC_NAME][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK and status.message == "goal_reached"
+    assert {"scan age [s]", "odom age [s]", "goal distance [m]", "last inference [ms]", "device",
+            "model path"} <= set(values)
+    assert values["device"] == "cpu" and values["model path"].endswith("policy.pt")
+    assert float(values["goal distance [m]"]) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, checkpoint, client):
+    node = start_node(tmp_path, *node_params(checkpoint))
+    try:
+        c = client()
+        c.wait_for_node(node)
+        assert c.run(WAIT, scan=full_scan(), until=lambda: len(c.commands) >= 3)
+        assert c.status == "idle: no goal"
+        assert all(cmd.values == (0.0,) * 6 for cmd in c.commands)
+        start = time.monotonic()
+        c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))
+        assert c.status == "idle: no goal"
+        assert c.commands_since(start) and all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(start))
+        assert "rejected goal" in node.output() and "'map'" in node.output()
+        # An empty frame id is taken as the odometry frame; a leading '/' is ignored.
+        for frame in ("", "/odom"):
+            assert c.run(WAIT, scan=full_scan(), goal=(*FAR_GOAL, frame), until=lambda: c.status == "driving")
+            assert c.run(WAIT, scan=full_scan(), goal=(0.0, 0.0, frame), until=lambda: c.status == "goal_reached")
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0, node.output()
+
+
+def test_node_publishes_plain_twist_from_the_control_loop_when_asked(tmp_path, checkpoint, client):
+    node = start_node(tmp_path, *node_params(checkpoint, "cmd_vel_stamped:=false", "act_on_scan:=false"))
+    try:
+        c = client(stamped=False)
+        c.wait_for_node(node)
+        assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving"), node.output()
+        start = time.monotonic()
+        c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
+        assert len(c.commands_since(start)) >= 3, node.output()
+        assert_bounded(c.commands)
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_node_sends_zero_on_shutdown_signal_and_exits_cleanly(tmp_path, checkpoint, client, sig):
+    node = start_node(tmp_path, *node_params(checkpoint))
+    try:
+        c = client()
+        c.wait_for_node(node)
+        assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving"), node.output()
+        signalled = time.monotonic()
+        node.signal(sig)
+        c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: not node.alive())
+        c.run(0.3)  # collect what was still in flight
+        assert node.proc.wait(timeout=WAIT) == 0, node.output()
+    finally:
+        node.stop()
+    after = c.commands_since(signalled)
+    assert after and after[-1].values == (0.0,) * 6, f"no zero command after the signal\n{node.output()}"
+    assert "Traceback" not in node.output()
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_node_refuses_a_bad_model_with_one_clear_line(tmp_path, checkpoint, problem):
+    path = tmp_path / "model.pt"
+    if problem == "corrupt":
+        path.write_bytes(checkpoint.read_bytes()[: 2000])
+    node = start_node(tmp_path, f"model_path:={path}", "device:=cpu")
+    try:
+        assert node.proc.wait(timeout=WAIT) == 1, node.output()
+    finally:
+        node.stop()
+    lines = [line for line in node.output().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"controller_node: error: cannot load model '{path}': ")
+    assert ("not found" if problem == "missing" else "corrupt") in lines[0]
+
+
+def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
+    node = start_node(tmp_path, f"model_path:={checkpoint}", "control_rate_hz:=0.0")
+    try:
+        assert node.proc.wait(timeout=WAIT) == 1
+    finally:
+        node.stop()
+    assert node.output().strip() == "controller_node: error: invalid parameter 'control_rate_hz': must be in [0.1, 1000]"
