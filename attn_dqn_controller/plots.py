@@ -104,7 +104,9 @@ def plot_learning_curve(csv_path: str | Path, path: str | Path, title: str = "")
             ax1.plot(s[:, 0], s[:, 1], "o-", label=label)
     ax1.set_ylim(-0.02, 1.02)
     ax1.set_xlabel("environment steps")
-    ax1.legend(loc="lower right")
+    ax1.set_title("held-out evaluation", fontsize=9)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(loc="lower right")
     ax1.grid(alpha=0.3)
     s = series("episode_return")
     if len(s):
@@ -116,7 +118,9 @@ def plot_learning_curve(csv_path: str | Path, path: str | Path, title: str = "")
         ax2b.set_ylim(-0.02, 1.02)
     ax2.set_xlabel("environment steps")
     ax2.grid(alpha=0.3)
-    ax2.legend(loc="upper left")
+    ax2.set_title("training", fontsize=9)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(loc="upper left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

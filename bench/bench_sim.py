@@ -26,6 +26,7 @@ import pybullet
 
 import sim  # noqa: F401  (registers AttnNav-v0)
 from sim.env import AttnNavEnv
+from sim.maps import generate_map
 
 
 def env_rate(env: AttnNavEnv, steps: int, rng: np.random.Generator) -> tuple[float, float, int]:
@@ -74,6 +75,22 @@ def ray_cost(env: AttnNavEnv, threads: int, repeats: int) -> float:
     return 1e6 * (time.perf_counter() - start) / repeats
 
 
+def reset_costs(env: AttnNavEnv, repeats: int = 20) -> tuple[float, float, float]:
+    """Milliseconds per env.reset (fresh map), per generate_map and per SimWorld.reset."""
+    seeds = range(500_000, 500_000 + repeats)
+    start = time.perf_counter()
+    for seed in seeds:
+        env.reset(options={"map_seed": seed + repeats})  # seeds not generated before
+    env_ms = 1e3 * (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    navmaps = [generate_map(env.level, seed, env.map_config) for seed in seeds]
+    map_ms = 1e3 * (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for navmap in navmaps:
+        env.world.reset(navmap)
+    return env_ms, map_ms, 1e3 * (time.perf_counter() - start) / repeats
+
+
 def vector_rate(workers: int, steps: int) -> float:
     """Total env steps/s of an AsyncVectorEnv (autoreset) with random actions."""
     envs = gymnasium.vector.AsyncVectorEnv([lambda: gymnasium.make("AttnNav-v0") for _ in range(workers)])
@@ -106,6 +123,7 @@ def main() -> None:
         reset_fractions.append(reset_time * rate / args.steps)
         episode_counts.append(episodes)
         raw_rates.append(raw_rate(env, args.steps))
+    resets = reset_costs(env)
     ray_us = {threads: statistics.median(ray_cost(env, threads, 1000) for _ in range(args.rounds))
               for threads in (1, 0)}
     env.close()
@@ -138,6 +156,8 @@ def main() -> None:
           f"{100 * (raw_sps / step_only_sps - 1):.0f}% without "
           f"(resets take {100 * reset_share:.0f}% of env time; "
           f"{statistics.median(episode_counts)} episodes per {args.steps} steps)")
+    print(f"one reset: {resets[0]:.1f} ms = generate_map {resets[1]:.1f} ms + SimWorld.reset {resets[2]:.1f} ms + "
+          f"first observation")
     print(f"2 workers / 1 worker: {two / one:.2f}x")
     print(f"rayTestBatch, 360 rays: numThreads=1 {ray_us[1]:.0f} us, numThreads=0 {ray_us[0]:.0f} us "
           f"(the world uses 1: vectorised workers already fill the cores)")

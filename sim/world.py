@@ -221,10 +221,15 @@ class SimWorld:
     def reset(self, navmap, seed: int | None = None) -> None:
         """Build the arena of ``navmap`` and place the robot, at rest, on ``navmap.start``."""
         self._check_open()
+        height = float(navmap.config.wall_height)
+        if not self.config.lidar.height < height:
+            raise ValueError(f"LidarConfig.height={self.config.lidar.height!r} must be below the obstacles' "
+                             f"height (navmap.config.wall_height={height!r}) or the lidar sees over them")
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         cid = self.client
         pybullet.resetSimulation(physicsClientId=cid)
+        self.robot_id = -1  # not ready until the robot is back
         if self.gui:
             pybullet.configureDebugVisualizer(pybullet.COV_ENABLE_RENDERING, 0, physicsClientId=cid)
         pybullet.setGravity(0.0, 0.0, -9.81, physicsClientId=cid)
@@ -233,10 +238,6 @@ class SimWorld:
                                            enableConeFriction=0, deterministicOverlappingPairs=1,
                                            physicsClientId=cid)
         self.navmap = navmap
-        height = float(navmap.config.wall_height)
-        if not self.config.lidar.height < height:
-            raise ValueError(f"LidarConfig.height={self.config.lidar.height!r} must be below the obstacles' "
-                             f"height (navmap.config.wall_height={height!r}) or the lidar sees over them")
         self.ground_id = self._build_ground()
         self.obstacle_ids = self._build_static_obstacles(navmap.obstacles, height)
         self.moving_ids = [self._build_moving_obstacle(m, height) for m in navmap.moving]

@@ -40,15 +40,28 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _leftovers() -> list[int]:
+    """Descendants except multiprocessing's resource tracker, which belongs to this process and exits with it."""
+    found = []
+    for pid in _descendants(os.getpid()):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline").read()
+        except OSError:
+            continue
+        if "multiprocessing.resource_tracker" not in cmdline:
+            found.append(pid)
+    return found
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if any test left a process behind (a leaked node, Ray worker or launch child)."""
     import time
 
     deadline = time.monotonic() + 10.0
-    leftovers = _descendants(os.getpid())
+    leftovers = _leftovers()
     while leftovers and time.monotonic() < deadline:
         time.sleep(0.5)
-        leftovers = _descendants(os.getpid())
+        leftovers = _leftovers()
     if leftovers:
         names = []
         for pid in leftovers:

@@ -267,7 +267,7 @@ class ControllerNode(Node):
         limits = self.config.limits
         if policy.actions.max_linear_speed > limits.max_linear_speed or \
                 policy.actions.max_angular_speed > limits.max_angular_speed:
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"the policy's actions reach |v|={policy.actions.max_linear_speed:g} m/s, "
                 f"|w|={policy.actions.max_angular_speed:g} rad/s; commands are clamped to "
                 f"{limits.max_linear_speed:g} m/s, {limits.max_angular_speed:g} rad/s")
@@ -281,7 +281,7 @@ class ControllerNode(Node):
         now = self._now()
         problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
         if problem is not None:
-            self.get_logger().warn(f"unusable scan: {problem}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"unusable scan: {problem}", throttle_duration_sec=2.0)
         if self.config.act_on_scan:
             self._act(now, from_scan=True)
 
@@ -291,7 +291,7 @@ class ControllerNode(Node):
             pose, twist = pose_from_odometry(msg), twist_from_odometry(msg)
         except MessageError as exc:
             self.logic.on_odometry(None, None, now, str(exc))
-            self.get_logger().warn(f"unusable odometry: {exc}", throttle_duration_sec=2.0)
+            self.get_logger().warning(f"unusable odometry: {exc}", throttle_duration_sec=2.0)
         else:
             self.logic.on_odometry(pose, twist, now)
         self._odom_frame = normalize_frame(msg.header.frame_id) or DEFAULT_ODOM_FRAME
@@ -299,7 +299,7 @@ class ControllerNode(Node):
             frame, self._goal_frame = self._goal_frame, None
             if frame != self._odom_frame:
                 self.logic.clear_goal()
-                self.get_logger().warn(f"dropped goal: it is in frame '{frame}', but odometry is in "
+                self.get_logger().warning(f"dropped goal: it is in frame '{frame}', but odometry is in "
                                        f"'{self._odom_frame}' (this controller does not transform goals)")
 
     def _on_goal(self, msg: PoseStamped) -> None:
@@ -309,7 +309,7 @@ class ControllerNode(Node):
                 require_frame(frame, self._odom_frame, "goal")
             x, y = goal_from_pose_stamped(msg)
         except MessageError as exc:
-            self.get_logger().warn(f"rejected goal: {exc}")
+            self.get_logger().warning(f"rejected goal: {exc}")
             return
         self.logic.set_goal(x, y)
         self._goal_frame = frame if (frame and self._odom_frame is None) else None
@@ -360,9 +360,11 @@ class ControllerNode(Node):
         previous, self._status = self._status, status
         self._status_pub.publish(String(data=status))
         if previous is not None and previous.split(":")[0] != status.split(":")[0]:
-            state = status.split(":")[0]
-            log = self.get_logger().warn if state in ("stale_input", "error") else self.get_logger().info
-            log(f"state: {status}")
+            # One call site per severity: rclpy refuses a call site whose severity changes.
+            if status.split(":")[0] in ("stale_input", "error"):
+                self.get_logger().warning(f"state: {status}")
+            else:
+                self.get_logger().info(f"state: {status}")
 
     def _on_report_timer(self) -> None:
         if self._status is not None:

@@ -1,0 +1,189 @@
+"""The trainer: config errors, atomic checkpoints and resume, and a real learning run on `empty`."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attn_dqn_controller.checkpoint import load_checkpoint
+from attn_dqn_controller.learning.config import ConfigError, config_from_dict, load_config
+from attn_dqn_controller.learning.trainer import train
+
+ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
+
+
+def tiny_config(**overrides) -> dict:
+    data = {
+        "total_steps": 600, "num_envs": 2, "learning_starts": 200, "updates_per_step": 0.1,
+        "checkpoint_interval": 300, "log_interval": 100,
+        "env": {"levels": ["empty"], "max_steps": 100},
+        "model": {"d_model": 32, "num_layers": 1},
+        "learner": {"batch_size": 16, "target_update_interval": 50},
+        "replay": {"capacity": 2000},
+        "eval": {"interval": 0, "episodes": 1, "levels": ["empty"]},
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            data[section][leaf] = value
+        else:
+            data[key] = value
+    return data
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --- configuration errors -------------------------------------------------------------------
+def test_unknown_key_wrong_type_and_bad_override_are_named():
+    with pytest.raises(ConfigError, match="learner.lrr"):
+        config_from_dict({"learner": {"lrr": 1.0}})
+    with pytest.raises(ConfigError, match="'num_envs': expected int"):
+        config_from_dict({"num_envs": "four"})
+    with pytest.raises(ConfigError, match="env.levels.*'moon'"):
+        config_from_dict({"env": {"levels": ["moon"]}})
+    with pytest.raises(ConfigError, match="replay.nope"):
+        load_config(None, ["replay.nope=3"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["learner.lr"])
+    assert load_config(None, ["learner.lr=1e-3", "env.levels=[maze]"]).learner.lr == pytest.approx(1e-3)
+
+
+def test_cli_reports_config_errors_with_nonzero_exit_and_writes_nothing(tmp_path):
+    config = write_yaml(tmp_path / "bad.yaml", {"learner": {"batch_size": "large"}})
+    out = tmp_path / "run"
+    result = subprocess.run([*ATTN_DQN, "train", "--config", str(config), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "learner.batch_size" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+    good = write_yaml(tmp_path / "good.yaml", tiny_config())
+    result = subprocess.run([*ATTN_DQN, "train", "--config", str(good), "--out", str(out), "--set", "bogus=1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "bogus" in result.stderr
+    assert not out.exists()
+
+
+def test_cli_refuses_a_missing_or_corrupt_checkpoint(tmp_path):
+    missing = subprocess.run([*ATTN_DQN, "eval", "--checkpoint", str(tmp_path / "none.pt"), "--level", "empty",
+                              "--episodes", "1"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "none.pt" in missing.stderr and "Traceback" not in missing.stderr
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02not a checkpoint at all")
+    result = subprocess.run([*ATTN_DQN, "export", "--checkpoint", str(corrupt), "--onnx", str(tmp_path / "x.onnx")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "corrupt.pt" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# --- checkpoints and resume --------------------------------------------------------------------
+def test_resume_continues_the_same_run(tmp_path):
+    out = tmp_path / "run"
+    first = train(config_from_dict(tiny_config(total_steps=600)), out, device="cpu", progress=False)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt.metadata["env_steps"] >= 600
+    saved_updates = ckpt.training["counters"]["updates"]
+    assert saved_updates == first.counters.updates > 0
+    # torch.load(weights_only=True) reads it: no arbitrary pickle in the file.
+    assert "model_state" in torch.load(out / "checkpoint.pt", weights_only=True)
+
+    resumed = train(config_from_dict(tiny_config(total_steps=1200)), out, device="cpu", resume=True,
+                    progress=False)
+    assert resumed.counters.env_steps >= 1200
+    assert resumed.counters.updates > saved_updates  # the learner kept counting from the checkpoint
+    assert resumed.learner.updates == resumed.counters.updates
+    rows = (out / "progress.csv").read_text().strip().splitlines()
+    steps = [int(r.split(",")[0]) for r in rows[1:]]
+    assert steps == sorted(steps) and steps[0] <= 200 and steps[-1] >= 1200  # one log, appended in order
+    assert (out / "learning_curve.png").stat().st_size > 0
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(config_from_dict(tiny_config()), tmp_path / "empty_dir", device="cpu", resume=True, progress=False)
+
+
+def test_killed_run_leaves_last_checkpoint_intact_and_resumable(tmp_path):
+    config = write_yaml(tmp_path / "cfg.yaml", tiny_config(total_steps=50_000, checkpoint_interval=300))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*ATTN_DQN, "train", "--config", str(config), "--out", str(out), "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+        os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stderr.close()
+    ckpt = load_checkpoint(out / "checkpoint.pt")  # complete and valid, whatever moment the kill hit
+    assert ckpt.metadata["env_steps"] >= 300
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    resumed = train(config_from_dict(tiny_config(total_steps=ckpt.metadata["env_steps"] + 200)), out,
+                    device="cpu", resume=True, progress=False)
+    assert resumed.counters.env_steps >= ckpt.metadata["env_steps"] + 200
+
+
+# --- it learns ------------------------------------------------------------------------------------
+def _success_count(agent, episodes: int) -> int:
+    from attn_dqn_controller.learning.evaluation import evaluate
+
+    summary, _ = evaluate(agent, "empty", episodes, 1_000_000, env_kwargs={"max_steps": 200}, progress=False)
+    return round(summary.success_rate * episodes)
+
+
+class RandomAgent:
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, env):
+        pass
+
+    def act(self, observation, env):
+        return int(self.rng.integers(env.action_space.n))
+
+
+def test_short_training_on_empty_beats_a_random_policy(tmp_path):
+    """~20k steps (about two minutes on two cores) must clearly beat random driving on held-out maps."""
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.policy import Policy
+
+    config = config_from_dict({
+        "seed": 3, "total_steps": 20_000, "num_envs": 2, "learning_starts": 1000, "updates_per_step": 0.25,
+        "checkpoint_interval": 10_000, "log_interval": 2000,
+        "env": {"levels": ["empty"], "max_steps": 200},
+        "model": {"d_model": 48},
+        "learner": {"batch_size": 64, "target_update_interval": 250},
+        "replay": {"capacity": 20_000},
+        "exploration": {"epsilon_fraction": 0.5},
+        "eval": {"interval": 0, "episodes": 1, "levels": ["empty"]},
+    })
+    train(config, tmp_path / "run", device="cpu", progress=False)
+    episodes = 30
+    trained = _success_count(PolicyAgent(Policy.load(tmp_path / "run" / "checkpoint.pt", device="cpu")), episodes)
+    random_successes = _success_count(RandomAgent(0), episodes)
+    # One-sided Fisher exact test: the chance that equally good policies split this way is below 0.1%.
+    p_value = _fisher_one_sided(trained, random_successes, episodes)
+    assert trained >= random_successes + 10 and p_value < 1e-3, (trained, random_successes, p_value)
+
+
+def _fisher_one_sided(a: int, b: int, n: int) -> float:
+    """P(X >= a) for X hypergeometric: a of the a+b successes fall in the first of two groups of n."""
+    total = a + b
+    denom = math.comb(2 * n, total)
+    return sum(math.comb(n, k) * math.comb(n, total - k) for k in range(a, min(n, total) + 1)) / denom
