@@ -76,19 +76,21 @@ def ray_cost(env: AttnNavEnv, threads: int, repeats: int) -> float:
 
 
 def reset_costs(env: AttnNavEnv, repeats: int = 20) -> tuple[float, float, float]:
-    """Milliseconds per env.reset (fresh map), per generate_map and per SimWorld.reset."""
-    seeds = range(500_000, 500_000 + repeats)
-    start = time.perf_counter()
-    for seed in seeds:
-        env.reset(options={"map_seed": seed + repeats})  # seeds not generated before
-    env_ms = 1e3 * (time.perf_counter() - start) / repeats
-    start = time.perf_counter()
-    navmaps = [generate_map(env.level, seed, env.map_config) for seed in seeds]
-    map_ms = 1e3 * (time.perf_counter() - start) / repeats
-    start = time.perf_counter()
-    for navmap in navmaps:
+    """Milliseconds per env.reset on a fresh map, and of its two big parts: generate_map and SimWorld.reset.
+
+    Interleaved per map seed, so load from other processes hits the three alike.
+    """
+    env_s = map_s = world_s = 0.0
+    for seed in range(500_000, 500_000 + repeats):  # seeds the env has not cached
+        t0 = time.perf_counter()
+        navmap = generate_map(env.level, seed, env.map_config)
+        t1 = time.perf_counter()
         env.world.reset(navmap)
-    return env_ms, map_ms, 1e3 * (time.perf_counter() - start) / repeats
+        t2 = time.perf_counter()
+        env.reset(options={"map_seed": seed})
+        t3 = time.perf_counter()
+        map_s, world_s, env_s = map_s + t1 - t0, world_s + t2 - t1, env_s + t3 - t2
+    return 1e3 * env_s / repeats, 1e3 * map_s / repeats, 1e3 * world_s / repeats
 
 
 def vector_rate(workers: int, steps: int) -> float:
@@ -113,6 +115,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     env = AttnNavEnv(seed=0)
     rng = np.random.default_rng(0)
     env_rate(env, 200, rng)  # warm-up: caches, first URDF parse
@@ -131,15 +134,20 @@ def main() -> None:
     env_sps, raw_sps = statistics.median(env_rates), statistics.median(raw_rates)
     reset_share = statistics.median(reset_fractions)
     step_only_sps = env_sps / max(1e-9, 1.0 - reset_share)
-    one = statistics.median(vector_rate(1, args.steps) for _ in range(args.rounds))
-    two = statistics.median(vector_rate(2, args.steps) for _ in range(args.rounds))
+    ones, twos = [], []
+    for _ in range(args.rounds):  # interleaved, like the single-env rounds
+        ones.append(vector_rate(1, args.steps))
+        twos.append(vector_rate(2, args.steps))
+    one, two = statistics.median(ones), statistics.median(twos)
 
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
     print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | "
-          f"nproc={cores} | python {platform.python_version()} | pybullet {pybullet.getAPIVersion()}")
+          f"nproc={cores} | python {platform.python_version()} | pybullet {pybullet.getAPIVersion()} | "
+          f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes "
+          f"share these cores)")
     print(f"settings: level=sparse, 120 Hz physics / 10 Hz control (12 substeps), 360 rays, random actions, "
           f"{args.steps} steps x {args.rounds} rounds (median)")
     print(f"{'measurement':<48}{'steps/s':>10}{'us/step':>10}")
@@ -156,8 +164,8 @@ def main() -> None:
           f"{100 * (raw_sps / step_only_sps - 1):.0f}% without "
           f"(resets take {100 * reset_share:.0f}% of env time; "
           f"{statistics.median(episode_counts)} episodes per {args.steps} steps)")
-    print(f"one reset: {resets[0]:.1f} ms = generate_map {resets[1]:.1f} ms + SimWorld.reset {resets[2]:.1f} ms + "
-          f"first observation")
+    print(f"one env.reset on a fresh map: {resets[0]:.1f} ms, of which generate_map {resets[1]:.1f} ms "
+          f"(sim/maps.py) and SimWorld.reset {resets[2]:.1f} ms")
     print(f"2 workers / 1 worker: {two / one:.2f}x")
     print(f"rayTestBatch, 360 rays: numThreads=1 {ray_us[1]:.0f} us, numThreads=0 {ray_us[0]:.0f} us "
           f"(the world uses 1: vectorised workers already fill the cores)")

@@ -90,6 +90,7 @@ class AttnNavEnv(gymnasium.Env):
         self.success_reward = _number("success_reward", success_reward)
         self.collision_penalty = _number("collision_penalty", collision_penalty)
         self.time_penalty = _number("time_penalty", time_penalty)
+        lidar_noise_std = _number("lidar_noise_std", lidar_noise_std)
         if map_config is not None and not isinstance(map_config, MapConfig):
             raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
         self.map_config = map_config if map_config is not None else MapConfig()

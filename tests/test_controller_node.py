@@ -50,7 +50,10 @@ from attn_dqn_controller.policy import Policy  # noqa: E402
 
 SPEC = ObservationSpec()
 ACTIONS = ActionTable.default()
-MAX_V, MAX_W = 0.22, 1.5  # 1.5 < the table's 2.0 rad/s, so the node's clamp is exercised end to end
+# The node's checkpoint uses a table whose every action exceeds the node's limits: whatever the untrained
+# network picks, a DRIVING command is non-zero and must come out clamped (|v| == MAX_V, |w| <= MAX_W).
+NODE_ACTIONS = ActionTable(((0.3, 2.0), (0.3, -2.0), (0.25, 0.0)))
+MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
@@ -63,9 +66,12 @@ def policy() -> Policy:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, policy) -> Path:
+def checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint: an untrained Transformer saved through Policy.save."""
-    return policy.save(tmp_path_factory.mktemp("model") / "policy.pt")
+    torch.manual_seed(1)
+    model = build_model(SPEC, len(NODE_ACTIONS), ModelConfig())
+    return Policy.from_model(model, SPEC, NODE_ACTIONS, device="cpu").save(
+        tmp_path_factory.mktemp("model") / "policy.pt")
 
 
 def full_scan(value: float = 2.0, n: int = 360) -> LaserScanData:
@@ -237,6 +243,7 @@ def test_logic_non_finite_policy_output_is_an_error_and_a_stop():
 class NodeProcess:
     proc: subprocess.Popen
     log: Path
+    namespace: str
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -267,14 +274,15 @@ class NodeProcess:
 
 
 def start_node(tmp_path: Path, *params: str, name: str = "node") -> NodeProcess:
+    """The controller in its own session, in namespace /<name> so concurrent controllers never cross-talk."""
     log = tmp_path / f"{name}.log"
-    args = [sys.executable, "-m", NODE_MODULE, "--ros-args"]
+    args = [sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:=/{name}"]
     for param in params:
         args += ["-p", param]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return NodeProcess(proc, log)
+    return NodeProcess(proc, log, f"/{name}")
 
 
 def node_params(checkpoint: Path, *extra: str) -> list[str]:
@@ -295,17 +303,20 @@ class Command:
 class Client:
     """The robot side: publishes scan/odom/goal and records everything the controller sends."""
 
+    namespace: str
     stamped: bool = True
     commands: list = field(default_factory=list)
     statuses: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
     attention: list = field(default_factory=list)
     q_values: list = field(default_factory=list)
+    sent_stamps: set = field(default_factory=set)
+    """Stamps of every scan this client sent (the node stamps its DRIVING commands with them)."""
 
     def __post_init__(self):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node("controller_test_client", context=self.context)
+        self.node = rclpy.create_node("controller_test_client", namespace=self.namespace, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         n = self.node
@@ -316,12 +327,16 @@ class Client:
         cmd_type = TwistStamped if self.stamped else Twist
         self.cmd_sub = n.create_subscription(cmd_type, "cmd_vel", self._on_cmd, QoSProfile(depth=50))
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        n.create_subscription(String, "/controller/status", lambda m: self.statuses.append(m.data), latched)
-        n.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, QoSProfile(depth=10))
-        n.create_subscription(Float32MultiArray, "/controller/attention",
+        n.create_subscription(String, "controller/status", lambda m: self.statuses.append(m.data), latched)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=10))
+        n.create_subscription(Float32MultiArray, "controller/attention",
                               lambda m: self.attention.append(np.array(m.data)), QoSProfile(depth=10))
-        n.create_subscription(Float32MultiArray, "/controller/q_values",
+        n.create_subscription(Float32MultiArray, "controller/q_values",
                               lambda m: self.q_values.append(np.array(m.data)), QoSProfile(depth=10))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """Only our controller's entries (/diagnostics is shared by every node in the domain)."""
+        self.diagnostics += [s for s in msg.status if s.hardware_id == f"{self.namespace}/controller"]
 
     def _on_cmd(self, msg) -> None:
         twist = msg.twist if self.stamped else msg
@@ -357,6 +372,7 @@ class Client:
                     self.scan_pub.publish(scan_to_msg(scan, stamp=now, frame_id="base_scan"))
                     msg_stamp = now.to_msg()
                     sent_stamps.append((msg_stamp.sec, msg_stamp.nanosec))
+                    self.sent_stamps.add(sent_stamps[-1])
                 if odom:
                     self.odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=now))
                 if goal is not None:
@@ -375,14 +391,32 @@ class Client:
         assert node.alive(), node.output()
         assert ok, f"controller never matched the test client\n{node.output()}"
 
+    def drive(self, node: NodeProcess, scan: LaserScanData) -> None:
+        """Feed scan/odom/far goal until a command computed from one of *our* scans came back.
+
+        (The shared node's latched status may still say "driving" from the previous test's data.)
+        """
+        assert self.run(WAIT, scan=scan, goal=FAR_GOAL, until=lambda: any(
+            cmd.stamp in self.sent_stamps for cmd in self.commands)), f"never drove\n{node.output()}"
+
     def commands_since(self, t: float) -> list[Command]:
         return [c for c in self.commands if c.received >= t]
+
+
+ZERO = (0.0,) * 6
 
 
 def assert_bounded(commands: list[Command]) -> None:
     for c in commands:
         assert all(math.isfinite(x) for x in c.values), c
         assert abs(c.v) <= MAX_V + 1e-9 and abs(c.w) <= MAX_W + 1e-9, c
+
+
+def assert_driving(commands: list[Command]) -> None:
+    """Commands of the DRIVING state: finite, and clamped from NODE_ACTIONS (so never zero)."""
+    assert_bounded(commands)
+    for c in commands:
+        assert c.v == pytest.approx(MAX_V) and c.values[1:5] == (0.0,) * 4, c
 
 
 FAR_GOAL = (4.0, 2.0)
@@ -401,8 +435,8 @@ def shared_node(tmp_path_factory, checkpoint):
 def client():
     made = []
 
-    def make(stamped: bool = True) -> Client:
-        made.append(Client(stamped=stamped))
+    def make(node: NodeProcess, stamped: bool = True) -> Client:
+        made.append(Client(node.namespace, stamped=stamped))
         return made[-1]
 
     yield make
@@ -411,50 +445,52 @@ def client():
 
 
 def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared_node, client):
-    c = client()
+    c = client(shared_node)
     c.wait_for_node(shared_node)
-    c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")
+    c.drive(shared_node, full_scan())
     start = time.monotonic()
     c.run(1.5, scan=full_scan(), goal=FAR_GOAL)
     driving = c.commands_since(start)
     assert len(driving) >= 5, shared_node.output()
-    assert_bounded(driving)
+    assert_driving(driving)
     # Each command carries the stamp of the scan it was computed from.
     assert {cmd.stamp for cmd in driving} & set(c.last_stamps)
     assert c.attention and c.q_values, "attention/q_values not published with publish_attention:=true"
     for weights in c.attention[-3:]:
         assert weights.shape == (SPEC.num_sectors,) and weights.sum() == pytest.approx(1.0, abs=1e-3)
-    assert all(q.shape == (len(ACTIONS),) and np.isfinite(q).all() for q in c.q_values[-3:])
+    assert all(q.shape == (len(NODE_ACTIONS),) and np.isfinite(q).all() for q in c.q_values[-3:])
 
 
 @pytest.mark.parametrize("scan", [full_scan(n=720), partial_scan(228, 270.0)], ids=["720_beams", "270deg_228_beams"])
 def test_node_accepts_other_lidar_geometries(shared_node, client, scan):
-    c = client()
+    c = client(shared_node)
     c.wait_for_node(shared_node)
-    c.run(WAIT, scan=scan, goal=FAR_GOAL, until=lambda: c.status == "driving")
+    c.drive(shared_node, scan)
     start = time.monotonic()
     c.run(1.0, scan=scan, goal=FAR_GOAL)
     answered = [cmd for cmd in c.commands_since(start) if cmd.stamp in set(c.last_stamps)]
     assert answered, f"no command computed from a {scan.ranges.size}-beam scan\n{shared_node.output()}"
-    assert_bounded(c.commands_since(start))
+    assert_driving(c.commands_since(start))
     assert c.status == "driving"
 
 
 def test_node_stops_when_scans_go_stale(shared_node, client):
-    c = client()
+    c = client(shared_node)
     c.wait_for_node(shared_node)
-    assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")
+    c.drive(shared_node, full_scan())
+    moving = time.monotonic()
     c.run(0.5, scan=full_scan(), goal=FAR_GOAL)
     stopped = time.monotonic()
+    assert_driving([cmd for cmd in c.commands_since(moving) if cmd.received < stopped])
     c.run(2.0, scan=None, goal=FAR_GOAL)  # odometry and goal keep coming; scans stop
     after = c.commands_since(stopped + 0.5 + 0.1 + 0.4)  # scan_timeout + one period + margin
     assert len(after) >= 3, "the control loop must keep publishing zeros while stale"
-    assert all(cmd.values == (0.0,) * 6 for cmd in after), [cmd.values for cmd in after]
+    assert all(cmd.values == ZERO for cmd in after), [cmd.values for cmd in after]
     assert c.status == "stale_input: scan older than 0.5 s"
 
 
 def test_node_survives_malformed_scans_and_reports_them(shared_node, client):
-    c = client()
+    c = client(shared_node)
     c.wait_for_node(shared_node)
     start = time.monotonic()
     for fragment, scan in malformed_scans().items():
@@ -465,7 +501,7 @@ def test_node_survives_malformed_scans_and_reports_them(shared_node, client):
         assert shared_node.alive()
     assert c.run(WAIT, scan=malformed_scans()["no valid reading"], goal=FAR_GOAL, until=lambda: any(
         s.name == DIAGNOSTIC_NAME and s.level == DiagnosticStatus.WARN and "unusable scan" in s.message
-        for d in c.diagnostics for s in d.status)), "diagnostics did not report the unusable scan"
+        for s in c.diagnostics)), "diagnostics did not report the unusable scan"
     # inf everywhere is REP-117 "no return": free space, so the robot may drive.
     assert c.run(WAIT, scan=full_scan(float("inf")), goal=FAR_GOAL, until=lambda: c.status == "driving")
     assert shared_node.alive()
@@ -474,15 +510,15 @@ def test_node_survives_malformed_scans_and_reports_them(shared_node, client):
 
 
 def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
-    c = client()
+    c = client(shared_node)
     c.wait_for_node(shared_node)
     near = (0.05, 0.0)
     assert c.run(WAIT, scan=full_scan(), goal=near, until=lambda: c.status == "goal_reached"), shared_node.output()
     start = time.monotonic()
     c.run(WAIT, scan=full_scan(), goal=near, until=lambda: len(c.commands_since(start)) >= 3
-          and any(s.name == DIAGNOSTIC_NAME for d in c.diagnostics for s in d.status))
-    assert c.commands_since(start) and all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(start))
-    status = [s for d in c.diagnostics for s in d.status if s.name == DIAGNOSTIC_NAME][-1]
+          and any(s.name == DIAGNOSTIC_NAME for s in c.diagnostics))
+    assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
+    status = [s for s in c.diagnostics if s.name == DIAGNOSTIC_NAME][-1]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.OK and status.message == "goal_reached"
     assert {"scan age [s]", "odom age [s]", "goal distance [m]", "last inference [ms]", "device",
@@ -492,17 +528,17 @@ def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
 
 
 def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, checkpoint, client):
-    node = start_node(tmp_path, *node_params(checkpoint))
+    node = start_node(tmp_path, *node_params(checkpoint), name="idle")
     try:
-        c = client()
+        c = client(node)
         c.wait_for_node(node)
         assert c.run(WAIT, scan=full_scan(), until=lambda: len(c.commands) >= 3)
         assert c.status == "idle: no goal"
-        assert all(cmd.values == (0.0,) * 6 for cmd in c.commands)
+        assert all(cmd.values == ZERO for cmd in c.commands)
         start = time.monotonic()
         c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))
         assert c.status == "idle: no goal"
-        assert c.commands_since(start) and all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(start))
+        assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
         assert "rejected goal" in node.output() and "'map'" in node.output()
         # An empty frame id is taken as the odometry frame; a leading '/' is ignored.
         for frame in ("", "/odom"):
@@ -514,24 +550,26 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
 
 
 def test_node_publishes_plain_twist_from_the_control_loop_when_asked(tmp_path, checkpoint, client):
-    node = start_node(tmp_path, *node_params(checkpoint, "cmd_vel_stamped:=false", "act_on_scan:=false"))
+    node = start_node(tmp_path, *node_params(checkpoint, "cmd_vel_stamped:=false", "act_on_scan:=false"),
+                      name="twist")
     try:
-        c = client(stamped=False)
+        c = client(node, stamped=False)
         c.wait_for_node(node)
         assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving"), node.output()
         start = time.monotonic()
         c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
         assert len(c.commands_since(start)) >= 3, node.output()
         assert_bounded(c.commands)
+        assert_driving(c.commands_since(start))
     finally:
         node.stop()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_node_sends_zero_on_shutdown_signal_and_exits_cleanly(tmp_path, checkpoint, client, sig):
-    node = start_node(tmp_path, *node_params(checkpoint))
+    node = start_node(tmp_path, *node_params(checkpoint), name=f"signal_{sig.name}")
     try:
-        c = client()
+        c = client(node)
         c.wait_for_node(node)
         assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving"), node.output()
         signalled = time.monotonic()
@@ -541,8 +579,10 @@ def test_node_sends_zero_on_shutdown_signal_and_exits_cleanly(tmp_path, checkpoi
         assert node.proc.wait(timeout=WAIT) == 0, node.output()
     finally:
         node.stop()
+    before = [cmd for cmd in c.commands if cmd.received < signalled]
+    assert_driving(before[-1:])  # it was moving, so the zero below can only be the shutdown's
     after = c.commands_since(signalled)
-    assert after and after[-1].values == (0.0,) * 6, f"no zero command after the signal\n{node.output()}"
+    assert after and after[-1].values == ZERO, f"no zero command after the signal\n{node.output()}"
     assert "Traceback" not in node.output()
 
 

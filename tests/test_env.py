@@ -176,7 +176,7 @@ def test_reward_weights_are_applied(make_env):
     ({"control_rate_hz": 0}, ["control_rate_hz=0"]),
     ({"max_steps": 0}, ["max_steps=0"]),
     ({"goal_tolerance": -0.1}, ["goal_tolerance=-0.1"]),
-    ({"lidar_noise_std": -0.1}, ["noise_std=-0.1"]),
+    ({"lidar_noise_std": -0.1}, ["lidar_noise_std=-0.1"]),
     ({"collision_penalty": float("nan")}, ["collision_penalty=nan"]),
     ({"render_mode": "human"}, ["render_mode='human'", "rgb_array"]),
     ({"seed": -3}, ["seed=-3"]),

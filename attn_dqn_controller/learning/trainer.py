@@ -330,72 +330,98 @@ class VectorEnvCollector:
         self.envs.close()
 
 
-class _Interrupted(Exception):
-    pass
+class Cadence:
+    """Logging, evaluation and checkpoint schedule in environment steps (continues across --resume)."""
+
+    def __init__(self, run: TrainingRun, progress: bool):
+        from tqdm import tqdm
+
+        config, steps = run.config, run.counters.env_steps
+        self.run = run
+        self.bar = tqdm(total=config.total_steps, initial=steps, unit="step", dynamic_ncols=True,
+                        disable=not progress, desc="train", mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        self.next_log = (steps // config.log_interval + 1) * config.log_interval
+        self.next_ckpt = (steps // config.checkpoint_interval + 1) * config.checkpoint_interval
+        self.next_eval = ((steps // config.eval.interval + 1) * config.eval.interval
+                          if config.eval.interval else math.inf)
+        self.window_start, self.window_steps = time.monotonic(), 0
+
+    def on_steps(self, taken: int) -> None:
+        """Account for `taken` new environment steps: learn what is due, then log/evaluate/checkpoint."""
+        run, config = self.run, self.run.config
+        run.counters.env_steps += taken
+        self.window_steps += taken
+        self.bar.update(taken)
+        run.learn(run.updates_due())
+        steps = run.counters.env_steps
+        if steps >= self.next_log:
+            sps = self.window_steps / max(time.monotonic() - self.window_start, 1e-9)
+            self.window_start, self.window_steps = time.monotonic(), 0
+            row = run.log_row(sps)
+            self.bar.set_postfix(eps=f"{row['epsilon']:.2f}", success=f"{run.train_success_rate:.0%}",
+                                 loss=f"{row['loss']:.3f}", upd=run.counters.updates)
+            self.next_log += config.log_interval
+        if steps >= self.next_eval:
+            result = run.evaluate()
+            run.log_row(0.0, result)
+            run.plot()
+            self.bar.write(f"step {steps}: eval success {result['eval_success_rate']:.0%} "
+                           f"collision {result['eval_collision_rate']:.0%} SPL {result['eval_spl']:.2f} "
+                           f"{result['per_level']}")
+            if result["eval_success_rate"] >= run.best_eval:
+                run.best_eval = result["eval_success_rate"]
+                run.save("best.pt")
+            self.next_eval += config.eval.interval
+        if steps >= self.next_ckpt:
+            run.save()
+            self.next_ckpt += config.checkpoint_interval
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
-def train(config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False,
-          progress: bool = True) -> TrainingRun:
-    """Train until config.total_steps environment steps; returns the finished run (already closed)."""
-    from tqdm import tqdm
+def run_training(run: TrainingRun, collector, progress: bool = True) -> TrainingRun:
+    """The loop every trainer shares: collect, learn what is due, log/evaluate/checkpoint, until done.
 
-    run = TrainingRun(config, out_dir, device=device, resume=resume)
+    `collector.step()` returns the environment steps it added to `run.replay`;
+    Ctrl-C or SIGTERM stops cleanly, keeping the last complete checkpoint as the resume point.
+    """
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    collector = None
+    cadence = None
     try:
-        collector = VectorEnvCollector(run)
-        bar = tqdm(total=config.total_steps, initial=run.counters.env_steps, unit="step", dynamic_ncols=True,
-                   disable=not progress, desc="train", mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        next_log = (run.counters.env_steps // config.log_interval + 1) * config.log_interval
-        next_ckpt = (run.counters.env_steps // config.checkpoint_interval + 1) * config.checkpoint_interval
-        next_eval = ((run.counters.env_steps // config.eval.interval + 1) * config.eval.interval
-                     if config.eval.interval else math.inf)
-        window_start, window_steps = time.monotonic(), 0
-        while run.counters.env_steps < config.total_steps:
-            taken = collector.step()
-            run.counters.env_steps += taken
-            window_steps += taken
-            bar.update(taken)
-            run.learn(run.updates_due())
-            if run.counters.env_steps >= next_log:
-                sps = window_steps / max(time.monotonic() - window_start, 1e-9)
-                window_start, window_steps = time.monotonic(), 0
-                row = run.log_row(sps)
-                bar.set_postfix(eps=f"{row['epsilon']:.2f}", success=f"{run.train_success_rate:.0%}",
-                                loss=f"{row['loss']:.3f}", upd=run.counters.updates)
-                next_log += config.log_interval
-            if run.counters.env_steps >= next_eval:
-                result = run.evaluate()
-                run.log_row(0.0, result)
-                run.plot()
-                bar.write(f"step {run.counters.env_steps}: eval success {result['eval_success_rate']:.0%} "
-                          f"collision {result['eval_collision_rate']:.0%} SPL {result['eval_spl']:.2f} "
-                          f"{result['per_level']}")
-                if result["eval_success_rate"] >= run.best_eval:
-                    run.best_eval = result["eval_success_rate"]
-                    run.save("best.pt")
-                next_eval += config.eval.interval
-            if run.counters.env_steps >= next_ckpt:
-                run.save()
-                next_ckpt += config.checkpoint_interval
-        bar.close()
+        cadence = Cadence(run, progress)
+        while run.counters.env_steps < run.config.total_steps:
+            cadence.on_steps(collector.step())
+        cadence.close()
         run.save()
         run.plot()
     except KeyboardInterrupt:
-        # The last periodic checkpoint is intact (atomic writes); keep it as the resume point.
-        print(f"\ninterrupted at step {run.counters.env_steps}; resume with --resume from "
-              f"{run.checkpoint_path()}", flush=True)
+        print(f"\ninterrupted at step {run.counters.env_steps}; the last complete checkpoint "
+              f"{run.checkpoint_path()} is the resume point (--resume)", flush=True)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        if collector is not None:
-            collector.close()
+        if cadence is not None:
+            cadence.close()
+        collector.close()
         run.close()
     return run
+
+
+def train(config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False,
+          progress: bool = True) -> TrainingRun:
+    """Single-machine training until config.total_steps environment steps; returns the finished run."""
+    run = TrainingRun(config, out_dir, device=device, resume=resume)
+    try:
+        collector = VectorEnvCollector(run)
+    except BaseException:
+        run.close()
+        raise
+    return run_training(run, collector, progress)
 
 
 def train_command(args) -> int:

@@ -352,8 +352,9 @@ class ControllerNode(Node):
         msg, _ = make_twist(0.0, 0.0, self.config.cmd_vel_stamped, self.get_clock().now(), self.config.base_frame)
         for _ in range(repeats):
             self._cmd_pub.publish(msg)
-        self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+        acked = self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
         self._publish_status("idle: shutting down")
+        self.get_logger().info("shutting down: zero velocity sent" + ("" if acked else " (not acknowledged by all)"))
 
     # --- reporting --------------------------------------------------------------------------
     def _publish_status(self, status: str) -> None:

@@ -1,0 +1,348 @@
+"""Scan -> command latency of controller_node, against a plain rclpy echo in the same run.
+
+Prints figures; never passes or fails on them.
+
+Why an echo baseline: two rclpy processes exchanging a LaserScan(360) and a
+TwistStamped already cost about a millisecond on a small machine (DDS,
+serialisation, two Python executors). Measured side by side, under the same
+load, the difference is what the controller itself adds (observation +
+inference + safety logic).
+
+Set-up (every process on loopback, private domain: isolate_dds):
+
+* echo node (this script, ``--role echo``, namespace /bench_echo): answers each
+  scan with a TwistStamped carrying the scan's stamp, at once. Same QoS as the
+  controller (scan: best effort, depth 1; cmd_vel: reliable).
+* controller_node (namespace /bench_ctl, act_on_scan, ``--device``): stamps
+  every DRIVING command with the stamp of the scan it acted on.
+* driver (this process): publishes scan(360) + odom at 20 Hz then 100 Hz (goal
+  far away, so the controller keeps DRIVING), to the echo then to the
+  controller; latency of a scan = middleware receive time of its command
+  (rmw ``received_timestamp``) - the scan's stamp (set just before publish).
+
+Backlog check at 100 Hz: median of the first vs last quarter of the run (a
+queue would make it grow) and commands answered vs scans sent (depth 1 means
+an overloaded node drops scans instead of queueing them).
+
+    .venv/bin/python bench/bench_node_latency.py [--seconds 10] [--device cpu|cuda] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from attn_dqn_controller.nodes.isolation import isolate_dds  # noqa: E402
+
+isolate_dds(os.environ)  # before rclpy: loopback only, private domain (inherited by the child processes)
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
+from sensor_msgs.msg import LaserScan  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from attn_dqn_controller.nodes.controller_node import CMD_QOS, newest_only_sensor_qos  # noqa: E402
+from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg  # noqa: E402
+from attn_dqn_controller.observation import LaserScanData, ObservationSpec  # noqa: E402
+
+ECHO_NS, CTL_NS = "/bench_echo", "/bench_ctl"
+FAR_GOAL = (100.0, 0.0)
+
+
+# --- the echo node (child process) ------------------------------------------------------------
+def run_echo() -> int:
+    """Answer each scan with a TwistStamped carrying its stamp: the floor of any scan -> command node."""
+    rclpy.init()
+    node = rclpy.create_node("echo", namespace=ECHO_NS)
+    publisher = node.create_publisher(TwistStamped, "cmd_vel", CMD_QOS)
+
+    def answer(scan: LaserScan) -> None:
+        msg = TwistStamped()
+        msg.header.stamp = scan.header.stamp
+        msg.header.frame_id = "base_link"
+        publisher.publish(msg)
+
+    node.create_subscription(LaserScan, "scan", answer, newest_only_sensor_qos())
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# --- the driver -------------------------------------------------------------------------------
+def stamp_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class Driver:
+    """Publishes scans/odom/goal to one namespace at a time and records when each command came back."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.pub_node = rclpy.create_node("bench_driver", context=self.context)
+        self.sub_node = rclpy.create_node("bench_listener", context=self.context)
+        self.lock = threading.Lock()
+        self.received: dict[str, dict[int, int]] = {ECHO_NS: {}, CTL_NS: {}}
+        self.duplicates = {ECHO_NS: 0, CTL_NS: 0}
+        self.other_commands = {ECHO_NS: 0, CTL_NS: 0}
+        self.status: str | None = None
+        self.inference_ms: str | None = None
+        self.pubs = {}
+        self.subs = {}
+        spec = ObservationSpec()
+        self.scan = LaserScanData.from_spec(np.full(spec.num_beams, 2.0, dtype=np.float32), spec)
+        for ns in (ECHO_NS, CTL_NS):
+            self.pubs[ns] = (self.pub_node.create_publisher(LaserScan, f"{ns}/scan", newest_only_sensor_qos()),
+                             self.pub_node.create_publisher(Odometry, f"{ns}/odom", QoSProfile(depth=5)),
+                             self.pub_node.create_publisher(type(pose_stamped(0, 0)), f"{ns}/goal_pose",
+                                                            QoSProfile(depth=1)))
+            self.subs[ns] = self.sub_node.create_subscription(
+                TwistStamped, f"{ns}/cmd_vel", lambda msg, info, ns=ns: self._on_cmd(ns, msg, info), CMD_QOS)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.sub_node.create_subscription(String, f"{CTL_NS}/controller/status", self._on_status, latched)
+        self.sub_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=10))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.sub_node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        self.sent: dict[int, int] = {}
+
+    def _spin(self) -> None:
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - the context went away while spinning: the run is over
+            pass
+
+    def _on_cmd(self, ns: str, msg: TwistStamped, info) -> None:
+        received = info["received_timestamp"] if isinstance(info, dict) else info.received_timestamp
+        received = received or time.time_ns()
+        key = stamp_ns(msg.header.stamp)
+        with self.lock:
+            table = self.received[ns]
+            if key in table:
+                self.duplicates[ns] += 1
+            elif key in self.sent:
+                table[key] = received
+            else:
+                self.other_commands[ns] += 1  # zeros of the watchdog, or answers from an earlier phase
+
+    def _on_status(self, msg: String) -> None:
+        self.status = msg.data
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.hardware_id == f"{CTL_NS}/controller":
+                self.inference_ms = {kv.key: kv.value for kv in status.values}.get("last inference [ms]")
+
+    def matched(self, ns: str) -> bool:
+        scan_pub, _, goal_pub = self.pubs[ns]
+        return scan_pub.get_subscription_count() > 0 and goal_pub.get_subscription_count() > 0 and \
+            self.subs[ns].get_publisher_count() > 0
+
+    def publish(self, ns: str, goal: bool = False) -> int:
+        scan_pub, odom_pub, goal_pub = self.pubs[ns]
+        now_ns = time.time_ns()
+        stamp = Time(sec=now_ns // 1_000_000_000, nanosec=now_ns % 1_000_000_000)
+        odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=stamp))
+        if goal:
+            goal_pub.publish(pose_stamped(*FAR_GOAL, stamp=stamp))
+        msg = scan_to_msg(self.scan, stamp=stamp, frame_id="base_scan")
+        with self.lock:
+            self.sent[now_ns] = now_ns
+        scan_pub.publish(msg)
+        return now_ns
+
+    def prepare(self, ns: str, timeout: float = 60.0) -> None:
+        """Discovery done and (controller) DRIVING before measuring."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.matched(ns) and (ns == ECHO_NS or self.status == "driving"):
+                return
+            self.publish(ns, goal=True)
+            time.sleep(0.05)
+        raise RuntimeError(f"{ns} never became ready (status {self.status!r})")
+
+    def phase(self, ns: str, rate_hz: float, seconds: float, warmup: float = 1.0) -> dict:
+        period = 1.0 / rate_hz
+        self.prepare(ns)
+        stamps: list[int] = []
+        start = time.perf_counter()
+        tick = 0
+        while True:
+            target = start + tick * period
+            elapsed = target - start
+            if elapsed >= warmup + seconds:
+                break
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent = self.publish(ns)
+            if elapsed >= warmup:
+                stamps.append(sent)
+            tick += 1
+        time.sleep(0.5)  # let the last answers arrive
+        with self.lock:
+            table = dict(self.received[ns])
+        latencies = [(table[s] - s) / 1e6 for s in stamps if s in table]
+        return {"ns": ns, "rate_hz": rate_hz, "sent": len(stamps), "answered": len(latencies),
+                "latency_ms": np.array(latencies)}
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.pub_node.destroy_node()
+        self.sub_node.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(timeout=2.0)
+
+
+# --- orchestration ------------------------------------------------------------------------------
+def make_checkpoint(directory: str) -> str:
+    """An untrained Transformer with the default spec and actions: same inference cost as a trained one."""
+    import torch
+
+    from attn_dqn_controller.actions import ActionTable
+    from attn_dqn_controller.model import ModelConfig, build_model
+    from attn_dqn_controller.policy import Policy
+
+    torch.manual_seed(0)
+    spec, actions = ObservationSpec(), ActionTable.default()
+    path = os.path.join(directory, "bench_policy.pt")
+    Policy.from_model(build_model(spec, len(actions), ModelConfig()), spec, actions, device="cpu").save(path)
+    return path
+
+
+def start(args: list[str], log: str) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def describe(result: dict) -> str:
+    lat = result["latency_ms"]
+    if lat.size == 0:
+        return f"{result['answered']}/{result['sent']} answered"
+    return (f"median {np.median(lat):6.3f} ms  p99 {np.percentile(lat, 99):6.3f} ms  "
+            f"max {lat.max():6.3f} ms  answered {result['answered']}/{result['sent']}")
+
+
+def machine() -> str:
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"machine: {platform.platform()} | {cpu} | nproc {usable} (os.cpu_count {os.cpu_count()}) | "
+            f"python {platform.python_version()} | torch {torch.__version__} | GPU {gpu} | "
+            f"RMW {os.environ.get('RMW_IMPLEMENTATION')} | domain {os.environ.get('ROS_DOMAIN_ID')}, "
+            f"discovery {os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["driver", "echo"], default="driver", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (after 1 s warm-up)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 100.0], help="scan rates (Hz)")
+    parser.add_argument("--device", default="cpu", help="controller inference device: cpu, cuda, cuda:N, auto")
+    parser.add_argument("--model", default=None, help="checkpoint (default: an untrained model of the default spec)")
+    args = parser.parse_args()
+    if args.role == "echo":
+        return run_echo()
+
+    print(machine())
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
+        model = args.model or make_checkpoint(tmp)
+        driver = None
+        try:
+            procs.append(start([sys.executable, __file__, "--role", "echo"], os.path.join(tmp, "echo.log")))
+            procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
+                                "-r", f"__ns:={CTL_NS}", "-p", f"model_path:={model}", "-p", f"device:={args.device}",
+                                "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15"],
+                               os.path.join(tmp, "controller.log")))
+            driver = Driver()
+            print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
+                  f"act_on_scan, LaserScan(360); {args.seconds:g} s per phase after 1 s warm-up")
+            results = {}
+            for rate in args.rates:
+                for ns in (ECHO_NS, CTL_NS):
+                    if any(p.poll() is not None for p in procs):
+                        raise RuntimeError("a node exited early")
+                    results[(ns, rate)] = driver.phase(ns, rate, args.seconds)
+            print()
+            print(f"{'rate':>7} {'node':<11} latency scan publish -> command received")
+            for rate in args.rates:
+                echo, ctl = results[(ECHO_NS, rate)], results[(CTL_NS, rate)]
+                print(f"{rate:5.0f}Hz {'echo':<11} {describe(echo)}")
+                print(f"{rate:5.0f}Hz {'controller':<11} {describe(ctl)}")
+                if echo["latency_ms"].size and ctl["latency_ms"].size:
+                    added_med = np.median(ctl["latency_ms"]) - np.median(echo["latency_ms"])
+                    added_p99 = np.percentile(ctl["latency_ms"], 99) - np.percentile(echo["latency_ms"], 99)
+                    print(f"{rate:5.0f}Hz {'added':<11} median {added_med:+6.3f} ms  p99 {added_p99:+6.3f} ms "
+                          f"(controller - echo)")
+            top = max(args.rates)
+            ctl = results[(CTL_NS, top)]["latency_ms"]
+            if ctl.size >= 8:
+                quarter = ctl.size // 4
+                first, last = np.median(ctl[:quarter]), np.median(ctl[-quarter:])
+                print(f"\nbacklog check at {top:g} Hz: first-quarter median {first:.3f} ms, last-quarter median "
+                      f"{last:.3f} ms (ratio {last / first:.2f}); commands answered "
+                      f"{results[(CTL_NS, top)]['answered']}/{results[(CTL_NS, top)]['sent']} scans")
+            print(f"controller-reported last inference: {driver.inference_ms} ms; duplicate answers "
+                  f"(control loop repeating a scan's command): {driver.duplicates[CTL_NS]}; other commands "
+                  f"(watchdog zeros, stale answers): {driver.other_commands[CTL_NS]}")
+        finally:
+            if driver is not None:
+                driver.close()
+            for proc in procs:
+                stop(proc)
+            for name in ("controller.log",):
+                text = Path(tmp, name).read_text(errors="replace") if Path(tmp, name).exists() else ""
+                if "Traceback" in text or "error" in text.lower():
+                    print(f"--- {name} ---\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
