@@ -159,8 +159,8 @@ class Driver:
 
     def matched(self, ns: str) -> bool:
         scan_pub, _, goal_pub = self.pubs[ns]
-        return scan_pub.get_subscription_count() > 0 and goal_pub.get_subscription_count() > 0 and \
-            self.subs[ns].get_publisher_count() > 0
+        return scan_pub.get_subscription_count() > 0 and self.subs[ns].get_publisher_count() > 0 and \
+            (ns == ECHO_NS or goal_pub.get_subscription_count() > 0)  # the echo takes no goal
 
     def publish(self, ns: str, goal: bool = False) -> int:
         scan_pub, odom_pub, goal_pub = self.pubs[ns]

@@ -195,6 +195,20 @@ class AttnNavEnv(gymnasium.Env):
         except (IndexError, TypeError) as exc:
             raise ValueError(f"action={action!r} is invalid: allowed values are integers "
                              f"0..{len(self.actions) - 1} (indices into the action table)") from exc
+        return self.step_command(v, w)
+
+    def step_command(self, v: float, w: float):
+        """One control period under a continuous (v, w) command: what ``step`` does for a table entry.
+
+        The ROS simulator bridge drives the robot this way from ``cmd_vel``, so a
+        launched simulation runs exactly the episodes, physics and rules that
+        training and evaluation run.
+        """
+        if self._done:
+            raise RuntimeError("the episode is over (or never started): call reset() before step_command()")
+        if not (math.isfinite(v) and math.isfinite(w)):
+            raise ValueError(f"command (v={v!r}, w={w!r}) is invalid: both must be finite")
+        v, w = float(v), float(w)
         self.world.step(v, w)
         self._previous_command = (v, w)
         self._steps += 1

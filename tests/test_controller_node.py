@@ -43,7 +43,11 @@ from attn_dqn_controller.nodes.control_logic import (  # noqa: E402
     Limits,
     clamp_command,
 )
-from attn_dqn_controller.nodes.controller_node import DIAGNOSTIC_NAME  # noqa: E402
+from attn_dqn_controller.nodes.controller_node import (  # noqa: E402
+    DIAGNOSTIC_NAME,
+    default_model_path,
+    parameter_table,
+)
 from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg  # noqa: E402
 from attn_dqn_controller.observation import LaserScanData, ObservationSpec, ScanError, validate_scan  # noqa: E402
 from attn_dqn_controller.policy import Policy  # noqa: E402
@@ -55,6 +59,7 @@ ACTIONS = ActionTable.default()
 NODE_ACTIONS = ActionTable(((0.3, 2.0), (0.3, -2.0), (0.25, 0.0)))
 MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
 
@@ -237,6 +242,38 @@ def test_logic_non_finite_policy_output_is_an_error_and_a_stop():
 
 
 # ======================================================================================
+# Parameters and the shipped configuration
+# ======================================================================================
+def test_config_file_sets_every_parameter_to_its_documented_default():
+    import yaml
+
+    with open(CONFIG) as f:
+        values = yaml.safe_load(f)["controller"]["ros__parameters"]
+    table = {name: (default, descriptor) for name, default, descriptor in parameter_table()}
+    assert set(values) == set(table)
+    for name, (default, descriptor) in table.items():
+        assert descriptor.description and descriptor.read_only, name
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert descriptor.floating_point_range or descriptor.integer_range, f"{name} has no range"
+        if name != "model_path":  # "" in the file means the shipped model, resolved at start-up
+            assert type(values[name]) is type(default) and values[name] == default, name
+    assert values["model_path"] == ""
+    assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (10.0, 0.22, 2.84)
+
+
+def test_default_model_is_the_shipped_file():
+    without_index = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(without_index)
+        assert Path(default_model_path()) == Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# ======================================================================================
 # The node over real DDS
 # ======================================================================================
 @dataclass
@@ -273,10 +310,12 @@ class NodeProcess:
             pass
 
 
-def start_node(tmp_path: Path, *params: str, name: str = "node") -> NodeProcess:
+def start_node(tmp_path: Path, *params: str, name: str = "node", params_file: Path | None = None) -> NodeProcess:
     """The controller in its own session, in namespace /<name> so concurrent controllers never cross-talk."""
     log = tmp_path / f"{name}.log"
     args = [sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:=/{name}"]
+    if params_file is not None:  # before the -p overrides: the last value given wins
+        args += ["--params-file", str(params_file)]
     for param in params:
         args += ["-p", param]
     with open(log, "wb") as out:
@@ -528,7 +567,7 @@ def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
 
 
 def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, checkpoint, client):
-    node = start_node(tmp_path, *node_params(checkpoint), name="idle")
+    node = start_node(tmp_path, *node_params(checkpoint), name="idle", params_file=CONFIG)
     try:
         c = client(node)
         c.wait_for_node(node)
