@@ -23,6 +23,23 @@ Maps: with ``seed=N`` the episodes use map seeds N, N+1, N+2, ... (an explicit
 a training map seed in [0, EVAL_SEED_START) from ``self.np_random``.
 ``reset(options={"map_seed": s, "start": (x, y, yaw), "goal": (x, y)})`` picks
 any of them explicitly.
+
+Real-robot perturbations (all off by default; the logic lives in ``sim.perturbations``,
+so robustness evaluation and domain-randomised training use the same code):
+
+* ``lidar_num_beams`` / ``lidar_fov``: the simulated scanner's layout when it differs
+  from the observation spec (e.g. 720 beams, or 228 beams over 270 degrees); the
+  observation contract resamples it to the spec, as the ROS node does.
+* ``lidar_dropout``: each beam of each scan is lost (NaN, REP-117 invalid) with this probability.
+* ``action_delay``: commands take effect this many control steps late (FIFO, "stop" first).
+* ``wheel_slip``: per episode, each wheel achieves only U(1 - wheel_slip, 1) of its
+  commanded speed (the world receives the resulting slower, biased twist); the
+  observation's previous command stays what the policy commanded, the measured
+  velocity is the true one.
+* ``lidar_noise_std_max``, ``lidar_dropout_max``, ``action_delay_max``, ``wheel_slip_max``:
+  domain randomisation; each episode draws the setting uniformly between its value
+  and this upper end. Draws come from ``self.np_random``, so a seeded env repeats them;
+  a nominal env draws nothing extra, so its episodes are exactly what they were.
 """
 
 from __future__ import annotations
@@ -37,8 +54,10 @@ from gymnasium import spaces
 
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import to_robot_frame
-from attn_dqn_controller.observation import ObservationBuilder, ObservationSpec
+from attn_dqn_controller.observation import LaserScanData, ObservationBuilder, ObservationSpec
 from sim.maps import EVAL_SEED_START, LEVELS, MapConfig, NavMap, generate_map
+from sim.perturbations import (CommandDelay, EpisodePerturbation, Perturbations, add_range_noise, apply_dropout,
+                               dropout_mask, slip_command)
 from sim.render import Scene, render_topdown
 from sim.world import LidarConfig, SimConfig, SimWorld
 
@@ -75,7 +94,11 @@ class AttnNavEnv(gymnasium.Env):
                  lidar_noise_std: float = 0.0, physics_rate_hz: int = 120, control_rate_hz: int = 10,
                  progress_weight: float = 2.0, success_reward: float = 10.0, collision_penalty: float = 10.0,
                  time_penalty: float = 0.01, map_config: MapConfig | None = None,
-                 actions: ActionTable | None = None):
+                 actions: ActionTable | None = None, lidar_num_beams: int | None = None,
+                 lidar_fov: float | None = None, lidar_dropout: float = 0.0, action_delay: int = 0,
+                 wheel_slip: float = 0.0, lidar_noise_std_max: float | None = None,
+                 lidar_dropout_max: float | None = None, action_delay_max: int | None = None,
+                 wheel_slip_max: float | None = None):
         if not isinstance(level, str) or level not in LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(LEVELS)}")
         self.level = level
@@ -91,6 +114,14 @@ class AttnNavEnv(gymnasium.Env):
         self.collision_penalty = _number("collision_penalty", collision_penalty)
         self.time_penalty = _number("time_penalty", time_penalty)
         lidar_noise_std = _number("lidar_noise_std", lidar_noise_std)
+        self.perturbations = Perturbations(
+            lidar_noise_std=lidar_noise_std, lidar_noise_std_max=lidar_noise_std_max, lidar_dropout=lidar_dropout,
+            lidar_dropout_max=lidar_dropout_max, action_delay=action_delay, action_delay_max=action_delay_max,
+            wheel_slip=wheel_slip, wheel_slip_max=wheel_slip_max)
+        if lidar_num_beams is not None:
+            lidar_num_beams = _integer("lidar_num_beams", lidar_num_beams, 1)
+        if lidar_fov is not None and not (_number("lidar_fov", lidar_fov, allow_equal=False) <= 2.0 * math.pi + 1e-6):
+            raise ValueError(f"lidar_fov={lidar_fov!r} is invalid: allowed values are None or numbers in (0, 2*pi]")
         if map_config is not None and not isinstance(map_config, MapConfig):
             raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
         self.map_config = map_config if map_config is not None else MapConfig()
@@ -113,8 +144,10 @@ class AttnNavEnv(gymnasium.Env):
         self.sim_config = SimConfig(
             physics_rate_hz=physics_rate_hz, control_rate_hz=control_rate_hz,
             max_linear_speed=obs_spec.max_linear_speed, max_angular_speed=obs_spec.max_angular_speed,
-            lidar=LidarConfig(num_beams=obs_spec.num_beams, fov=obs_spec.fov, range_min=obs_spec.range_min,
-                              range_max=obs_spec.range_max, noise_std=lidar_noise_std))
+            lidar=LidarConfig(num_beams=lidar_num_beams or obs_spec.num_beams, fov=lidar_fov or obs_spec.fov,
+                              range_min=obs_spec.range_min, range_max=obs_spec.range_max,
+                              # a per-episode noise level is added by the env instead (see _sense)
+                              noise_std=0.0 if self.perturbations.randomised_noise else lidar_noise_std))
         self.metadata = {**type(self).metadata, "render_fps": self.sim_config.control_rate_hz}
 
         self.observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(obs_spec.size,),
@@ -150,6 +183,9 @@ class AttnNavEnv(gymnasium.Env):
         self._scan = None
         self._path: list[tuple[float, float]] = []
         self._done = True
+        self.episode_perturbation = EpisodePerturbation()
+        self._perturb_rng: np.random.Generator | None = None
+        self._delay = CommandDelay(0)
 
     # --- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -178,10 +214,14 @@ class AttnNavEnv(gymnasium.Env):
         self.world.reset(navmap, seed=int(self.np_random.integers(0, 2**63 - 1)))
 
         self._reset_episode_state()
+        if self.perturbations.active:
+            self._perturb_rng = np.random.default_rng(int(self.np_random.integers(0, 2**63 - 1)))
+            self.episode_perturbation = self.perturbations.sample(self._perturb_rng)
+            self._delay = CommandDelay(self.episode_perturbation.action_delay)
         self._done = False
         self._builder.reset()
         self._odometry = self.world.odometry()
-        self._scan = self.world.scan()
+        self._scan = self._sense()
         self._path.append((self._odometry.x, self._odometry.y))
         self._geodesic = navmap.geodesic_distance(self._odometry.x, self._odometry.y)
         observation = self._observe()
@@ -209,12 +249,12 @@ class AttnNavEnv(gymnasium.Env):
         if not (math.isfinite(v) and math.isfinite(w)):
             raise ValueError(f"command (v={v!r}, w={w!r}) is invalid: both must be finite")
         v, w = float(v), float(w)
-        self.world.step(v, w)
+        self.world.step(*self._actuate(v, w))
         self._previous_command = (v, w)
         self._steps += 1
         before = self._odometry
         odometry = self._odometry = self.world.odometry()
-        self._scan = self.world.scan()
+        self._scan = self._sense()
         collision = self.world.in_collision()
         self._path_length += math.hypot(odometry.x - before.x, odometry.y - before.y)
         self._path.append((odometry.x, odometry.y))
@@ -265,6 +305,13 @@ class AttnNavEnv(gymnasium.Env):
             raise RuntimeError("call reset() before reading the pose")
         return self._odometry.x, self._odometry.y, self._odometry.yaw
 
+    @property
+    def last_scan(self) -> LaserScanData:
+        """The scan behind the latest observation, perturbations included (in the simulated sensor's layout)."""
+        if self._scan is None:
+            raise RuntimeError("call reset() before reading the scan")
+        return self._scan
+
     def pose_and_goal(self) -> tuple[tuple[float, float, float], tuple[float, float]]:
         """((x, y, yaw), (goal_x, goal_y)) for a baseline that drives from the true pose."""
         return self.pose, tuple(self.navmap.goal)
@@ -280,6 +327,31 @@ class AttnNavEnv(gymnasium.Env):
         else:
             self._maps.move_to_end(map_seed)
         return navmap
+
+    def _sense(self) -> LaserScanData:
+        """The world's scan with this episode's noise level and dropout applied."""
+        scan = self.world.scan()
+        episode = self.episode_perturbation
+        if not self.perturbations.active or (episode.lidar_dropout == 0.0 and not self.perturbations.randomised_noise):
+            return scan
+        ranges = add_range_noise(scan.ranges, self._perturb_rng, episode.lidar_noise_std, scan.range_min,
+                                 scan.range_max)
+        if episode.lidar_dropout > 0.0:
+            ranges = apply_dropout(ranges, dropout_mask(self._perturb_rng, ranges.size, episode.lidar_dropout))
+        return LaserScanData(ranges, scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max)
+
+    def _actuate(self, v: float, w: float) -> tuple[float, float]:
+        """The command the world executes now: delayed, then slipped (the world clamps (v, w) first, as here)."""
+        if not self.perturbations.active:
+            return v, w
+        config = self.sim_config
+        v = min(max(v, -config.max_linear_speed), config.max_linear_speed)
+        w = min(max(w, -config.max_angular_speed), config.max_angular_speed)
+        v, w = self._delay.push((v, w))
+        factors = self.episode_perturbation.wheel_factors
+        if factors != (1.0, 1.0):
+            v, w = slip_command(v, w, factors, self.world.wheel_separation)
+        return v, w
 
     def _observe(self) -> np.ndarray:
         odometry = self._odometry

@@ -261,16 +261,9 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
     assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (10.0, 0.22, 2.84)
 
 
-def test_default_model_is_the_shipped_file():
-    without_index = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
-    saved = dict(os.environ)
-    try:
-        os.environ.clear()
-        os.environ.update(without_index)
-        assert Path(default_model_path()) == Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def test_default_model_is_the_shipped_file_of_the_repository_when_not_installed(monkeypatch):
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    assert Path(default_model_path()) == Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
 
 
 # ======================================================================================
@@ -647,4 +640,5 @@ def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
         assert node.proc.wait(timeout=WAIT) == 1
     finally:
         node.stop()
-    assert node.output().strip() == "controller_node: error: invalid parameter 'control_rate_hz': must be in [0.1, 1000]"
+    assert node.output().strip() == \
+        "controller_node: error: invalid parameter 'control_rate_hz': must be in [0.1, 1000]"

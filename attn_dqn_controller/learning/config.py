@@ -93,6 +93,27 @@ class EvalSection:
 
 
 @dataclass
+class DistributedSection:
+    """Ape-X on Ray (`--distributed ray`): only how experience is collected changes, never the learner."""
+
+    weight_sync_interval: int = 100
+    """Learner updates between weight publications to the actors (larger: less object-store traffic,
+    staler actor policies)."""
+    actor_batch: int = 256
+    """Transitions an actor gathers before it computes their priorities and sends them to its replay shard."""
+    replay_shards: int = 1
+    """Replay actors; actor i sends to shard i % replay_shards, the learner samples them in proportion
+    to their total priority. One is enough for a few actors; add shards when replay bandwidth limits."""
+    epsilon_base: float = 0.4
+    """Ape-X exploration ladder: actor i of N acts with epsilon_base ** (1 + epsilon_alpha * i / (N - 1))."""
+    epsilon_alpha: float = 7.0
+    envs_per_actor: int = 1
+    """Simulators per actor (more than one run as subprocesses of the actor, batching its inference)."""
+    actor_cpus: float = 1.0
+    """CPUs Ray reserves for each actor (envs_per_actor is a good value when it is above one)."""
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     total_steps: int = 200_000
@@ -115,6 +136,7 @@ class TrainConfig:
     replay: ReplaySection = field(default_factory=ReplaySection)
     exploration: ExplorationSection = field(default_factory=ExplorationSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def validate(self) -> "TrainConfig":
         from sim.maps import LEVELS
@@ -146,6 +168,16 @@ class TrainConfig:
         need(0 < self.exploration.epsilon_fraction <= 1, "exploration.epsilon_fraction", "must be in (0, 1]")
         need(self.eval.interval >= 0, "eval.interval", "must be >= 0")
         need(self.eval.episodes >= 1, "eval.episodes", "must be >= 1")
+        dist = self.distributed
+        need(dist.weight_sync_interval >= 1, "distributed.weight_sync_interval", "must be >= 1")
+        need(dist.actor_batch >= 1, "distributed.actor_batch", "must be >= 1")
+        need(dist.replay_shards >= 1, "distributed.replay_shards", "must be >= 1")
+        need(self.replay.capacity // dist.replay_shards >= 1, "distributed.replay_shards",
+             "must not exceed replay.capacity")
+        need(0 < dist.epsilon_base <= 1, "distributed.epsilon_base", "must be in (0, 1]")
+        need(dist.epsilon_alpha >= 0, "distributed.epsilon_alpha", "must be >= 0")
+        need(dist.envs_per_actor >= 1, "distributed.envs_per_actor", "must be >= 1")
+        need(dist.actor_cpus > 0, "distributed.actor_cpus", "must be > 0")
         return self
 
     def to_dict(self) -> dict:

@@ -112,7 +112,9 @@ class RunLogger:
 class TrainingRun:
     """Learner, replay, schedules, logging, evaluation and checkpoints of one run (collection-agnostic)."""
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False):
+    def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False,
+                 replay=None):
+        """`replay`: an object with PrioritizedReplayBuffer's methods (the Ray trainer's RemoteReplay); default local."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +127,7 @@ class TrainingRun:
             torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
         self.learner = DQNLearner(self.model, LearnerConfig(**vars(config.learner)), self.device)
-        self.replay = PrioritizedReplayBuffer(
+        self.replay = replay if replay is not None else PrioritizedReplayBuffer(
             config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
             seed=config.seed)
         self.epsilon = LinearSchedule(config.exploration.epsilon_start, config.exploration.epsilon_end,

@@ -220,8 +220,9 @@ class ControllerNode(Node):
         spec = self.policy.spec
         self.get_logger().info(
             f"ready: model '{self.config.model_path}' on {self.policy.device}, lidar {spec.num_beams} beams / "
-            f"{spec.num_sectors} sectors, {len(self.policy.actions)} actions, control {self.config.control_rate_hz:g} Hz, "
-            f"act_on_scan={self.config.act_on_scan}, cmd_vel {cmd_type.__name__}")
+            f"{spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
+            f"control {self.config.control_rate_hz:g} Hz, act_on_scan={self.config.act_on_scan}, "
+            f"cmd_vel {cmd_type.__name__}")
 
     # --- start-up ---------------------------------------------------------------------------
     def _read_parameters(self) -> ControllerConfig:
@@ -300,7 +301,7 @@ class ControllerNode(Node):
             if frame != self._odom_frame:
                 self.logic.clear_goal()
                 self.get_logger().warning(f"dropped goal: it is in frame '{frame}', but odometry is in "
-                                       f"'{self._odom_frame}' (this controller does not transform goals)")
+                                          f"'{self._odom_frame}' (this controller does not transform goals)")
 
     def _on_goal(self, msg: PoseStamped) -> None:
         frame = normalize_frame(msg.header.frame_id)
@@ -328,7 +329,7 @@ class ControllerNode(Node):
         decision = self.logic.step(now)
         if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
             return  # an unchanged stop: the control loop repeats the zero at its own rate, not at the scan rate
-        self._publish_command(decision, now)
+        self._publish_command(decision)
         if from_scan:
             self._last_scan_command = now
         if decision.status != self._status:
@@ -338,7 +339,7 @@ class ControllerNode(Node):
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))
 
-    def _publish_command(self, decision: Decision, now: float) -> None:
+    def _publish_command(self, decision: Decision) -> None:
         stamp = decision.scan_stamp
         if decision.state is not ControlState.DRIVING or stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
             stamp = self.get_clock().now()  # a stop, or a scan without a stamp: stamp with the node clock
