@@ -372,5 +372,8 @@ class AttnNavEnv(gymnasium.Env):
             "steps": int(self._steps),
         }
         if episode_over:
-            info["spl"] = float(success) * shortest / max(shortest, self._path_length, 1e-9)
+            # SPL against the shortest path to the goal *region*: an episode ends within goal_tolerance
+            # of the goal, so measuring to its centre would let every successful path score 1.0.
+            reference = max(shortest - self.goal_tolerance, 1e-9)
+            info["spl"] = float(success) * reference / max(reference, self._path_length)
         return info

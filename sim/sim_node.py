@@ -1,7 +1,7 @@
 """sim_node: the PyBullet world of the Gymnasium environment, speaking ROS 2 like a real robot.
 
 Publishes ``scan`` (sensor-data QoS), ``odom``, ``/clock`` and the episode's
-``goal_pose``; drives the robot from ``cmd_vel`` (TwistStamped or Twist);
+``goal_pose`` (once per episode, transient-local, so a late subscriber still gets it); drives the robot from ``cmd_vel`` (TwistStamped or Twist);
 starts a new episode on ``~/reset`` (std_srvs/Trigger) or by itself after
 success, collision or time-out, and reports each outcome as JSON on
 ``~/episode`` (std_msgs/String).
@@ -111,7 +111,6 @@ class SimNode(Node):
         self.episode_index = 0
         self.completed = 0
         self.reset_requested = False
-        self.last_goal_publish = -math.inf
         self._start_episode()
 
     # --- parameters --------------------------------------------------------------------------
@@ -155,7 +154,6 @@ class SimNode(Node):
     def _publish_goal(self) -> None:
         gx, gy = self.env.navmap.goal
         self.goal_pub.publish(pose_stamped(gx, gy, 0.0, self._stamp(), frame_id=self.odom_frame))
-        self.last_goal_publish = self.env.world.sim_time
 
     def _report(self, info: dict) -> None:
         outcome = "success" if info["success"] else "collision" if info["collision"] else "timeout"
@@ -181,8 +179,6 @@ class SimNode(Node):
                                               frame_id=self.odom_frame, child_frame_id=self.base_frame))
         self.scan_pub.publish(scan_to_msg(self.env.world.scan(), stamp, frame_id=self.scan_frame,
                                           scan_time=self.control_period))
-        if self.env.world.sim_time - self.last_goal_publish >= 1.0:
-            self._publish_goal()
 
     def advance(self) -> bool:
         """Step the world by one control period with the newest command; False when the run is over."""

@@ -34,6 +34,26 @@ class EnvSection:
     """Frames in one observation (>1 adds history tokens)."""
     lidar_noise_std: float = 0.0
     """Gaussian range noise (m) added by the simulated lidar."""
+    # Real-robot perturbations and domain randomisation (sim/perturbations.py). A `*_max` above its
+    # setting makes every episode draw the setting uniformly from [setting, max]; 0 leaves it fixed.
+    lidar_noise_std_max: float = 0.0
+    """Upper end of the per-episode lidar noise std (m); 0: fixed at lidar_noise_std."""
+    lidar_dropout: float = 0.0
+    """Probability that a beam of a scan is lost (NaN), in [0, 1)."""
+    lidar_dropout_max: float = 0.0
+    """Upper end of the per-episode dropout probability; 0: fixed at lidar_dropout."""
+    action_delay: int = 0
+    """Control steps between a command and its execution."""
+    action_delay_max: int = 0
+    """Upper end of the per-episode delay (steps); 0: fixed at action_delay."""
+    wheel_slip: float = 0.0
+    """Each wheel achieves U(1 - wheel_slip, 1) of its commanded speed, drawn per episode; in [0, 1)."""
+    wheel_slip_max: float = 0.0
+    """Upper end of the per-episode slip level; 0: fixed at wheel_slip."""
+    lidar_num_beams: int = 0
+    """Beams of the simulated scanner when it differs from num_beams (resampled to the spec); 0: num_beams."""
+    lidar_fov: float = 0.0
+    """Field of view (rad) of the simulated scanner when it differs from fov; 0: fov."""
 
 
 @dataclass
@@ -157,6 +177,20 @@ class TrainConfig:
             for level in levels:
                 need(level in LEVELS, key, f"unknown level {level!r}; allowed: {', '.join(LEVELS)}")
         need(self.env.max_steps >= 1, "env.max_steps", "must be >= 1")
+        env = self.env
+        for key in ("lidar_dropout", "wheel_slip"):
+            need(0 <= getattr(env, key) < 1, f"env.{key}", "must be in [0, 1)")
+            top = getattr(env, f"{key}_max")
+            need(top == 0 or getattr(env, key) <= top < 1, f"env.{key}_max", f"must be 0 (off) or in [env.{key}, 1)")
+        need(env.lidar_noise_std >= 0, "env.lidar_noise_std", "must be >= 0")
+        need(env.lidar_noise_std_max == 0 or env.lidar_noise_std_max >= env.lidar_noise_std, "env.lidar_noise_std_max",
+             "must be 0 (off) or >= env.lidar_noise_std")
+        need(env.action_delay >= 0, "env.action_delay", "must be >= 0")
+        need(env.action_delay_max == 0 or env.action_delay_max >= env.action_delay, "env.action_delay_max",
+             "must be 0 (off) or >= env.action_delay")
+        need(env.lidar_num_beams >= 0, "env.lidar_num_beams", "must be 0 (the spec's num_beams) or >= 1")
+        need(0 <= env.lidar_fov <= 6.283185307179586 + 1e-6, "env.lidar_fov",
+             "must be 0 (the spec's fov) or in (0, 2*pi]")
         need(self.model.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'")
         need(self.model.gating in ("residual", "gru"), "model.gating", "must be 'residual' or 'gru'")
         need(0 < self.learner.gamma <= 1, "learner.gamma", "must be in (0, 1]")

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -164,8 +165,10 @@ class RemoteReplay:
 
     MAX_PENDING_UPDATES = 8  # priority updates in flight before sample() waits for the oldest
 
-    def __init__(self, shards: list, shard_capacity: int, seed: int = 0, prefetch: bool = True):
+    def __init__(self, shards: list, shard_capacity: int, seed: int = 0, prefetch: bool = True,
+                 names: list[str] | None = None):
         self.shards, self.shard_capacity, self.prefetch = list(shards), int(shard_capacity), prefetch
+        self.names = list(names) if names is not None else list(shards)
         self._rng = np.random.default_rng(seed)
         self._stats: list[dict] | None = None
         self._pending: list | None = None
@@ -180,12 +183,17 @@ class RemoteReplay:
         capacity = config.replay.capacity // shards
         alpha = config.replay.alpha if config.replay.prioritized else 0.0
         shard_cls = ray.remote(num_cpus=0, max_restarts=0)(ReplayShard)
-        handles = [shard_cls.options(**_on_this_node()).remote(capacity, obs_size, alpha, config.seed + 7 * i)
-                   for i in range(shards)]
-        return cls(handles, capacity, seed=config.seed)
+        run_id = uuid.uuid4().hex[:12]  # several runs may share a cluster
+        names = [f"attn_dqn_replay_{run_id}_{i}" for i in range(shards)]
+        handles = [shard_cls.options(name=name, **_on_this_node()).remote(capacity, obs_size, alpha,
+                                                                           config.seed + 7 * i)
+                   for i, name in enumerate(names)]
+        return cls(handles, capacity, seed=config.seed, names=names)
 
     def shard_for(self, actor_index: int):
-        return self.shards[actor_index % len(self.shards)]
+        """The name of actor i's shard: actors look it up by name, so a restarted actor finds it again
+        (a handle passed as a constructor argument would pin an object-store entry to each restart)."""
+        return self.names[actor_index % len(self.shards)]
 
     # --- the PrioritizedReplayBuffer interface ----------------------------------------------------
     def add_batch(self, obs, action, reward, next_obs, done, discount, priority=None) -> None:
@@ -312,10 +320,9 @@ class RemoteReplay:
                 part["indices"] = part["indices"] + s * self.shard_capacity
                 parts.append(part)
             batch = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-        batch["obs"] = batch["obs"].astype(np.float32)
-        batch["next_obs"] = batch["next_obs"].astype(np.float32)
-        batch["weights"] = batch["weights"].astype(np.float32)
-        return batch
+        # Copies: arrays fetched from the object store are read-only, which torch warns about.
+        return {key: np.array(value, dtype=np.float32 if key in ("obs", "next_obs", "weights") else None)
+                for key, value in batch.items()}
 
     def _drain_updates(self, ignore_errors: bool = False) -> None:
         import ray

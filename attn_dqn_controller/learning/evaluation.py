@@ -77,7 +77,7 @@ def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = Fals
     outcome = outcome_of(info, terminated, truncated)
     shortest = float(info["shortest_path_length"])
     travelled = float(info["path_length"])
-    spl = shortest / max(shortest, travelled) if outcome == "success" else 0.0
+    spl = float(info["spl"]) if outcome == "success" else 0.0  # the env's SPL: to the goal region
     return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, trajectory, attention)
 
 

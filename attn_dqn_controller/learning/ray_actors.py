@@ -100,11 +100,13 @@ class ExperienceActor:
 
     def __init__(self, config, spec, actions, model_config, index: int, num_actors: int, shard,
                  start_step: int = 0):
+        """`shard`: the replay shard's actor name (or handle); `start_step`: the run's env steps (seeds maps)."""
         import ray
 
         torch.set_num_threads(1)  # one actor per core: intra-op threads would only fight the simulators
         dist = config.distributed
-        self.index, self.shard, self.actor_batch = index, shard, dist.actor_batch
+        self.index, self.actor_batch = index, dist.actor_batch
+        self.shard = ray.get_actor(shard) if isinstance(shard, str) else shard
         self.epsilon = ape_x_epsilon(index, num_actors, dist.epsilon_base, dist.epsilon_alpha)
         self.incarnation = uuid.uuid4().hex
         self.restarts = _restart_count(ray.get_runtime_context().get_actor_id())

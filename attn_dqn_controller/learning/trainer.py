@@ -45,12 +45,24 @@ def observation_spec(config: TrainConfig) -> ObservationSpec:
                            num_sectors=env.num_sectors, history_length=env.history_length)
 
 
-def env_kwargs(config: TrainConfig) -> dict:
-    """Keyword arguments of AttnNav-v0 that reproduce the config's sensor and episode settings."""
+def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
+    """Keyword arguments of AttnNav-v0 that reproduce the config's sensor, episode and perturbation settings.
+
+    Optional keys are passed only when set, so a nominal config builds exactly the nominal env; a
+    `*_max` of 0 (the config's "off") is left out and the env keeps that setting fixed.
+    ``perturbations=False`` drops dropout, delay, slip and the randomisation ranges (the sensor layout
+    and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
+    """
     env = config.env
-    return {"max_steps": env.max_steps, "num_beams": env.num_beams, "fov": env.fov, "range_min": env.range_min,
-            "range_max": env.range_max, "num_sectors": env.num_sectors, "history_length": env.history_length,
-            "lidar_noise_std": env.lidar_noise_std}
+    kwargs = {"max_steps": env.max_steps, "num_beams": env.num_beams, "fov": env.fov, "range_min": env.range_min,
+              "range_max": env.range_max, "num_sectors": env.num_sectors, "history_length": env.history_length,
+              "lidar_noise_std": env.lidar_noise_std}
+    optional = ["lidar_num_beams", "lidar_fov"]
+    if perturbations:
+        optional += ["lidar_dropout", "action_delay", "wheel_slip", "lidar_noise_std_max", "lidar_dropout_max",
+                     "action_delay_max", "wheel_slip_max"]
+    kwargs.update({key: getattr(env, key) for key in optional if getattr(env, key)})
+    return kwargs
 
 
 def make_env(level: str, kwargs: dict):
