@@ -72,9 +72,16 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from attn_dqn_controller.policy import Policy
 
+    if not args.onnx and not args.policy:
+        raise CliError("nothing to export: give --onnx OUT and/or --policy OUT.pt")
     policy = Policy.load(args.checkpoint, device="cpu")
-    report = policy.export_onnx(args.onnx)
-    print(f"exported {args.onnx}; max |onnxruntime - torch| = {report['max_abs_error']:.2e}")
+    if args.policy:
+        path = policy.save(args.policy)
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): weights, model config, observation spec "
+              f"and action table, without training state")
+    if args.onnx:
+        report = policy.export_onnx(args.onnx)
+        print(f"exported {args.onnx}; max |onnxruntime - torch| on random inputs = {report['max_abs_error']:.2e}")
     return 0
 
 
@@ -116,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against torch)")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against torch) or a slim policy file")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--onnx", required=True, metavar="OUT")
+    p.add_argument("--onnx", metavar="OUT", help="ONNX file (checked against torch with onnxruntime)")
+    p.add_argument("--policy", metavar="OUT.pt", help="inference-only checkpoint (what models/ ships)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("launch", help="run a ROS 2 YAML launch file (compatible subset, see README)")
@@ -133,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: watch the shipped policy drive (headless)")
     p.add_argument("--episodes", type=int, default=3)
     p.add_argument("--level", default="cluttered")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped models/attn_dqn_nav.pt)")
     p.add_argument("--out", default="out/demo", help="where the pictures go")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -14,6 +14,8 @@ import numpy as np
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import wrap_angle
 from sim.maps import NavMap, astar, inflate
+from sim.maps import line_of_sight as _line_of_sight
+from sim.maps import shortcut_path as _shortcut
 
 _PROGRESS_WINDOW = 1.0  # m of path ahead of the current progress searched for the robot's projection
 
@@ -24,29 +26,6 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} is invalid: allowed values are finite numbers {bound}")
     return float(value)
-
-
-def _line_of_sight(free: np.ndarray, a, b, resolution: float) -> bool:
-    """Whether every grid cell touched by the segment a-b (sampled every quarter cell) is free."""
-    length = math.dist(a, b)
-    t = np.linspace(0.0, 1.0, int(math.ceil(length / (0.25 * resolution))) + 2)
-    cols = np.floor((a[0] + t * (b[0] - a[0])) / resolution).astype(int)
-    rows = np.floor((a[1] + t * (b[1] - a[1])) / resolution).astype(int)
-    inside = (rows >= 0) & (rows < free.shape[0]) & (cols >= 0) & (cols < free.shape[1])
-    return bool(inside.all() and free[rows, cols].all())
-
-
-def _shortcut(points: list, free: np.ndarray, resolution: float) -> list:
-    """Keep only the waypoints needed so that consecutive ones see each other on `free`."""
-    kept = [points[0]]
-    i = 0
-    while i < len(points) - 1:
-        j = len(points) - 1
-        while j > i + 1 and not _line_of_sight(free, points[i], points[j], resolution):
-            j -= 1
-        kept.append(points[j])
-        i = j
-    return kept
 
 
 class PurePursuitBaseline:

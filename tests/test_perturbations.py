@@ -245,3 +245,30 @@ def test_domain_randomisation_draws_each_episode_from_the_env_rng(make_env):
     nominal.reset()
     assert nominal.episode_perturbation == EpisodePerturbation()
     assert nominal.world.config.lidar.noise_std == 0.02  # fixed noise stays the simulated lidar's own
+
+
+# --- training configuration -----------------------------------------------------------
+def test_dr_config_keys_reach_the_env_and_bad_ones_are_named():
+    from attn_dqn_controller.learning.config import ConfigError, load_config
+    from attn_dqn_controller.learning.trainer import env_kwargs
+
+    config = load_config("config/train_nav_dr.yaml", ["env.max_steps=5"])
+    kwargs = env_kwargs(config)
+    assert kwargs["lidar_dropout_max"] == 0.25 and kwargs["action_delay_max"] == 2
+    assert kwargs["wheel_slip_max"] == 0.2 and kwargs["lidar_noise_std_max"] == 0.05
+    assert "lidar_dropout" not in kwargs  # 0 means off: a nominal config builds exactly the nominal env
+    nominal = env_kwargs(config, perturbations=False)
+    assert not {"lidar_noise_std_max", "lidar_dropout_max", "action_delay_max", "wheel_slip_max"} & set(nominal)
+    env = AttnNavEnv(level="sparse", seed=0, **kwargs)
+    try:
+        env.reset()
+        assert env.perturbations.active and env.perturbations.randomised_noise
+    finally:
+        env.close()
+    assert set(env_kwargs(load_config(None))) == set(nominal)
+    with pytest.raises(ConfigError, match="env.lidar_dropout_max"):
+        load_config(None, ["env.lidar_dropout=0.3", "env.lidar_dropout_max=0.1"])
+    with pytest.raises(ConfigError, match="env.wheel_slip"):
+        load_config(None, ["env.wheel_slip=1.5"])
+    with pytest.raises(ConfigError, match="env.action_delay_max"):
+        load_config(None, ["env.action_delay=3", "env.action_delay_max=1"])

@@ -1,0 +1,426 @@
+"""Head-to-head: our Transformer DQN against an MLP Q-network, Stable-Baselines3 DQN and a privileged planner.
+
+Contenders, all on the same Gymnasium env (``AttnNav-v0``, same sensor and episode settings):
+
+* ``ours``     Transformer Q-network with our learner (``attn_dqn_controller.learning.trainer``),
+               hyper-parameters from ``--config`` (default ``config/train_nav.yaml``).
+* ``mlp``      the same learner and settings with ``model.kind: mlp`` (the architecture ablation).
+* ``sb3``      ``stable_baselines3.DQN("MlpPolicy", env)`` with SB3's documented defaults, on one
+               env (SB3 wraps it in a DummyVecEnv); only ``seed`` and ``device`` are set.
+* ``baseline`` A* + pure pursuit with the true map and pose (privileged, no training).
+
+For every level x budget x training seed each learner trains from scratch with exactly
+that many environment steps (each budget is its own run, so exploration schedules fit
+the budget), is evaluated every ``--eval-interval`` steps on the first ``--curve-episodes``
+held-out maps (seeds from 1,000,000; for ours the trainer's own CSV evaluation columns,
+for SB3 a callback calling the same ``evaluate()``), and finally, with its final weights,
+on ``--episodes`` held-out maps. Reported: success rate, collision rate and SPL (mean,
+std, min-max over seeds), wall-clock time, and the env steps and wall-clock time at which
+the periodic evaluation first reached ``--threshold`` (80 %) success. Wall-clock includes
+the periodic evaluations for every contender; ours collects with ``num_envs`` simulator
+subprocesses (4 in the default config), SB3 with one env in-process.
+
+    .venv/bin/python bench/compare.py                  # the full comparison (days of CPU on 2 cores)
+    .venv/bin/python bench/compare.py --smoke          # ~1 minute: every contender, tiny budget
+    .venv/bin/python bench/compare.py --levels cluttered --budgets 50000 --seeds 1 --out runs/compare_small
+
+Each finished run is cached as ``<out>/runs/<contender>/<level>/b<budget>_s<seed>/result.json``,
+so an interrupted comparison continues where it stopped (``--force`` recomputes).
+Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
+
+CONTENDERS = ("ours", "mlp", "sb3", "baseline")
+LABELS = {"ours": "ours (Transformer DQN)", "mlp": "ours, MLP Q-network", "sb3": "SB3 DQN MlpPolicy",
+          "baseline": "A* + pure pursuit (privileged)"}
+DEFAULT_LEVELS = ("sparse", "cluttered", "maze", "dynamic")
+DEFAULT_BUDGETS = (50_000, 100_000, 250_000)
+METRICS = ("success_rate", "collision_rate", "timeout_rate", "spl")
+
+# --smoke: the real code paths at toy size (our learner's replay, model and warm-up shrunk to match).
+SMOKE_OVERRIDES = ("num_envs=1", "learning_starts=100", "updates_per_step=0.25", "log_interval=100",
+                   "model.d_model=32", "model.num_layers=1", "model.mlp_hidden=[64, 64]", "learner.batch_size=16",
+                   "learner.target_update_interval=50", "replay.capacity=2000")
+
+
+def machine() -> str:
+    """One line naming the hardware and software the figures came from."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{platform.system()} {platform.machine()} | {cpu} | {cores} cores | GPU {gpu} | "
+            f"python {platform.python_version()} | torch {torch.__version__}")
+
+
+# --- runs -------------------------------------------------------------------------------------
+def our_config(args, contender: str, level: str, budget: int, seed: int):
+    """Our learner's config for one run: the base file, this run's level/budget/seed, our model kind."""
+    from attn_dqn_controller.learning.config import load_config
+
+    overrides = [*(SMOKE_OVERRIDES if args.smoke else ()),
+                 f"seed={seed}", f"total_steps={budget}", f"checkpoint_interval={budget}", f"env.levels=[{level}]",
+                 f"model.kind={'mlp' if contender == 'mlp' else 'transformer'}",
+                 f"eval.interval={eval_interval(args, budget)}", f"eval.episodes={args.curve_episodes}",
+                 f"eval.levels=[{level}]"]
+    if args.max_steps:
+        overrides.append(f"env.max_steps={args.max_steps}")
+    if args.num_envs:
+        overrides.append(f"num_envs={args.num_envs}")
+    config = load_config(args.config, overrides)
+    if config.log_interval > budget:
+        config = load_config(args.config, [*overrides, f"log_interval={budget}"])
+    return config
+
+
+def eval_interval(args, budget: int) -> int:
+    return args.eval_interval or max(budget // 10, 1)
+
+
+def evaluate_agent(agent, level: str, episodes: int, env_kwargs: dict) -> dict:
+    from attn_dqn_controller.learning.evaluation import evaluate
+
+    summary, _ = evaluate(agent, level, episodes, EVAL_SEED_START, env_kwargs=env_kwargs, progress=False)
+    return {key: getattr(summary, key) for key in METRICS} | {"episodes": summary.episodes}
+
+
+def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir: Path) -> dict:
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.learning.trainer import env_kwargs, train
+    from attn_dqn_controller.policy import Policy
+
+    config = our_config(args, contender, level, budget, seed)
+    run = train(config, run_dir, device=args.device, progress=False)
+    wall = run.wall_time()
+    curve = []
+    with open(run_dir / "progress.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("eval_success_rate"):
+                curve.append({"step": int(row["step"]), "wall_s": float(row["wall_time"]),
+                              "success_rate": float(row["eval_success_rate"]),
+                              "collision_rate": float(row["eval_collision_rate"]), "spl": float(row["eval_spl"])})
+    agent = PolicyAgent(Policy.from_model(run.model, run.spec, run.actions, run.device))
+    final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config), "actions": run.actions})
+    return {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
+            "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": str(args.config)}}
+
+
+class SB3Agent:
+    """Greedy actions of an SB3 model, through the same evaluation loop as every other agent."""
+
+    last_attention = None
+
+    def __init__(self, model):
+        self.model = model
+
+    def reset(self, env) -> None:
+        pass
+
+    def act(self, observation, env) -> int:
+        action, _ = self.model.predict(observation, deterministic=True)
+        return int(action)
+
+
+def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import sim  # noqa: F401  (registers AttnNav-v0)
+    from attn_dqn_controller.learning.trainer import env_kwargs
+
+    config = our_config(args, "ours", level, budget, seed)  # same env settings as our runs
+    kwargs = env_kwargs(config)
+    torch.set_num_threads(max(config.torch_threads, 1))  # as our learner: the same CPU share
+    interval, curve, started = eval_interval(args, budget), [], time.monotonic()
+
+    class PeriodicEval(BaseCallback):
+        """Every `interval` env steps: greedy evaluation on the held-out maps (as our trainer does)."""
+
+        def __init__(self):
+            super().__init__()
+            self.next_eval = interval
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval:
+                result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, kwargs)
+                curve.append({"step": int(self.num_timesteps), "wall_s": round(time.monotonic() - started, 1),
+                              **{k: result[k] for k in ("success_rate", "collision_rate", "spl")}})
+                self.next_eval += interval
+            return True
+
+    env = gym.make("AttnNav-v0", level=level, **kwargs)
+    model = DQN("MlpPolicy", env, seed=seed, device=args.device, verbose=0)
+    model.learn(total_timesteps=budget, callback=PeriodicEval())
+    wall = time.monotonic() - started
+    model.save(run_dir / "sb3_dqn.zip")
+    final = evaluate_agent(SB3Agent(model), level, args.episodes, kwargs)
+    env.close()
+    with open(run_dir / "progress.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["step", "wall_s", "success_rate", "collision_rate", "spl"])
+        writer.writeheader()
+        writer.writerows(curve)
+    return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "curve": curve, "final": final,
+            "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
+                         "device": str(model.device)}}
+
+
+def evaluate_baseline(args, level: str) -> dict:
+    from attn_dqn_controller.learning.agents import BaselineAgent
+
+    kwargs = {"max_steps": args.max_steps} if args.max_steps else {}
+    started = time.monotonic()
+    final = evaluate_agent(BaselineAgent(), level, args.episodes, kwargs)
+    return {"env_steps": 0, "wall_s": 0.0, "eval_wall_s": round(time.monotonic() - started, 1), "curve": [],
+            "final": final, "settings": {"training": "none (true map and pose)"}}
+
+
+def first_reaching(curve: list[dict], threshold: float) -> tuple[int | None, float | None]:
+    """(env steps, wall-clock s) of the first periodic evaluation at or above `threshold` success."""
+    for point in curve:
+        if point["success_rate"] >= threshold:
+            return point["step"], point["wall_s"]
+    return None, None
+
+
+def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
+    """One cached run: train (unless the baseline), evaluate, and store its result.json."""
+    key = f"b{budget}_s{seed}" if contender != "baseline" else "untrained"
+    run_dir = args.out / "runs" / contender / level / key
+    cached = run_dir / "result.json"
+    if cached.exists() and not args.force:
+        return json.loads(cached.read_text())
+    if run_dir.exists() and contender in ("ours", "mlp"):
+        import shutil
+
+        shutil.rmtree(run_dir)  # an interrupted run: start it again rather than mix two runs' logs
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {contender} on {level}, budget {budget}, seed {seed}", flush=True)
+    if contender == "baseline":
+        result = evaluate_baseline(args, level)
+    elif contender == "sb3":
+        result = train_sb3(args, level, budget, seed, run_dir)
+    else:
+        result = train_ours(args, contender, level, budget, seed, run_dir)
+    steps, wall = first_reaching(result["curve"], args.threshold)
+    if contender == "baseline" and result["final"]["success_rate"] >= args.threshold:
+        steps, wall = 0, 0.0
+    result.update({"contender": contender, "level": level, "budget": budget, "seed": seed,
+                   "steps_to_threshold": steps, "wall_s_to_threshold": wall})
+    cached.write_text(json.dumps(result, indent=2) + "\n")
+    final = result["final"]
+    print(f"    success {final['success_rate']:.1%}  collision {final['collision_rate']:.1%}  SPL {final['spl']:.3f}"
+          f"  ({result['wall_s']} s)", flush=True)
+    return result
+
+
+# --- aggregation and reports -----------------------------------------------------------------
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def aggregate(runs: list[dict], args) -> list[dict]:
+    rows = []
+    for level in args.levels:
+        for budget in args.budgets:
+            for contender in args.contenders:
+                group = [r for r in runs if r["contender"] == contender and r["level"] == level
+                         and (contender == "baseline" or r["budget"] == budget)]
+                if not group:
+                    continue
+                reached = [r for r in group if r["steps_to_threshold"] is not None]
+                rows.append({
+                    "level": level, "budget": budget, "contender": contender,
+                    **{m: spread([r["final"][m] for r in group]) for m in METRICS},
+                    "wall_s": spread([r["wall_s"] for r in group]),
+                    "reached_threshold": f"{len(reached)}/{len(group)}",
+                    "steps_to_threshold": spread([r["steps_to_threshold"] for r in reached]) if reached else None,
+                    "wall_s_to_threshold": spread([r["wall_s_to_threshold"] for r in reached]) if reached else None,
+                })
+    return rows
+
+
+def _pm(stat: dict, percent: bool = True) -> str:
+    if percent:
+        text = f"{stat['mean']:.1%}"
+        return text + (f" ± {stat['std']:.1%} [{stat['min']:.0%}, {stat['max']:.0%}]" if stat["n"] > 1 else "")
+    return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "")
+
+
+def markdown_table(report: dict) -> str:
+    threshold = report["threshold"]
+    lines = [f"| level | budget (env steps) | contender | seeds | success | collision | SPL | wall-clock | "
+             f"steps to {threshold:.0%} | wall-clock to {threshold:.0%} |",
+             "|---|---:|---|---:|---|---|---|---:|---:|---:|"]
+    for row in report["summary"]:
+        untrained = row["contender"] == "baseline"
+        steps = row["steps_to_threshold"]
+        to_steps = "not reached" if steps is None else f"{steps['mean']:,.0f}" + (
+            f" ({row['reached_threshold']} seeds)" if steps["n"] > 1 or row["reached_threshold"] != "1/1" else "")
+        to_wall = "-" if row["wall_s_to_threshold"] is None or untrained else \
+            f"{row['wall_s_to_threshold']['mean']:,.0f} s"
+        lines.append(
+            f"| {row['level']} | {'-' if untrained else format(row['budget'], ',')} | {LABELS[row['contender']]} | "
+            f"{'-' if untrained else row['success_rate']['n']} | {_pm(row['success_rate'])} | "
+            f"{_pm(row['collision_rate'])} | {_pm(row['spl'], percent=False)} | "
+            f"{'-' if untrained else format(row['wall_s']['mean'], ',.0f') + ' s'} | "
+            f"{'0 (no training)' if untrained and steps is not None else to_steps} | {to_wall} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], args, path: Path) -> Path:
+    """Periodic held-out success against env steps at the largest budget: mean over seeds, min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    budget = max(args.budgets)
+    fig, axes = plt.subplots(1, len(args.levels), figsize=(4.6 * len(args.levels), 3.8), squeeze=False)
+    colours = {"ours": "tab:blue", "mlp": "tab:orange", "sb3": "tab:green", "baseline": "black"}
+    for ax, level in zip(axes[0], args.levels):
+        for contender in args.contenders:
+            group = [r for r in runs if r["contender"] == contender and r["level"] == level]
+            if contender == "baseline":
+                if group:
+                    ax.axhline(group[0]["final"]["success_rate"], ls="--", color=colours[contender],
+                               label=LABELS[contender])
+                continue
+            curves = [r["curve"] for r in group if r["budget"] == budget and r["curve"]]
+            if not curves:
+                continue
+            steps = sorted({p["step"] for c in curves for p in c})
+            grid = np.array([[np.interp(s, [p["step"] for p in c], [p["success_rate"] for p in c]) for s in steps]
+                             for c in curves])
+            ax.plot(steps, grid.mean(axis=0), "o-", ms=3, color=colours[contender],
+                    label=f"{LABELS[contender]} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            if len(curves) > 1:
+                ax.fill_between(steps, grid.min(axis=0), grid.max(axis=0), color=colours[contender], alpha=0.15)
+        ax.axhline(args.threshold, color="tab:gray", lw=0.8, ls=":")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{level} (budget {budget:,})", fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"held-out success ({args.curve_episodes} episodes)")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- command line ----------------------------------------------------------------------------
+def parse_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", nargs="+", choices=LEVELS, help=f"default: {' '.join(DEFAULT_LEVELS)}")
+    parser.add_argument("--budgets", nargs="+", type=int, help="env steps per training run (default 50000 100000 "
+                                                                "250000)")
+    parser.add_argument("--seeds", type=int, help="training seeds 0..N-1 per run (default 3)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, help="default: all")
+    parser.add_argument("--episodes", type=int, help="final held-out episodes per level (default 50)")
+    parser.add_argument("--curve-episodes", type=int, help="held-out episodes per periodic evaluation (default 10)")
+    parser.add_argument("--eval-interval", type=int, help="env steps between periodic evaluations (default budget/10)")
+    parser.add_argument("--threshold", type=float, default=0.8, help="success rate for 'steps to reach' (0.8)")
+    parser.add_argument("--config", default=str(REPO / "config" / "train_nav.yaml"),
+                        help="our learner's settings (default: %(default)s)")
+    parser.add_argument("--num-envs", type=int, help="override our collector's simulator count (config: 4)")
+    parser.add_argument("--max-steps", type=int, help="episode time limit for every contender (default: config, 500)")
+    parser.add_argument("--device", default="auto", help="training device for ours and SB3: auto | cpu | cuda")
+    parser.add_argument("--out", help="output directory (default runs/compare, smoke: runs/compare_smoke)")
+    parser.add_argument("--force", action="store_true", help="recompute runs that already have a result.json")
+    parser.add_argument("--smoke", action="store_true",
+                        help="about a minute: sparse, budget 400, 1 seed, 2 episodes of <= 300 steps, every contender")
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    args.levels = args.levels or (["sparse"] if smoke else list(DEFAULT_LEVELS))
+    args.budgets = sorted(set(args.budgets or ([400] if smoke else DEFAULT_BUDGETS)))
+    args.seeds = args.seeds or (1 if smoke else 3)
+    args.contenders = list(dict.fromkeys(args.contenders or CONTENDERS))
+    args.episodes = args.episodes or (2 if smoke else 50)
+    args.curve_episodes = args.curve_episodes or (1 if smoke else 10)
+    if smoke:
+        args.eval_interval = args.eval_interval or 200
+        args.max_steps = args.max_steps or 300
+    args.out = Path(args.out or REPO / ("runs/compare_smoke" if smoke else "runs/compare"))
+    checks = [("--budgets", min(args.budgets), 1), ("--seeds", args.seeds, 1), ("--episodes", args.episodes, 1),
+              ("--curve-episodes", args.curve_episodes, 1), ("--eval-interval", args.eval_interval, 1),
+              ("--num-envs", args.num_envs, 1), ("--max-steps", args.max_steps, 1)]
+    for name, value, low in checks:
+        if value is not None and value < low:
+            parser.error(f"{name}={value} is invalid: allowed values are integers >= {low}")
+    if not 0.0 < args.threshold <= 1.0:
+        parser.error(f"--threshold={args.threshold} is invalid: allowed values are in (0, 1]")
+    if not Path(args.config).is_file():
+        parser.error(f"--config {args.config} does not exist")
+    return args
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    runs = []
+    for level in args.levels:
+        if "baseline" in args.contenders:
+            runs.append(run_one(args, "baseline", level, 0, 0))
+        for budget in args.budgets:
+            for seed in range(args.seeds):
+                for contender in (c for c in args.contenders if c != "baseline"):
+                    runs.append(run_one(args, contender, level, budget, seed))
+    report = {
+        "levels": args.levels, "budgets": args.budgets, "seeds": list(range(args.seeds)),
+        "contenders": args.contenders, "labels": {c: LABELS[c] for c in args.contenders},
+        "episodes": args.episodes, "curve_episodes": args.curve_episodes, "eval_seed_start": EVAL_SEED_START,
+        "threshold": args.threshold, "config": str(args.config), "smoke": bool(args.smoke),
+        "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/compare.py", *argv]),
+        "wall_s": round(time.monotonic() - started, 1),
+        "summary": aggregate(runs, args), "runs": runs,
+    }
+    table = markdown_table(report)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "table.md").write_text(
+        f"Comparison{' (SMOKE: toy budgets, not a result)' if args.smoke else ''}: {report['command']}\n\n"
+        f"Machine: {report['machine']}; {report['date']}; final evaluation {args.episodes} held-out episodes "
+        f"per level (map seeds from {EVAL_SEED_START}); ± is the std over training seeds, [min, max] their "
+        f"range.\n\n{table}\n")
+    plot_curves(runs, args, args.out / "learning_curves.png")
+    print("\n" + table + "\n")
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'table.md'}, {args.out / 'learning_curves.png'} "
+          f"({report['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The launch files: valid ROS 2 YAML launch files, and the simulation demo really drives to goals."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attn_dqn_controller.launch_runner import parse_launch_file, validate_ros2_yaml_launch
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+SHIPPED_MODEL = REPO / "models" / "attn_dqn_nav.pt"
+
+
+@pytest.mark.parametrize("name", ["sim.launch.yaml", "robot.launch.yaml"])
+def test_launch_files_follow_the_ros2_yaml_launch_format(name):
+    assert validate_ros2_yaml_launch(LAUNCH / name) == []
+
+
+def test_sim_launch_resolves_both_nodes_with_their_parameters():
+    plan = parse_launch_file(LAUNCH / "sim.launch.yaml", {"level": "maze", "seed": "1000005", "use_sim_time": "true"})
+    nodes = {node.name: node for node in plan.nodes}
+    assert set(nodes) == {"sim", "controller"}
+    assert nodes["sim"].executable == "sim_node" and nodes["controller"].executable == "controller_node"
+    sim_params = {k: v for p in nodes["sim"].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert sim_params["level"] == "maze" and sim_params["seed"] == 1000005  # typed like ros2 launch does
+    ctrl_params = {k: v for p in nodes["controller"].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert ctrl_params["use_sim_time"] is True
+    assert ctrl_params["model_path"].endswith("models/attn_dqn_nav.pt")
+    files = [p for p in nodes["controller"].parameters if isinstance(p, str)]
+    assert files and Path(files[0]).name == "controller.yaml" and Path(files[0]).is_file()
+
+
+def test_robot_launch_remaps_topics_to_the_robots():
+    plan = parse_launch_file(LAUNCH / "robot.launch.yaml", {
+        "scan_topic": "/base_scan", "odom_topic": "/wheel/odom", "goal_topic": "/goal",
+        "cmd_vel_topic": "/diff_drive/cmd_vel", "device": "cpu", "namespace": "robot1"})
+    (node,) = plan.nodes
+    assert dict(node.remappings) == {"scan": "/base_scan", "odom": "/wheel/odom", "goal_pose": "/goal",
+                                     "cmd_vel": "/diff_drive/cmd_vel"}
+    assert node.namespace.strip("/") == "robot1"
+    params = {k: v for p in node.parameters if isinstance(p, dict) for k, v in p.items()}
+    assert params["device"] == "cpu" and params["use_sim_time"] is False
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="no shipped policy in models/")
+def test_sim_launch_end_to_end_robot_reaches_its_goal(tmp_path):
+    """sim_node + controller_node over real DDS, started from the launch file by `attn-dqn launch`."""
+    command = [sys.executable, "-m", "attn_dqn_controller.cli", "launch", str(LAUNCH / "sim.launch.yaml"),
+               f"model:={SHIPPED_MODEL}", "level:=sparse", "seed:=1000000", "episodes:=3",
+               "real_time_factor:=0.0", "device:=cpu", "--exit-on-first"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, output[-3000:]
+    outcomes = re.findall(r'"outcome": "(\w+)"', output)
+    assert len(outcomes) == 3, output[-3000:]
+    assert outcomes.count("success") >= 2, outcomes
+    assert "zero velocity sent" in output  # the controller stopped the robot on shutdown
