@@ -8,6 +8,7 @@ are never sampled in training.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -111,7 +112,8 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     env = gym.make("AttnNav-v0", level=level, **(env_kwargs or {}))
     records: list[EpisodeRecord] = []
     try:
-        bar = tqdm(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False)
+        bar = tqdm(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
         for i in bar:
             records.append(run_episode(env, agent, seed + i, record_trajectory=i < record_trajectories))
             done = [r.outcome for r in records]
