@@ -150,6 +150,6 @@ def run_demo(args) -> int:
     print(format_table([summary], title="demo: shipped policy via sim_node + controller_node (ROS 2)"))
     picture = plot_trajectories({args.level: records}, out / "demo_trajectories.png",
                                 title="attn_dqn_controller on held-out maps (shade: attention per lidar sector)",
-                                attention_every=10)
+                                attention_every=30)
     print(f"trajectory picture with attention overlay: {picture}")
     return 0 if launch.returncode == 0 else 1

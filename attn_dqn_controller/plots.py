@@ -36,7 +36,7 @@ def _draw_map(ax, navmap) -> None:
 
 
 def _draw_attention(ax, pose, weights: np.ndarray, sector_angles: np.ndarray, sector_width: float,
-                    radius: float = 0.6) -> None:
+                    radius: float = 0.45) -> None:
     """Lidar sectors around the robot, shaded by how much the Q token attended to each."""
     x, y, yaw = pose
     w = np.asarray(weights, dtype=float)
@@ -77,7 +77,7 @@ def plot_trajectories(examples: dict, path: str | Path, title: str = "", spec=No
         ax.set_title(f"{level} #{rec.map_seed}: {rec.outcome}\nSPL {rec.spl:.2f}, {rec.steps} steps", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96) if title else None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -123,7 +123,7 @@ def plot_learning_curve(csv_path: str | Path, path: str | Path, title: str = "")
         ax2.legend(loc="upper left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -120,7 +120,8 @@ class AttnNavEnv(gymnasium.Env):
             wheel_slip=wheel_slip, wheel_slip_max=wheel_slip_max)
         if lidar_num_beams is not None:
             lidar_num_beams = _integer("lidar_num_beams", lidar_num_beams, 1)
-        if lidar_fov is not None and not (_number("lidar_fov", lidar_fov, allow_equal=False) <= 2.0 * math.pi + 1e-6):
+        if lidar_fov is not None and (isinstance(lidar_fov, bool) or not isinstance(lidar_fov, Real)
+                                      or not 0.0 < lidar_fov <= 2.0 * math.pi + 1e-6):
             raise ValueError(f"lidar_fov={lidar_fov!r} is invalid: allowed values are None or numbers in (0, 2*pi]")
         if map_config is not None and not isinstance(map_config, MapConfig):
             raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
@@ -332,8 +333,8 @@ class AttnNavEnv(gymnasium.Env):
         """The world's scan with this episode's noise level and dropout applied."""
         scan = self.world.scan()
         episode = self.episode_perturbation
-        if not self.perturbations.active or (episode.lidar_dropout == 0.0 and not self.perturbations.randomised_noise):
-            return scan
+        if episode.lidar_dropout == 0.0 and not self.perturbations.randomised_noise:
+            return scan  # the world's scan as it is (fixed noise, if any, is the simulated lidar's own)
         ranges = add_range_noise(scan.ranges, self._perturb_rng, episode.lidar_noise_std, scan.range_min,
                                  scan.range_max)
         if episode.lidar_dropout > 0.0:

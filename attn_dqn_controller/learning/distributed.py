@@ -174,6 +174,7 @@ class RemoteReplay:
         self._pending: list | None = None
         self._updates: deque = deque()
         self._next_add = 0
+        self.after_update = None  # called once per learner update (RayCollector publishes weights from it)
 
     @classmethod
     def create(cls, config: TrainConfig, obs_size: int) -> "RemoteReplay":
@@ -229,6 +230,8 @@ class RemoteReplay:
                 indices[mask] - s * self.shard_capacity, td_errors[mask]))
         while len(self._updates) > self.MAX_PENDING_UPDATES:
             ray.get(self._updates.popleft())
+        if self.after_update is not None:
+            self.after_update()
 
     def __len__(self) -> int:
         return sum(stat["size"] for stat in self._refresh_stats())
@@ -402,20 +405,29 @@ class RayCollector:
         self.run, self.replay = run, replay
         self.sync_interval = dist.weight_sync_interval
         self.actor_batch = dist.actor_batch
-        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0)(ExperienceActor)
+        actor_cls = ray.remote(max_restarts=-1, max_task_retries=0,
+                               concurrency_groups=ExperienceActor.WEIGHTS_GROUP)(ExperienceActor)
         self.actors = [actor_cls.options(num_cpus=dist.actor_cpus).remote(
             run.config, run.spec, run.actions, run.model_config, i, num_actors, replay.shard_for(i),
             run.counters.env_steps) for i in range(num_actors)]
         self.status = [ActorStatus(i, ape_x_epsilon(i, num_actors, dist.epsilon_base, dist.epsilon_alpha))
                        for i in range(num_actors)]
         self.inflight: dict = {}  # ObjectRef -> actor index
+        self.offers: list = []    # offer_weights calls not yet confirmed
         self.version, self.weights_ref = 0, None
         self.published: dict[int, tuple[int, float]] = {}  # version -> (learner updates, wall time)
         self.lag = WeightLag()
         self.last_report = time.monotonic()
         self.publish()
+        # The shared learn loop knows nothing of Ray; the priority write-back happens exactly once per
+        # update, so publishing rides on it and keeps to every `weight_sync_interval` updates.
+        replay.after_update = self.maybe_publish
 
     # --- weights ---------------------------------------------------------------------------------
+    def maybe_publish(self) -> None:
+        if self.run.learner.updates - self.published[self.version][0] >= self.sync_interval:
+            self.publish()
+
     def publish(self) -> int:
         """Put the learner's current weights in the object store as the next version (never waits for actors)."""
         import ray
@@ -423,17 +435,18 @@ class RayCollector:
         state = {key: value.detach().cpu().numpy() for key, value in self.run.model.state_dict().items()}
         self.weights_ref = ray.put(state)
         self.version += 1
-        self.published[self.version] = (self.run.counters.updates, time.time())
+        self.published[self.version] = (self.run.learner.updates, time.time())
         for old in [v for v in self.published if v < self.version - 1000]:
             del self.published[old]
+        self.offers += [actor.offer_weights.remote(self.version, [self.weights_ref])
+                        for i, actor in enumerate(self.actors) if not self.status[i].dead]
         return self.version
 
     # --- the collector interface ---------------------------------------------------------------------
     def step(self) -> int:
         import ray
 
-        if self.run.counters.updates - self.published[self.version][0] >= self.sync_interval:
-            self.publish()
+        self._confirm_offers()
         self._submit()
         if not self.inflight:  # every actor is backing off after a failure
             time.sleep(self.WAIT_S)
@@ -456,6 +469,7 @@ class RayCollector:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.inflight.clear()
+        self.replay.after_update = None
         _log(self.summary_line())
 
     # --- reporting ------------------------------------------------------------------------------------
@@ -482,6 +496,20 @@ class RayCollector:
                 continue
             for _ in range(self.IN_FLIGHT - queued[i]):
                 self.inflight[actor.collect.remote(self.version, [self.weights_ref])] = i
+
+    def _confirm_offers(self) -> None:
+        """Collect finished offer_weights calls; one that failed only reached an actor that died (reported by
+        its collect calls), and a restarted actor gets the current version with its next collect call."""
+        import ray
+
+        if not self.offers:
+            return
+        done, self.offers = ray.wait(self.offers, num_returns=len(self.offers), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                pass
 
     def _receive(self, ref) -> int:
         import ray
@@ -514,12 +542,13 @@ class RayCollector:
         status.env_steps += report["env_steps"]
         status.transitions += report["transitions"]
         status.transitions_since_restart += report["transitions"]
-        status.weight_version = report["weight_version"]
         published = self.published.get(report["weight_version"])
         if published is not None:
-            self.lag.updates.append(self.run.counters.updates - published[0])
-            if math.isfinite(report["weights_loaded_at"]):
+            self.lag.updates.append(self.run.learner.updates - published[0])
+            # Delivery time of each newly loaded version (version 1 also waited for the actors to start).
+            if report["weight_version"] > max(status.weight_version, 1) and math.isfinite(report["weights_loaded_at"]):
                 self.lag.seconds.append(max(0.0, report["weights_loaded_at"] - published[1]))
+        status.weight_version = report["weight_version"]
         for episode_return, success in report["episodes"]:
             self.run.record_episode(episode_return, success)
         self.last_report = time.monotonic()

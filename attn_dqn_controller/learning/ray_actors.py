@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 import uuid
 
 import numpy as np
+import ray
 import torch
 
 from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
@@ -98,11 +100,12 @@ class _ActorRun:
 class ExperienceActor:
     """One Ape-X actor: its own simulators, its own epsilon, a CPU copy of the Q-network."""
 
+    WEIGHTS_GROUP = {"weights": 1}
+    """Ray concurrency group of `offer_weights`: it runs beside a `collect` call instead of queueing behind it."""
+
     def __init__(self, config, spec, actions, model_config, index: int, num_actors: int, shard,
                  start_step: int = 0):
         """`shard`: the replay shard's actor name (or handle); `start_step`: the run's env steps (seeds maps)."""
-        import ray
-
         torch.set_num_threads(1)  # one actor per core: intra-op threads would only fight the simulators
         dist = config.distributed
         self.index, self.actor_batch = index, dist.actor_batch
@@ -115,6 +118,7 @@ class ExperienceActor:
         self.learner = DQNLearner(model, LearnerConfig(**vars(config.learner)), "cpu")
         self.learner.online.eval()
         self.weight_version, self.weights_loaded_at = 0, float("nan")
+        self._offer, self._offer_lock = (0, []), threading.Lock()
 
         levels = config.env.levels
         mine = [levels[(index * dist.envs_per_actor + j) % len(levels)] for j in range(dist.envs_per_actor)]
@@ -129,21 +133,23 @@ class ExperienceActor:
         self.collector = VectorEnvCollector(self.run)
         self.sent = 0
 
-    def collect(self, version: int, weights: list) -> dict:
-        """Load weights `version` if newer, step until a batch is full, send it; returns what happened.
+    @ray.method(concurrency_group="weights")
+    def offer_weights(self, version: int, weights: list) -> None:
+        """The learner announces a new version; it is loaded before the next vector step, not at once.
 
-        `weights` is `[ObjectRef]` (wrapped so Ray passes the reference, and this
-        actor fetches the object only when the version is new to it).
+        `weights` is `[ObjectRef]`: wrapped, so Ray passes the reference and this
+        actor fetches the object itself, only if no newer version arrives first.
         """
-        if version > self.weight_version and weights:
-            import ray
+        with self._offer_lock:
+            if version > self._offer[0]:
+                self._offer = (version, weights)
 
-            state = ray.get(weights[0])
-            for net in (self.learner.online, self.learner.target):
-                net.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in state.items()})
-            self.weight_version, self.weights_loaded_at = version, time.time()
+    def collect(self, version: int, weights: list) -> dict:
+        """Step (loading any newer weights between steps) until a batch is full, send it; report what happened."""
+        self.offer_weights(version, weights)  # the version current when this call was queued (e.g. after a restart)
         steps = 0
         while len(self.run.replay) < self.actor_batch:
+            self._load_offered_weights()
             taken = self.collector.step()
             steps += taken
             self.run.counters.env_steps += taken
@@ -153,11 +159,19 @@ class ExperienceActor:
                 "env_steps": steps, "transitions": sent, "episodes": episodes, "epsilon": self.epsilon,
                 "weight_version": self.weight_version, "weights_loaded_at": self.weights_loaded_at}
 
+    def _load_offered_weights(self) -> None:
+        with self._offer_lock:
+            version, weights = self._offer
+        if version <= self.weight_version or not weights:
+            return
+        state = ray.get(weights[0])
+        for net in (self.learner.online, self.learner.target):
+            net.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in state.items()})
+        self.weight_version, self.weights_loaded_at = version, time.time()
+
     def _send(self) -> int:
         """Priorities with the current weights, then one add to the shard (waited for: backpressure, and the
         learner may count these steps as soon as this call returns)."""
-        import ray
-
         batch = self.run.replay.drain()
         td = initial_priorities(self.learner, batch)
         n = ray.get(self.shard.add_batch.remote(
