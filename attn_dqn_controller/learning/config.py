@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from attn_dqn_controller.learning.learner import LearnerConfig
+from attn_dqn_controller.model import ModelConfig
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used (names the key and the problem)."""
@@ -54,36 +57,6 @@ class EnvSection:
     """Beams of the simulated scanner when it differs from num_beams (resampled to the spec); 0: num_beams."""
     lidar_fov: float = 0.0
     """Field of view (rad) of the simulated scanner when it differs from fov; 0: fov."""
-
-
-@dataclass
-class ModelSection:
-    kind: str = "transformer"
-    d_model: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    ff_mult: int = 2
-    gating: str = "residual"
-    dueling: bool = True
-    dropout: float = 0.0
-    mlp_hidden: list = field(default_factory=lambda: [256, 256])
-    """Hidden widths of the MLP Q-network (kind: mlp)."""
-
-
-@dataclass
-class LearnerSection:
-    gamma: float = 0.99
-    n_step: int = 3
-    lr: float = 3e-4
-    batch_size: int = 128
-    max_grad_norm: float = 10.0
-    huber_delta: float = 1.0
-    target_update: str = "hard"
-    target_update_interval: int = 1000
-    tau: float = 0.005
-    double_dqn: bool = True
-    amp_bf16: bool = False
-    compile: bool = False
 
 
 @dataclass
@@ -151,8 +124,10 @@ class TrainConfig:
     """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
     simulator subprocesses already keep the other cores busy."""
     env: EnvSection = field(default_factory=EnvSection)
-    model: ModelSection = field(default_factory=ModelSection)
-    learner: LearnerSection = field(default_factory=LearnerSection)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64))
+    """The Q-network's architecture (attn_dqn_controller.model.ModelConfig documents each key)."""
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(batch_size=128))
+    """The gradient step (attn_dqn_controller.learning.learner.LearnerConfig documents each key)."""
     replay: ReplaySection = field(default_factory=ReplaySection)
     exploration: ExplorationSection = field(default_factory=ExplorationSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -191,11 +166,6 @@ class TrainConfig:
         need(env.lidar_num_beams >= 0, "env.lidar_num_beams", "must be 0 (the spec's num_beams) or >= 1")
         need(0 <= env.lidar_fov <= 6.283185307179586 + 1e-6, "env.lidar_fov",
              "must be 0 (the spec's fov) or in (0, 2*pi]")
-        need(self.model.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'")
-        need(self.model.gating in ("residual", "gru"), "model.gating", "must be 'residual' or 'gru'")
-        need(0 < self.learner.gamma <= 1, "learner.gamma", "must be in (0, 1]")
-        need(self.learner.n_step >= 1, "learner.n_step", "must be >= 1")
-        need(self.learner.target_update in ("hard", "polyak"), "learner.target_update", "must be 'hard' or 'polyak'")
         need(self.replay.capacity >= self.learner.batch_size, "replay.capacity", "must be >= learner.batch_size")
         need(0 <= self.exploration.epsilon_end <= self.exploration.epsilon_start <= 1, "exploration",
              "need 0 <= epsilon_end <= epsilon_start <= 1")
@@ -220,10 +190,12 @@ class TrainConfig:
 
 def _coerce(value, annotation, key: str):
     """Check/convert one leaf value to its declared type (ints accepted for floats, nothing else implicit)."""
-    kind = {"int": int, "float": float, "bool": bool, "str": str, "list": list}.get(
+    kind = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple}.get(
         annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""), None)
     if kind is None:
         return value
+    if kind is tuple and isinstance(value, list):
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -248,10 +220,29 @@ def _apply(target, data: dict, prefix: str = "") -> None:
         if key not in names:
             raise ConfigError(f"unknown config key '{full}'; known keys here: {', '.join(sorted(names))}")
         current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and current.__dataclass_params__.frozen:
+            setattr(target, key, _replace_frozen(current, value, f"{full}."))
+        elif dataclasses.is_dataclass(current):
             _apply(current, value, f"{full}.")
         else:
             setattr(target, key, _coerce(value, hints[key], full))
+
+
+def _replace_frozen(current, data: dict, prefix: str):
+    """A validated copy of a frozen config dataclass (ModelConfig, LearnerConfig) with `data` applied."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix[:-1]}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(current))
+    names = {f.name for f in dataclasses.fields(current)}
+    changes = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {', '.join(sorted(names))}")
+        changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    try:
+        return dataclasses.replace(current, **changes)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section '{prefix[:-1]}': {exc}") from exc
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -26,11 +26,11 @@ from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
-from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
+from attn_dqn_controller.learning.learner import DQNLearner
 from attn_dqn_controller.learning.nstep import NStepAccumulator
 from attn_dqn_controller.learning.replay import PrioritizedReplayBuffer
 from attn_dqn_controller.learning.schedules import LinearSchedule
-from attn_dqn_controller.model import ModelConfig, build_model
+from attn_dqn_controller.model import build_model
 from attn_dqn_controller.observation import ObservationSpec
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -133,12 +133,12 @@ class TrainingRun:
         self.device = resolve_device(device or config.device)
         self.spec = observation_spec(config)
         self.actions = ActionTable.default()
-        self.model_config = ModelConfig(**{**vars(config.model), "mlp_hidden": tuple(config.model.mlp_hidden)})
+        self.model_config = config.model
         seed_everything(config.seed)
         if config.torch_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
-        self.learner = DQNLearner(self.model, LearnerConfig(**vars(config.learner)), self.device)
+        self.learner = DQNLearner(self.model, config.learner, self.device)
         self.replay = replay if replay is not None else PrioritizedReplayBuffer(
             config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
             seed=config.seed)
