@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_distributed.py                # ~2 minutes
     .venv/bin/python bench/bench_distributed.py --seconds 10   # shorter windows
+    .venv/bin/python bench/bench_distributed.py --actors 1,2,4,8   # on a machine with the cores for it
 
 Figures (the same RayCollector / RemoteReplay code as `attn-dqn train --distributed ray`):
 collection env steps/s with 1 and 2 actors and their ratio, transitions/s into
@@ -82,6 +83,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/train_nav.yaml", help="training config (model, levels, batch)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window per figure")
+    parser.add_argument("--actors", default="1,2", help="actor counts to measure collection with (e.g. 1,2,4,8)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -101,7 +103,8 @@ def main() -> int:
           f"layers={config.model.num_layers}, batch {config.learner.batch_size}, updates/step "
           f"{config.updates_per_step}, actor_batch {dist.actor_batch}, weight_sync_interval "
           f"{dist.weight_sync_interval}, envs_per_actor {dist.envs_per_actor}, levels {config.env.levels}")
-    started = connect_ray(None, 2 * dist.actor_cpus)
+    counts = sorted({int(n) for n in args.actors.split(",")})
+    started = connect_ray(None, max(max(counts), 2) * dist.actor_cpus)
     results = {}
     try:
         with tempfile.TemporaryDirectory() as out:
@@ -110,23 +113,27 @@ def main() -> int:
             params = count_parameters(run.model)
             weight_bytes = sum(v.numel() * v.element_size() for v in run.model.state_dict().values())
             obs = observation_spec(config).size
-            per_transition = 2 * obs * 2 + 8 + 4 + 1 + 4 + 4  # float16 obs+next_obs, action, reward, done, discount, priority
+            # float16 obs + next_obs, then action (int64), reward, done, discount, priority
+            per_transition = 2 * obs * 2 + 8 + 4 + 1 + 4 + 4
             print(f"wire: {per_transition} B per transition (obs {obs} x float16 x 2 + scalars); weights "
                   f"{params:,} parameters = {weight_bytes / 1e3:.0f} kB per publication")
             ingest = shard_ingest(replay, obs, min(args.seconds, 5.0))
             print(f"one replay shard, one sender, batches of 256: {ingest:.0f} transitions/s "
                   f"({ingest * per_transition / 1e6:.0f} MB/s)", flush=True)
-            for actors in (1, 2):
+            for actors in counts:
                 collector = RayCollector(run, replay, actors)
                 try:
                     results[actors] = collect_for(collector, run, args.seconds, learn=False)
                 finally:
                     collector.close()
-                print(f"collection, {actors} actor(s), no learner: {results[actors]['steps_per_s']:.0f} env steps/s, "
-                      f"{results[actors]['transitions_per_s']:.0f} transitions/s into replay "
-                      f"({results[actors]['transitions_per_s'] * per_transition / 1e6:.2f} MB/s)", flush=True)
-            print(f"scaling 1 -> 2 actors: {results[2]['steps_per_s'] / results[1]['steps_per_s']:.2f}x "
-                  f"(target >= 1.6x; {os.cpu_count()} cores also run the driver and Ray's own processes)")
+                figures = results[actors]
+                print(f"collection, {actors} actor(s), no learner: {figures['steps_per_s']:.0f} env steps/s, "
+                      f"{figures['transitions_per_s']:.0f} transitions/s into replay "
+                      f"({figures['transitions_per_s'] * per_transition / 1e6:.2f} MB/s)", flush=True)
+            for actors in counts[1:]:
+                print(f"scaling {counts[0]} -> {actors} actors: "
+                      f"{results[actors]['steps_per_s'] / results[counts[0]]['steps_per_s']:.2f}x "
+                      f"(target for 1 -> 2: >= 1.6x; {os.cpu_count()} cores also run the driver and Ray itself)")
             alone = learner_alone(run, min(args.seconds, 10.0))
             print(f"learner alone on the remote replay: {alone:.1f} updates/s "
                   f"({alone * config.learner.batch_size:.0f} sampled transitions/s)", flush=True)

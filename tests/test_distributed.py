@@ -23,8 +23,10 @@ from attn_dqn_controller.learning.distributed import (RayAddressError, RayCollec
 from attn_dqn_controller.learning.ray_actors import ape_x_epsilon
 from attn_dqn_controller.learning.trainer import TrainingRun, observation_spec, run_training
 
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning:ray._private.worker")  # Ray's accelerator-env tip
+
 ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
-TOTAL_STEPS = 8000
+TOTAL_STEPS = 12_000
 KILL_AT = 800  # env steps: early, so the restarted actor has most of the run to come back and send data
 EVAL_MAPS = 10
 
@@ -35,7 +37,7 @@ def tiny_config(**top) -> dict:
         "checkpoint_interval": 100_000, "log_interval": 1000,
         "env": {"levels": ["empty"], "max_steps": 100},
         "model": {"d_model": 32, "num_layers": 1},
-        "learner": {"batch_size": 64, "target_update_interval": 100, "lr": 1e-3},
+        "learner": {"batch_size": 64, "target_update_interval": 100, "lr": 5e-4},
         "replay": {"capacity": 20_000},
         "eval": {"interval": 0, "episodes": 1, "levels": ["empty"]},
         # Two actors: a gentler ladder than Ape-X's 0.4 / 0.4^8, which leaves one actor almost greedy.
@@ -122,9 +124,9 @@ def test_two_actors_train_a_policy_that_beats_random_driving(finished_run):
     rng = np.random.default_rng(0)
     random = _returns(lambda obs: int(rng.integers(len(run.actions))))
     # An untrained net mostly stands or spins (return about -1, the time penalty); random driving often crashes
-    # (-10). A mean return >= 0.5 means the greedy policy ends an episode over 0.75 m closer to the goal on
-    # average (progress pays 2 per metre), which takes learning. Trained runs scored 1.6 to 5.2 here.
-    assert np.mean(greedy) >= 0.5 and np.mean(greedy) > np.mean(random) + 3.0, (greedy, random)
+    # (-10). A mean return >= 1.5 means the greedy policy ends an episode over 1.25 m closer to the goal on
+    # average (progress pays 2 per metre), which takes learning: runs of this config scored 3.7 to 5.3.
+    assert np.mean(greedy) >= 1.5 and np.mean(greedy) > np.mean(random) + 3.0, (greedy, random)
     # Same checkpoint format as single-machine training.
     ckpt = load_checkpoint(finished_run.out / "checkpoint.pt")
     assert ckpt.metadata["env_steps"] == run.counters.env_steps and ckpt.training["counters"]["updates"] > 0

@@ -213,7 +213,7 @@ class RemoteReplay:
         """
         requests = self._pending if self._pending is not None else self._request(batch_size, beta)
         self._pending = None
-        batch = self._combine(requests, beta)
+        batch = self._combine(requests)
         if self.prefetch:
             self._pending = self._request(batch_size, beta)
         return batch
@@ -286,7 +286,7 @@ class RemoteReplay:
         self._stats = ray.get([shard.stats.remote() for shard in self.shards])
         return self._stats
 
-    def _request(self, batch_size: int, beta: float) -> list:
+    def _request(self, batch_size: int, beta: float) -> tuple[float, list]:
         """Split the batch over shards in proportion to their (last known) total priority."""
         stats = self._stats if self._stats is not None else self._refresh_stats()
         totals = np.array([stat["total"] if stat["size"] else 0.0 for stat in stats], dtype=np.float64)
@@ -297,12 +297,13 @@ class RemoteReplay:
                 raise ValueError("cannot sample from an empty replay buffer; add transitions first")
         counts = self._rng.multinomial(batch_size, totals / totals.sum()) if len(totals) > 1 else [batch_size]
         # A shard drawn zero times still reports its stats, so its share keeps up with the data it receives.
-        return [(s, shard.sample.remote(int(n), beta) if n else shard.stats.remote(), int(n))
-                for s, (shard, n) in enumerate(zip(self.shards, counts))]
+        return beta, [(s, shard.sample.remote(int(n), beta) if n else shard.stats.remote(), int(n))
+                      for s, (shard, n) in enumerate(zip(self.shards, counts))]
 
-    def _combine(self, requests: list, beta: float) -> dict:
+    def _combine(self, request: tuple[float, list]) -> dict:
         import ray
 
+        beta, requests = request
         results = ray.get([ref for _, ref, _ in requests])
         stats = list(self._stats or [{}] * len(self.shards))
         batches = []
@@ -355,8 +356,10 @@ class ActorStatus:
     """Restarts Ray reports for this actor (GCS actor table), as of its latest report."""
     transitions_since_restart: int = 0
     lost_calls: int = 0
-    """Calls that failed because the actor died or was restarting; each took up to actor_batch transitions
-    (plus the partial n-step windows) with it."""
+    """Collect calls in flight when the actor died; each took up to actor_batch transitions (plus the
+    partial n-step windows) with it."""
+    recovering: bool = False
+    """Failed and not yet answering: only pings go to it, every backoff_s seconds."""
     retry_at: float = 0.0
     backoff_s: float = 0.0
     dead: bool = False
@@ -408,11 +411,11 @@ class RayCollector:
         actor_cls = ray.remote(max_restarts=-1, max_task_retries=0,
                                concurrency_groups=ExperienceActor.WEIGHTS_GROUP)(ExperienceActor)
         self.actors = [actor_cls.options(num_cpus=dist.actor_cpus).remote(
-            run.config, run.spec, run.actions, run.model_config, i, num_actors, replay.shard_for(i),
-            run.counters.env_steps) for i in range(num_actors)]
+            run.config, run.spec, run.actions, run.model_config, run.learner.config, i, num_actors,
+            replay.shard_for(i), run.counters.env_steps) for i in range(num_actors)]
         self.status = [ActorStatus(i, ape_x_epsilon(i, num_actors, dist.epsilon_base, dist.epsilon_alpha))
                        for i in range(num_actors)]
-        self.inflight: dict = {}  # ObjectRef -> actor index
+        self.inflight: dict = {}  # ObjectRef -> (actor index, "collect" | "ping")
         self.offers: list = []    # offer_weights calls not yet confirmed
         self.version, self.weights_ref = 0, None
         self.published: dict[int, tuple[int, float]] = {}  # version -> (learner updates, wall time)
@@ -487,15 +490,18 @@ class RayCollector:
     # --- internals ----------------------------------------------------------------------------------
     def _submit(self) -> None:
         queued = [0] * len(self.actors)
-        for index in self.inflight.values():
+        for index, _ in self.inflight.values():
             queued[index] += 1
         now = time.monotonic()
         for i, actor in enumerate(self.actors):
             status = self.status[i]
-            if status.dead or now < status.retry_at:
+            if status.dead or (status.recovering and (queued[i] or now < status.retry_at)):
+                continue
+            if status.recovering:
+                self.inflight[actor.ping.remote()] = (i, "ping")
                 continue
             for _ in range(self.IN_FLIGHT - queued[i]):
-                self.inflight[actor.collect.remote(self.version, [self.weights_ref])] = i
+                self.inflight[actor.collect.remote(self.version, [self.weights_ref])] = (i, "collect")
 
     def _confirm_offers(self) -> None:
         """Collect finished offer_weights calls; one that failed only reached an actor that died (reported by
@@ -515,29 +521,34 @@ class RayCollector:
         import ray
         from ray.exceptions import ActorDiedError, RayActorError
 
-        i = self.inflight.pop(ref)
+        i, kind = self.inflight.pop(ref)
         status = self.status[i]
         try:
             report = ray.get(ref)
         except ActorDiedError as exc:  # Ray will not bring it back (its creation failed, or restarts ran out)
-            status.lost_calls += 1
+            status.lost_calls += kind == "collect"
             status.dead = True
             _log(f"actor {i} is gone for good; training goes on with the others: {_first_line(exc)}")
             if all(s.dead for s in self.status):
                 raise RuntimeError(f"all {len(self.actors)} Ray actors failed; the last error: {exc}") from exc
             return 0
-        except RayActorError as exc:  # died or restarting: Ray restarts it, this call's work is lost
-            status.lost_calls += 1
+        except RayActorError as exc:  # died or restarting: Ray restarts it
             status.backoff_s = min(max(2 * status.backoff_s, 0.5), 30.0)
             status.retry_at = time.monotonic() + status.backoff_s
-            _log(f"actor {i} failed during a collect call; lost up to {self.actor_batch} transitions in flight "
-                 f"({status.lost_calls} call(s) lost so far); Ray restarts it: {_first_line(exc)}")
+            if kind == "collect":
+                status.lost_calls += 1
+                status.recovering = True
+                _log(f"actor {i} died with a collect call in flight: up to {self.actor_batch} transitions lost "
+                     f"({status.lost_calls} call(s) so far); Ray restarts it: {_first_line(exc)}")
+            return 0
+        if kind == "ping":
+            status.recovering, status.backoff_s = False, 0.0
             return 0
         if status.incarnation is not None and report["incarnation"] != status.incarnation:
             status.transitions_since_restart = 0
             _log(f"actor {i} is back after a restart (Ray restart count {report['restarts']})")
         status.incarnation, status.restarts = report["incarnation"], report["restarts"]
-        status.backoff_s = 0.0
+        status.recovering, status.backoff_s = False, 0.0
         status.calls += 1
         status.env_steps += report["env_steps"]
         status.transitions += report["transitions"]
@@ -546,8 +557,9 @@ class RayCollector:
         if published is not None:
             self.lag.updates.append(self.run.learner.updates - published[0])
             # Delivery time of each newly loaded version (version 1 also waited for the actors to start).
-            if report["weight_version"] > max(status.weight_version, 1) and math.isfinite(report["weights_loaded_at"]):
-                self.lag.seconds.append(max(0.0, report["weights_loaded_at"] - published[1]))
+            loaded_at = report["weights_loaded_at"]
+            if report["weight_version"] > max(status.weight_version, 1) and math.isfinite(loaded_at):
+                self.lag.seconds.append(max(0.0, loaded_at - published[1]))
         status.weight_version = report["weight_version"]
         for episode_return, success in report["episodes"]:
             self.run.record_episode(episode_return, success)

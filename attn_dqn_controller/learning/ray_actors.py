@@ -103,9 +103,10 @@ class ExperienceActor:
     WEIGHTS_GROUP = {"weights": 1}
     """Ray concurrency group of `offer_weights`: it runs beside a `collect` call instead of queueing behind it."""
 
-    def __init__(self, config, spec, actions, model_config, index: int, num_actors: int, shard,
-                 start_step: int = 0):
-        """`shard`: the replay shard's actor name (or handle); `start_step`: the run's env steps (seeds maps)."""
+    def __init__(self, config, spec, actions, model_config, learner_config: LearnerConfig, index: int,
+                 num_actors: int, shard, start_step: int = 0):
+        """The run's config, observation spec, action table, model and learner configs (as the learner has them);
+        `shard`: the replay shard's actor name (or handle); `start_step`: the run's env steps (seeds maps)."""
         torch.set_num_threads(1)  # one actor per core: intra-op threads would only fight the simulators
         dist = config.distributed
         self.index, self.actor_batch = index, dist.actor_batch
@@ -115,7 +116,7 @@ class ExperienceActor:
         self.restarts = _restart_count(ray.get_runtime_context().get_actor_id())
         model = build_model(spec, len(actions), model_config)
         # A learner without its optimizer in use: td_targets gives priorities with the learner's own formula.
-        self.learner = DQNLearner(model, LearnerConfig(**vars(config.learner)), "cpu")
+        self.learner = DQNLearner(model, learner_config, "cpu")
         self.learner.online.eval()
         self.weight_version, self.weights_loaded_at = 0, float("nan")
         self._offer, self._offer_lock = (0, []), threading.Lock()
@@ -165,6 +166,8 @@ class ExperienceActor:
         if version <= self.weight_version or not weights:
             return
         state = ray.get(weights[0])
+        # Only the online weights travel, so the actor's target net is its online net: initial priorities are
+        # an estimate (as in Ape-X); the learner replaces them after the first replay of each transition.
         for net in (self.learner.online, self.learner.target):
             net.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in state.items()})
         self.weight_version, self.weights_loaded_at = version, time.time()
@@ -179,6 +182,10 @@ class ExperienceActor:
             batch["done"], batch["discount"], priority=td))
         self.sent += n
         return n
+
+    def ping(self) -> str:
+        """Answers once the actor is up (after a restart, before collect calls are sent to it again)."""
+        return self.incarnation
 
     def close(self) -> None:
         self.collector.close()

@@ -126,7 +126,7 @@ class TrainingRun:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False,
                  replay=None):
-        """`replay`: an object with PrioritizedReplayBuffer's methods (the Ray trainer's RemoteReplay); default local."""
+        """`replay`: anything with PrioritizedReplayBuffer's methods (Ray's RemoteReplay); default: a local one."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
