@@ -239,6 +239,7 @@ class TrainingRun:
             "config": self.config.to_dict(),
             "recent_returns": list(self.recent_returns),
             "recent_success": [bool(s) for s in self.recent_success],
+            "best_eval": float(self.best_eval),
             "rng": capture_rng_state(),
         }
         metadata = {"env_steps": self.counters.env_steps, "updates": self.counters.updates,
@@ -265,6 +266,7 @@ class TrainingRun:
             setattr(self.counters, key, int(value))
         self.recent_returns.extend(training.get("recent_returns", []))
         self.recent_success.extend(training.get("recent_success", []))
+        self.best_eval = float(training.get("best_eval", -1.0))
         restore_rng_state(training["rng"])
         self.wall_time_before = float(ckpt.metadata.get("wall_time_s", 0.0))
         replay_path = self.out_dir / REPLAY_NAME
