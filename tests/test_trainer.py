@@ -90,7 +90,9 @@ def test_cli_refuses_a_missing_or_corrupt_checkpoint(tmp_path):
 # --- checkpoints and resume --------------------------------------------------------------------
 def test_resume_continues_the_same_run(tmp_path):
     out = tmp_path / "run"
-    first = train(config_from_dict(tiny_config(total_steps=600)), out, device="cpu", progress=False)
+    # batch 64 > what the emptied replay holds right after resuming: learning must wait for a refill
+    config = dict(updates_per_step=0.5, **{"learner.batch_size": 64})
+    first = train(config_from_dict(tiny_config(total_steps=600, **config)), out, device="cpu", progress=False)
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt.metadata["env_steps"] >= 600
     saved_updates = ckpt.training["counters"]["updates"]
@@ -98,7 +100,7 @@ def test_resume_continues_the_same_run(tmp_path):
     # torch.load(weights_only=True) reads it: no arbitrary pickle in the file.
     assert "model_state" in torch.load(out / "checkpoint.pt", weights_only=True)
 
-    resumed = train(config_from_dict(tiny_config(total_steps=1200)), out, device="cpu", resume=True,
+    resumed = train(config_from_dict(tiny_config(total_steps=1200, **config)), out, device="cpu", resume=True,
                     progress=False)
     assert resumed.counters.env_steps >= 1200
     assert resumed.counters.updates > saved_updates  # the learner kept counting from the checkpoint

@@ -162,6 +162,10 @@ class TrainingRun:
         c = self.config
         if self.counters.env_steps < max(c.learning_starts, c.learner.batch_size):
             return 0
+        # After --resume without a saved replay, refill before learning again (the backlog of updates
+        # is then paid at once, keeping the update-to-data ratio of the whole run).
+        if len(self.replay) < max(c.learner.batch_size, min(c.learning_starts, c.replay.capacity)):
+            return 0
         target = int((self.counters.env_steps - c.learning_starts) * c.updates_per_step)
         return max(0, target - self.counters.updates)
 
