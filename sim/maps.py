@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra as csgraph_dijkstra
 
 LEVELS = ("empty", "sparse", "cluttered", "maze", "dynamic")
 EVAL_SEED_START = 1_000_000  # seeds >= this are the evaluation range; training never samples them
@@ -324,7 +326,8 @@ class NavMap:
                              f"{new_start[1]:.3f}) and goal=({new_goal[0]:.3f}, {new_goal[1]:.3f}); "
                              f"allowed points lie in the same free region")
         length = through_grid + math.dist(self.cell_to_world(*start_cell), new_start[:2])
-        length = min(length, any_angle_path_length(~self.inflated, new_start[:2], new_goal, self.config.resolution))
+        length = min(length, any_angle_path_length(~self.inflated, new_start[:2], new_goal, self.config.resolution,
+                                                   distance_field))
         return dataclasses.replace(self, start=new_start, goal=new_goal,
                                    goal_distance_field=distance_field, shortest_path_length=length)
 
@@ -429,27 +432,22 @@ def dijkstra_field(free: np.ndarray, goal_cell, resolution: float, goal_cost: fl
     if free.ndim != 2:
         raise ValueError(f"free must be a 2-D boolean grid, got shape {free.shape}")
     row, col = _check_grid_cell("goal_cell", free, goal_cell)
-    ok, stride = _padded_flat(free)
-    dist = [math.inf] * len(ok)
-    source = (row + 1) * stride + col + 1
-    dist[source] = 0.0
-    heap = [(0.0, source)]
-    moves = _moves(stride)
-    pop, push = heapq.heappop, heapq.heappush
-    while heap:
-        d, n = pop(heap)
-        if d > dist[n]:
-            continue
-        for offset, cost, a, b in moves:
-            m = n + offset
-            if ok[m] and ok[n + a] and ok[n + b]:
-                nd = d + cost
-                if nd < dist[m]:
-                    dist[m] = nd
-                    push(heap, (nd, m))
+    # scipy's compiled Dijkstra on the grid graph (about 3x faster than a heapq loop; resets pay for it).
     rows, cols = free.shape
-    grid = np.asarray(dist).reshape(rows + 2, cols + 2)[1:-1, 1:-1] * resolution
-    return grid + goal_cost
+    padded = np.zeros((rows + 2, cols + 2), dtype=bool)
+    padded[1:-1, 1:-1] = free
+    flat, stride = padded.ravel(), cols + 2
+    nodes = np.flatnonzero(flat)  # the blocked border keeps every neighbour index inside the array
+    sources, targets, costs = [], [], []
+    for offset, step, a, b in _moves(stride):
+        allowed = flat[nodes + offset] & flat[nodes + a] & flat[nodes + b]
+        sources.append(nodes[allowed])
+        targets.append(nodes[allowed] + offset)
+        costs.append(np.full(int(allowed.sum()), step))
+    graph = csr_matrix((np.concatenate(costs), (np.concatenate(sources), np.concatenate(targets))),
+                       shape=(flat.size, flat.size))
+    dist = csgraph_dijkstra(graph, directed=True, indices=(row + 1) * stride + col + 1)
+    return dist.reshape(rows + 2, cols + 2)[1:-1, 1:-1] * resolution + goal_cost
 
 
 def astar(free: np.ndarray, start_cell, goal_cell) -> list[tuple[int, int]]:
@@ -518,7 +516,33 @@ def shortcut_path(points: list, free: np.ndarray, resolution: float) -> list:
     return kept
 
 
-def any_angle_path_length(free: np.ndarray, start_xy, goal_xy, resolution: float) -> float:
+def _descend(distance_field: np.ndarray, start_cell, goal_cell) -> list[tuple[int, int]]:
+    """Cells from start_cell to goal_cell, each step to the neighbour nearest the goal (same moves as
+    dijkstra_field, so it is a shortest grid path)."""
+    rows, cols = distance_field.shape
+    finite = np.isfinite(distance_field)
+    path = [tuple(start_cell)]
+    r, c = start_cell
+    for _ in range(rows * cols):
+        if (r, c) == tuple(goal_cell):
+            return path
+        best, best_cell = distance_field[r, c], None
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                nr, nc = r + dr, c + dc
+                if (dr or dc) and 0 <= nr < rows and 0 <= nc < cols and finite[nr, nc] \
+                        and (dr == 0 or dc == 0 or (finite[r + dr, c] and finite[r, c + dc])) \
+                        and distance_field[nr, nc] < best:
+                    best, best_cell = distance_field[nr, nc], (nr, nc)
+        if best_cell is None:
+            break
+        r, c = best_cell
+        path.append(best_cell)
+    raise ValueError(f"no downhill path from {start_cell} to {goal_cell} in the distance field")
+
+
+def any_angle_path_length(free: np.ndarray, start_xy, goal_xy, resolution: float,
+                          distance_field: np.ndarray | None = None) -> float:
     """Length of the string-pulled A* path from start_xy to goal_xy through `free` cells.
 
     An 8-connected grid path zig-zags up to ~8% longer than the straight lines a
@@ -532,7 +556,14 @@ def any_angle_path_length(free: np.ndarray, start_xy, goal_xy, resolution: float
     def cell(point):
         return (min(max(int(point[1] // resolution), 0), rows - 1), min(max(int(point[0] // resolution), 0), cols - 1))
 
-    cells = astar(free, cell(start_xy), cell(goal_xy))
+    cells = None
+    if distance_field is not None:  # the goal's field is at hand: walk downhill instead of searching again
+        try:
+            cells = _descend(distance_field, cell(start_xy), cell(goal_xy))
+        except ValueError:
+            cells = None  # e.g. a goal given off its cell centre; A* below is always right
+    if cells is None:
+        cells = astar(free, cell(start_xy), cell(goal_xy))
     centres = [((c + 0.5) * resolution, (r + 0.5) * resolution) for r, c in cells[1:-1]]
     points = shortcut_path([tuple(start_xy), *centres, tuple(goal_xy)], free, resolution)
     return float(sum(math.dist(a, b) for a, b in zip(points, points[1:])))
@@ -720,7 +751,8 @@ def generate_map(level: str, seed: int, config: MapConfig | None = None) -> NavM
                 moving = _sample_moving(rng, occupancy, start, goal, config)
                 if moving is None:
                     continue
-            length = min(length, any_angle_path_length(~inflated, start[:2], goal, config.resolution))
+            length = min(length, any_angle_path_length(~inflated, start[:2], goal, config.resolution,
+                                                       distance_field))
             for array in (occupancy, inflated, distance_field):
                 array.flags.writeable = False
             return NavMap(level=level, seed=seed, config=config, occupancy=occupancy, inflated=inflated,
