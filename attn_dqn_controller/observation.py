@@ -220,9 +220,11 @@ def _resample_plan(n_src: int, src_angle_min: float, src_inc: float, spec: Obser
         weight = pos - np.floor(pos)
         inside = np.ones(spec.num_beams, dtype=bool)
     else:
-        rel_tgt = np.mod(rel_tgt + math.pi, FULL_CIRCLE) - math.pi  # nearest representation
+        # Counter-clockwise offset from the scan's first beam, in [0, 2*pi): a target beam lies in the
+        # scanner's field of view exactly when that offset is at most the scan's span (any span < 2*pi).
+        rel_tgt = np.mod(rel_tgt + 1e-9, FULL_CIRCLE) - 1e-9
         pos = rel_tgt / src_inc
-        inside = (rel_tgt >= -1e-9) & (rel_tgt <= src_span + 1e-9)
+        inside = rel_tgt <= src_span + 1e-9
         pos = np.clip(pos, 0, n_src - 1)
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, n_src - 1)

@@ -152,3 +152,15 @@ def test_geometry_helpers():
     assert wrap_angle(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
     x, y = to_robot_frame(1.0, 1.0, math.pi / 2, 1.0, 2.0)  # point 1 m "north" of a robot facing north
     assert (x, y) == (pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+
+
+def test_wide_partial_fov_scanner_covers_both_sides():
+    # A 270-degree scanner sees +100 degrees (more than 180 degrees counter-clockwise of its first beam).
+    n, fov = 228, math.radians(270)
+    inc = fov / (n - 1)
+    angles = -fov / 2 + inc * np.arange(n)
+    ranges = np.where(np.abs(angles - math.radians(100)) < 0.2, 1.0, 3.0)
+    out = resample_scan(scan_of(ranges, -fov / 2, inc), SPEC)
+    degrees = np.degrees(SPEC.beam_angles)
+    assert np.all(out[(degrees > 92) & (degrees < 108)] == pytest.approx(1.0))
+    assert np.all(out[np.abs(degrees) > 136] == SPEC.range_max)  # behind the scanner: no data, read as free

@@ -207,10 +207,6 @@ def angles_deg(env) -> np.ndarray:
     return np.degrees(env.observation_spec.beam_angles)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "observation._resample_plan wraps target angles to [-pi, pi) relative to a partial-FOV scan's first beam, so "
-    "for a scanner wider than 180 degrees the spec beams more than 180 degrees counter-clockwise of its first beam "
-    "that no source beam falls into read 'no return' (here: the left side of a 270-degree scanner)"))
 def test_270_degree_scanner_sees_a_wall_on_its_left(make_env):
     # Wall 1.0 m to the left: every beam from +45 to +135 degrees hits it within 1.42 m.
     start = (1.05, 3.95, 0.0)
