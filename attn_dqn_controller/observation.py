@@ -20,8 +20,8 @@ ONNX consumer can take it as it is)::
   previous commanded v / max_linear_speed, previous commanded w / max_angular_speed].
 
 Range conventions (REP-117): +inf means no return (free to range_max), -inf
-means closer than range_min, NaN means an invalid reading and is treated as no
-return. Finite readings below range_min are treated as range_min (an obstacle
+means closer than range_min, NaN means an invalid reading: it takes the nearer of
+its closest valid neighbours' readings (never "free" by default). Finite readings below range_min are treated as range_min (an obstacle
 closer than the sensor can resolve), above range_max as range_max.
 """
 
@@ -178,6 +178,33 @@ def validate_scan(scan: LaserScanData) -> np.ndarray:
     return ranges
 
 
+def fill_invalid(ranges: np.ndarray, wrap: bool) -> np.ndarray:
+    """NaN (invalid) readings take the nearer of their closest valid neighbours' readings.
+
+    An invalid beam says nothing about the space it points at; reading it as free
+    (range_max) would let a dropped-out beam hide an obstacle, so it borrows the
+    more conservative of the readings beside it. `wrap` joins the two ends of a
+    full-circle scan.
+    """
+    invalid = np.isnan(ranges)
+    if not invalid.any():
+        return ranges
+    out = np.array(ranges, dtype=np.float64, copy=True)
+    valid_idx = np.flatnonzero(~invalid)
+    if valid_idx.size == 0:
+        return out
+    bad = np.flatnonzero(invalid)
+    pos = np.searchsorted(valid_idx, bad)
+    if wrap:
+        before = valid_idx[(pos - 1) % valid_idx.size]
+        after = valid_idx[pos % valid_idx.size]
+    else:
+        before = valid_idx[np.clip(pos - 1, 0, valid_idx.size - 1)]
+        after = valid_idx[np.clip(pos, 0, valid_idx.size - 1)]
+    out[bad] = np.fmin(out[before], out[after])
+    return out
+
+
 def clean_ranges(ranges: np.ndarray, range_min: float, range_max: float) -> np.ndarray:
     """Map REP-117 special values and out-of-range readings to [range_min, range_max]."""
     out = np.array(ranges, dtype=np.float64, copy=True)
@@ -240,6 +267,7 @@ def resample_scan(scan: LaserScanData, spec: ObservationSpec) -> np.ndarray:
     target beams outside the scanner's field of view read range_max.
     """
     ranges = validate_scan(scan)
+    ranges = fill_invalid(ranges, wrap=ranges.size * scan.angle_increment >= FULL_CIRCLE - 1e-6)
     cleaned = clean_ranges(ranges, max(scan.range_min, spec.range_min), min(scan.range_max, spec.range_max))
     cleaned = np.clip(cleaned, spec.range_min, spec.range_max)
     n_src = cleaned.size

@@ -149,7 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, help="episodes per level and perturbation (default 50)")
     parser.add_argument("--seed", type=int, default=EVAL_SEED_START, help="first held-out map seed")
     parser.add_argument("--perturbations", nargs="+", choices=list(PERTURBATIONS), metavar="NAME",
-                        help=f"subset to run (default: all): {', '.join(map(repr, PERTURBATIONS))}")
+                        help=f"subset to run (default: all): {', '.join(map(repr, PERTURBATIONS))}".replace("%", "%%"))
     parser.add_argument("--max-steps", type=int, help="episode time limit (default: the env's, 500)")
     parser.add_argument("--json", help="JSON output (default docs/robustness.json; smoke: runs/robustness_smoke/)")
     parser.add_argument("--plot", help="PNG bar chart (default docs/robustness.png)")

@@ -43,7 +43,7 @@ def test_same_layout_passes_through_with_rep117_values():
     ranges = np.full(360, 2.0)
     ranges[0], ranges[1], ranges[2], ranges[3], ranges[4] = np.nan, np.inf, -np.inf, 0.01, 99.0
     out = resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)
-    assert out[0] == SPEC.range_max  # NaN: invalid -> no return
+    assert out[0] == 2.0  # NaN: invalid -> the nearer of its valid neighbours (beam 359: 2.0, beam 1: +inf)
     assert out[1] == SPEC.range_max  # +inf: no return
     assert out[2] == SPEC.range_min  # -inf: closer than range_min
     assert out[3] == SPEC.range_min  # finite below range_min
@@ -164,3 +164,16 @@ def test_wide_partial_fov_scanner_covers_both_sides():
     degrees = np.degrees(SPEC.beam_angles)
     assert np.all(out[(degrees > 92) & (degrees < 108)] == pytest.approx(1.0))
     assert np.all(out[np.abs(degrees) > 136] == SPEC.range_max)  # behind the scanner: no data, read as free
+
+
+def test_invalid_beams_borrow_the_nearer_neighbour_instead_of_reading_free():
+    ranges = np.full(360, 3.0)
+    ranges[170:190] = 0.6  # a wall ahead
+    ranges[175:185] = np.nan  # half of it dropped out
+    ranges[300] = np.nan  # a lone dropout in free space
+    out = resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)
+    assert np.all(out[170:190] == pytest.approx(0.6))  # the obstacle does not disappear
+    assert out[300] == pytest.approx(3.0)
+    ranges = np.full(360, 3.0)
+    ranges[0], ranges[359], ranges[1] = np.nan, 0.5, 2.0  # wraps around the full circle
+    assert resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)[0] == pytest.approx(0.5)
