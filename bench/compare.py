@@ -221,7 +221,8 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
 
         shutil.rmtree(run_dir)  # an interrupted run: start it again rather than mix two runs' logs
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {contender} on {level}, budget {budget}, seed {seed}", flush=True)
+    what = "no training" if contender == "baseline" else f"budget {budget}, seed {seed}"
+    print(f"[{time.strftime('%H:%M:%S')}] {contender} on {level}, {what}", flush=True)
     if contender == "baseline":
         result = evaluate_baseline(args, level)
     elif contender == "sb3":
