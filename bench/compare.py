@@ -78,6 +78,12 @@ def machine() -> str:
             f"python {platform.python_version()} | torch {torch.__version__}")
 
 
+def shown_path(path) -> str:
+    """A path as reports show it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 # --- runs -------------------------------------------------------------------------------------
 def our_config(args, contender: str, level: str, budget: int, seed: int):
     """Our learner's config for one run: the base file, this run's level/budget/seed, our model kind."""
@@ -127,7 +133,7 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
     agent = PolicyAgent(Policy.from_model(run.model, run.spec, run.actions, run.device))
     final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config), "actions": run.actions})
     return {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
-            "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": str(args.config)}}
+            "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": shown_path(args.config)}}
 
 
 class SB3Agent:
@@ -233,7 +239,8 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
     if contender == "baseline" and result["final"]["success_rate"] >= args.threshold:
         steps, wall = 0, 0.0
     result.update({"contender": contender, "level": level, "budget": budget, "seed": seed,
-                   "steps_to_threshold": steps, "wall_s_to_threshold": wall})
+                   "steps_to_threshold": steps, "wall_s_to_threshold": wall, "machine": machine(),
+                   "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     cached.write_text(json.dumps(result, indent=2) + "\n")
     final = result["final"]
     print(f"    success {final['success_rate']:.1%}  collision {final['collision_rate']:.1%}  SPL {final['spl']:.3f}"
@@ -305,7 +312,7 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
     import numpy as np
 
     budget = max(args.budgets)
-    fig, axes = plt.subplots(1, len(args.levels), figsize=(4.6 * len(args.levels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(args.levels), figsize=(max(6.0, 4.6 * len(args.levels)), 4.2), squeeze=False)
     colours = {"ours": "tab:blue", "mlp": "tab:orange", "sb3": "tab:green", "baseline": "black"}
     for ax, level in zip(axes[0], args.levels):
         for contender in args.contenders:
@@ -331,8 +338,15 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"held-out success ({args.curve_episodes} episodes)")
-    axes[0][0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a level may lack a contender the first one has
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    columns = min(len(labels), 2 if len(args.levels) == 1 else 4)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(labels) / columns), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -403,8 +417,9 @@ def main(argv=None) -> int:
         "levels": args.levels, "budgets": args.budgets, "seeds": list(range(args.seeds)),
         "contenders": args.contenders, "labels": {c: LABELS[c] for c in args.contenders},
         "episodes": args.episodes, "curve_episodes": args.curve_episodes, "eval_seed_start": EVAL_SEED_START,
-        "threshold": args.threshold, "config": str(args.config), "smoke": bool(args.smoke),
+        "threshold": args.threshold, "config": shown_path(args.config), "smoke": bool(args.smoke),
         "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_machines": sorted({r.get("machine", "unrecorded") for r in runs}),
         "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/compare.py", *argv]),
         "wall_s": round(time.monotonic() - started, 1),
         "summary": aggregate(runs, args), "runs": runs,
@@ -413,9 +428,9 @@ def main(argv=None) -> int:
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "table.md").write_text(
         f"Comparison{' (SMOKE: toy budgets, not a result)' if args.smoke else ''}: {report['command']}\n\n"
-        f"Machine: {report['machine']}; {report['date']}; final evaluation {args.episodes} held-out episodes "
-        f"per level (map seeds from {EVAL_SEED_START}); ± is the std over training seeds, [min, max] their "
-        f"range.\n\n{table}\n")
+        f"Runs on: {'; '.join(report['run_machines'])}. Report written {report['date']}; final evaluation "
+        f"{args.episodes} held-out episodes per level (map seeds from {EVAL_SEED_START}); ± is the std over "
+        f"training seeds, [min, max] their range.\n\n{table}\n")
     plot_curves(runs, args, args.out / "learning_curves.png")
     print("\n" + table + "\n")
     print(f"wrote {args.out / 'results.json'}, {args.out / 'table.md'}, {args.out / 'learning_curves.png'} "

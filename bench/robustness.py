@@ -24,7 +24,7 @@ import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -86,6 +86,12 @@ def evaluate_cell(checkpoint: str, perturbation: str, level: str, episodes: int,
             "wall_s": round(time.monotonic() - started, 1)}
 
 
+def report_cell(r: dict) -> dict:
+    print(f"  {r['perturbation']:<20} {r['level']:<10} success {r['success_rate']:6.1%}  "
+          f"collision {r['collision_rate']:6.1%}  SPL {r['spl']:.3f}  ({r['wall_s']} s)", flush=True)
+    return r
+
+
 def aggregate(results: list[dict], names: list[str]) -> dict:
     """Mean over levels of each perturbation's rates (levels weigh equally)."""
     out = {}
@@ -130,7 +136,7 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(ncol=len(levels) + 1, fontsize=8, loc="lower left")
+    axes[1].legend(ncol=len(levels) + 1, fontsize=8, loc="upper right")  # collisions leave room up there
     axes[1].set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     fig.suptitle(f"{Path(report['checkpoint']).name}: {report['episodes']} held-out episodes per level "
                  f"(seeds from {report['seed']})", fontsize=10)
@@ -187,16 +193,17 @@ def main(argv=None) -> int:
     results = []
     if args.workers == 1:
         for name, level in cells:
-            results.append(evaluate_cell(args.checkpoint, name, level, *common))
-            r = results[-1]
-            print(f"  {name:<20} {level:<10} success {r['success_rate']:6.1%}  collision {r['collision_rate']:6.1%}"
-                  f"  SPL {r['spl']:.3f}  ({r['wall_s']} s)", flush=True)
+            results.append(report_cell(evaluate_cell(args.checkpoint, name, level, *common)))
     else:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(evaluate_cell, args.checkpoint, name, level, *common) for name, level in cells]
-            results = [f.result() for f in futures]
+            for future in as_completed(futures):
+                report_cell(future.result())
+            results = [f.result() for f in futures]  # in table order, whatever order they finished in
+    checkpoint = Path(args.checkpoint).resolve()
+    shown = checkpoint.relative_to(REPO) if checkpoint.is_relative_to(REPO) else checkpoint
     report = {
-        "checkpoint": str(args.checkpoint), "levels": args.levels, "episodes": args.episodes, "seed": args.seed,
+        "checkpoint": str(shown), "levels": args.levels, "episodes": args.episodes, "seed": args.seed,
         "max_steps": args.max_steps or 500, "perturbations": args.perturbations, "results": results,
         "mean_over_levels": aggregate(results, args.perturbations), "machine": machine(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -209,7 +216,7 @@ def main(argv=None) -> int:
     for path in (args.json, args.markdown):
         path.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    args.markdown.write_text(f"Robustness of `{args.checkpoint}` ({args.episodes} episodes per level, map seeds from "
+    args.markdown.write_text(f"Robustness of `{shown}` ({args.episodes} episodes per level, map seeds from "
                              f"{args.seed}; {report['machine']}; {report['date']}; `{report['command']}`)\n\n"
                              + table + "\n")
     plot(report, args.plot)

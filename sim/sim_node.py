@@ -177,7 +177,8 @@ class SimNode(Node):
         odo = self.env.world.odometry()
         self.odom_pub.publish(odometry_to_msg(odo.x, odo.y, odo.yaw, odo.v, odo.w, stamp,
                                               frame_id=self.odom_frame, child_frame_id=self.base_frame))
-        self.scan_pub.publish(scan_to_msg(self.env.world.scan(), stamp, frame_id=self.scan_frame,
+        # The env's scan, perturbations (dropout, per-episode noise) included: what its policy would see.
+        self.scan_pub.publish(scan_to_msg(self.env.last_scan, stamp, frame_id=self.scan_frame,
                                           scan_time=self.control_period))
 
     def advance(self) -> bool:

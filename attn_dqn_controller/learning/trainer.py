@@ -200,7 +200,7 @@ class TrainingRun:
 
         policy = Policy.from_model(self.model, self.spec, self.actions, self.device)
         agent = PolicyAgent(policy)
-        kwargs = {**env_kwargs(self.config), "actions": self.actions}
+        kwargs = {**env_kwargs(self.config, perturbations=False), "actions": self.actions}  # nominal maps
         summaries = [evaluate(agent, level, self.config.eval.episodes, EVAL_SEED_START, env_kwargs=kwargs,
                               progress=False)[0] for level in self.config.eval.levels]
         self.model.train()
