@@ -36,7 +36,6 @@ import csv
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine_info import machine  # noqa: E402
 from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
 
 CONTENDERS = ("ours", "mlp", "sb3", "baseline")
@@ -60,22 +60,6 @@ METRICS = ("success_rate", "collision_rate", "timeout_rate", "spl")
 SMOKE_OVERRIDES = ("num_envs=1", "learning_starts=100", "updates_per_step=0.25", "log_interval=100",
                    "model.d_model=32", "model.num_layers=1", "model.mlp_hidden=[64, 64]", "learner.batch_size=16",
                    "learner.target_update_interval=50", "replay.capacity=2000")
-
-
-def machine() -> str:
-    """One line naming the hardware and software the figures came from."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{platform.system()} {platform.machine()} | {cpu} | {cores} cores | GPU {gpu} | "
-            f"python {platform.python_version()} | torch {torch.__version__}")
 
 
 def shown_path(path) -> str:

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine_info import machine  # noqa: E402
 from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
 
 DEFAULT_CHECKPOINT = REPO / "models" / "attn_dqn_nav.pt"
@@ -52,18 +52,6 @@ PERTURBATIONS: dict[str, dict] = {
     "wheel slip 0.2": {"wheel_slip": 0.2},
 }
 SMOKE_PERTURBATIONS = ("nominal", "dropout 25%", "228 beams / 270 deg", "delay 2 steps", "wheel slip 0.2")
-
-
-def machine() -> str:
-    """One line naming the hardware the figures came from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{platform.system()} {platform.machine()} | {cpu} | {cores} cores | python {platform.python_version()}"
 
 
 def evaluate_cell(checkpoint: str, perturbation: str, level: str, episodes: int, seed: int, max_steps: int | None,

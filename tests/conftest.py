@@ -14,6 +14,23 @@ isolate_dds(os.environ)
 isolate_ray(os.environ)
 
 
+@pytest.fixture
+def make_env():
+    """AttnNavEnv factory for a test; every environment it made is closed afterwards."""
+    from sim.env import AttnNavEnv
+
+    envs = []
+
+    def make(**kwargs):
+        env = AttnNavEnv(**kwargs)
+        envs.append(env)
+        return env
+
+    yield make
+    for env in envs:
+        env.close()
+
+
 @pytest.fixture(scope="session")
 def ros_domain_id() -> int:
     return int(os.environ["ROS_DOMAIN_ID"])

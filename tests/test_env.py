@@ -21,19 +21,6 @@ INFO_KEYS = {"success", "collision", "path_length", "shortest_path_length", "map
              "distance_to_goal", "steps"}
 
 
-@pytest.fixture
-def make_env():
-    envs = []
-
-    def make(**kwargs):
-        env = AttnNavEnv(**kwargs)
-        envs.append(env)
-        return env
-
-    yield make
-    for env in envs:
-        env.close()
-
 
 def test_passes_the_gymnasium_env_checker(make_env):
     check_env(make_env(level="cluttered"), skip_render_check=True)  # render modes: checked via gymnasium.make

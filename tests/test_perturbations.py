@@ -20,19 +20,6 @@ def feature_to_metres(feature: float) -> float:
     return RANGE_MIN + float(feature) * (RANGE_MAX - RANGE_MIN)
 
 
-@pytest.fixture
-def make_env():
-    envs = []
-
-    def make(**kwargs):
-        env = AttnNavEnv(**kwargs)
-        envs.append(env)
-        return env
-
-    yield make
-    for env in envs:
-        env.close()
-
 
 # --- pure logic -------------------------------------------------------------------------
 def test_command_delay_is_a_zero_initialised_fifo():
