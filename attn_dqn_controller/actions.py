@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -40,9 +41,12 @@ class ActionTable:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    @property
+    @cached_property
     def array(self) -> np.ndarray:
-        return np.asarray(self.pairs, dtype=np.float64)
+        """The pairs as a read-only (N, 2) array, built once (nearest() runs every control step)."""
+        array = np.asarray(self.pairs, dtype=np.float64)
+        array.flags.writeable = False
+        return array
 
     def command(self, index) -> tuple[float, float]:
         """The (v, w) pair of an action index; raises for anything outside the table."""

@@ -470,14 +470,18 @@ class _TemplateParser:
         parts, literal = [], []
         while self.i < len(self.text):
             if self.text.startswith("$(", self.i):
-                parts.append("".join(literal))
-                literal = []
-                parts.append(self._substitution())
+                self._close_literal_then_substitute(parts, literal)
             else:
                 literal.append(self.text[self.i])
                 self.i += 1
         parts.append("".join(literal))
         return tuple(p for p in parts if p != "")
+
+    def _close_literal_then_substitute(self, parts: list, literal: list) -> None:
+        """End the literal text collected so far and parse the substitution that starts here."""
+        parts.append("".join(literal))
+        literal.clear()
+        parts.append(self._substitution())
 
     def _substitution(self) -> _Subst:
         self.i += 2
@@ -512,16 +516,12 @@ class _TemplateParser:
         while self.i < len(self.text) and not self.text[self.i].isspace() and self.text[self.i] != ")":
             char = self.text[self.i]
             if self.text.startswith("$(", self.i):
-                parts.append("".join(literal))
-                literal = []
-                parts.append(self._substitution())
+                self._close_literal_then_substitute(parts, literal)
             elif char in "'\"":
                 self.i += 1
                 while self.i < len(self.text) and self.text[self.i] != char:
                     if self.text.startswith("$(", self.i):
-                        parts.append("".join(literal))
-                        literal = []
-                        parts.append(self._substitution())
+                        self._close_literal_then_substitute(parts, literal)
                     else:
                         literal.append(self.text[self.i])
                         self.i += 1
@@ -529,7 +529,7 @@ class _TemplateParser:
                     raise self.fail(f"unterminated quote {char}")
                 self.i += 1
                 parts.append("".join(literal))  # keeps an empty quoted argument ('') as ''
-                literal = []
+                literal.clear()
             else:
                 literal.append(char)
                 self.i += 1

@@ -15,6 +15,17 @@ isolate_ray(os.environ)
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention (restored after)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def make_env():
     """AttnNavEnv factory for a test; every environment it made is closed afterwards."""
     from sim.env import AttnNavEnv

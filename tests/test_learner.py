@@ -15,13 +15,7 @@ from attn_dqn_controller.model import ModelConfig, build_model
 from attn_dqn_controller.observation import ObservationSpec
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- schedules --------------------------------------------------------------------------

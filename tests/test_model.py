@@ -15,13 +15,7 @@ SPEC = ObservationSpec()
 SMALL = ModelConfig(d_model=32, num_layers=2, num_heads=4)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention (restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def obs_batch(spec, n, seed=0):
