@@ -2,6 +2,15 @@
 
 Evaluation, ONNX export and the ROS controller node all act through ``Policy``,
 so a policy drives the same way wherever it runs. It holds no training state.
+
+Two inference backends run the same weights for single-observation ``act``:
+``torch`` (eager PyTorch, any device) and ``onnxruntime`` (CPU only). The
+second exists for the robot: one small forward pass per scan is dominated by
+framework overhead, and on a CPU that sleeps between scans (20 Hz) eager torch
+pays about three times ONNX Runtime's cold-cache latency
+(``bench/bench_node_latency.py``). The ONNX graph is exported in memory from the
+loaded checkpoint and checked against torch before it is used, so the checkpoint
+stays the only artefact.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.model import ModelConfig
 from attn_dqn_controller.observation import ObservationSpec
+
+BACKENDS = ("torch", "onnxruntime")
+"""Inference backends of ``Policy.act``; ``auto`` picks onnxruntime on CPU and torch elsewhere."""
 
 
 @dataclass
@@ -55,7 +67,7 @@ class Policy:
     """A greedy Q-network policy bound to its observation spec and action table."""
 
     def __init__(self, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto",
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, backend: str = "torch"):
         model_actions = getattr(model, "num_actions", len(actions))
         if model_actions != len(actions):
             raise ValueError(f"model has {model_actions} outputs but the action table has {len(actions)} actions")
@@ -72,14 +84,26 @@ class Policy:
         self._host = torch.zeros(1, spec.size, dtype=torch.float32)
         self._host_np = self._host.numpy()
         self._input = self._host if self.device.type == "cpu" else self._host.to(self.device)
-        with torch.inference_mode():  # warm-up: first-call allocations happen now, not on the robot
-            self.model(self._input, return_attention=self.has_attention)
+        self.backend = self._resolve_backend(backend)
+        self._session = self._onnx_session() if self.backend == "onnxruntime" else None
+        for _ in range(2):  # warm-up: first-call allocations happen now, not on the robot
+            self._forward()
 
     @classmethod
-    def load(cls, path, device="auto") -> "Policy":
+    def load(cls, path, device="auto", backend: str = "torch") -> "Policy":
         """Policy from a checkpoint file; CheckpointError if it is missing, damaged or inconsistent."""
         ckpt = load_checkpoint(path)
-        return cls(ckpt.build_model(), ckpt.spec, ckpt.actions, device, metadata=ckpt.metadata)
+        return cls(ckpt.build_model(), ckpt.spec, ckpt.actions, device, metadata=ckpt.metadata, backend=backend)
+
+    def _resolve_backend(self, backend: str) -> str:
+        if backend == "auto":
+            return "onnxruntime" if self.device.type == "cpu" else "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown inference backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and self.device.type != "cpu":
+            raise ValueError(f"inference backend 'onnxruntime' runs on the CPU, but the device is {self.device}; "
+                             f"use backend 'torch' (or 'auto') on {self.device.type}")
+        return backend
 
     @classmethod
     def from_model(cls, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto") -> "Policy":
@@ -102,6 +126,15 @@ class Policy:
         if not np.isfinite(self._host_np).all():
             bad = np.flatnonzero(~np.isfinite(self._host_np[0]))
             raise ValueError(f"observation has {bad.size} non-finite value(s) (first at index {bad[0]})")
+        q_values, sectors = self._forward()
+        action = int(np.argmax(q_values))
+        return PolicyOutput(action, self.actions.command(action), q_values, sectors)
+
+    def _forward(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Q-values (A,), sector attention (K,) or None) of the observation in the input buffer."""
+        if self._session is not None:
+            outputs = self._session.run(None, {"obs": self._host_np})
+            return outputs[0][0], (outputs[1][0] if self.has_attention else None)
         if self._input is not self._host:
             self._input.copy_(self._host)
         with torch.inference_mode():
@@ -110,9 +143,7 @@ class Policy:
                 sectors = self.model.sector_attention(attention)[0].float().cpu().numpy()
             else:
                 q, sectors = self.model(self._input), None
-            q_values = q[0].float().cpu().numpy()
-        action = int(np.argmax(q_values))
-        return PolicyOutput(action, self.actions.command(action), q_values, sectors)
+            return q[0].float().cpu().numpy(), sectors
 
     def act_batch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Greedy actions (N,) and Q-values (N, A) for a batch of shape (N, spec.size)."""
@@ -149,12 +180,43 @@ class Policy:
             report["max_abs_error"] = self._check_onnx(head, path, outputs, atol)
         return report
 
+    def _onnx_session(self, atol: float = 1e-4):
+        """An ONNX Runtime session of this policy's network, checked against torch before use.
+
+        The graph comes from the TorchScript-based exporter, straight into memory: it takes
+        ~0.1 s where the dynamo exporter of ``export_onnx`` takes seconds, which matters at
+        node start-up, and the check below holds it to the same numbers either way.
+        """
+        import io
+
+        import onnxruntime as ort
+
+        head = _OnnxHead(copy.deepcopy(self.model).cpu()).eval()
+        outputs = ["q_values", "sector_attention"] if head.with_attention else ["q_values"]
+        graph = io.BytesIO()
+        with warnings.catch_warnings():  # the exporter's own deprecation chatter is not ours to act on
+            warnings.simplefilter("ignore")
+            torch.onnx.export(head, (torch.rand(1, self.spec.size),), graph, input_names=["obs"],
+                              output_names=outputs, dynamic_axes={"obs": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the caller's CPU budget, as for torch
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+        self._compare_with_torch(session, head, outputs, atol, "in-memory ONNX graph")
+        return session
+
     def _check_onnx(self, head: nn.Module, path: Path, outputs: list[str], atol: float) -> float:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # a check, not a benchmark: leave the other cores alone
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return self._compare_with_torch(session, head, outputs, atol, f"ONNX export of {path}")
+
+    def _compare_with_torch(self, session, head: nn.Module, outputs: list[str], atol: float, what: str) -> float:
+        """Largest |onnxruntime - torch| over random observations; RuntimeError above ``atol``."""
         rng = np.random.default_rng(0)
         error = 0.0
         for batch in (1, 5):
@@ -166,5 +228,5 @@ class Policy:
             for g, w in zip(got, want):
                 error = max(error, float(np.max(np.abs(g - w.numpy()))))
         if error > atol:
-            raise RuntimeError(f"ONNX export of {path} differs from torch by {error:.3g} (> atol {atol:g})")
+            raise RuntimeError(f"{what} differs from torch by {error:.3g} (> atol {atol:g})")
         return error

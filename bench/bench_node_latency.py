@@ -13,8 +13,10 @@ Set-up (every process on loopback, private domain: isolate_dds):
 * echo node (this script, ``--role echo``, namespace /bench_echo): answers each
   scan with a TwistStamped carrying the scan's stamp, at once. Same QoS as the
   controller (scan: best effort, depth 1; cmd_vel: reliable).
-* controller_node (namespace /bench_ctl, act_on_scan, ``--device``): stamps
-  every DRIVING command with the stamp of the scan it acted on.
+* controller_node, one per inference backend (namespace /bench_ctl_<backend>,
+  act_on_scan, ``--device``; onnxruntime and torch on CPU): stamps every DRIVING
+  command with the stamp of the scan it acted on. The phases of one rate run
+  back to back (echo, then each controller), so they share the machine's state.
 * driver (this process): publishes scan(360) + odom at 20 Hz then 100 Hz (goal
   far away, so the controller keeps DRIVING), to the echo then to the
   controller; latency of a scan = middleware receive time of its command
@@ -24,7 +26,7 @@ Backlog check at 100 Hz: median of the first vs last quarter of the run (a
 queue would make it grow) and commands answered vs scans sent (depth 1 means
 an overloaded node drops scans instead of queueing them).
 
-    .venv/bin/python bench/bench_node_latency.py [--seconds 10] [--device cpu|cuda] [--model PATH]
+    .venv/bin/python bench/bench_node_latency.py [--seconds 10] [--device cpu|cuda] [--backends ...] [--model PATH]
 """
 
 from __future__ import annotations
@@ -62,7 +64,11 @@ from attn_dqn_controller.nodes.controller_node import CMD_QOS, newest_only_senso
 from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg  # noqa: E402
 from attn_dqn_controller.observation import LaserScanData, ObservationSpec  # noqa: E402
 
-ECHO_NS, CTL_NS = "/bench_echo", "/bench_ctl"
+ECHO_NS = "/bench_echo"
+
+
+def controller_ns(backend: str) -> str:
+    return f"/bench_ctl_{backend}"
 FAR_GOAL = (100.0, 0.0)
 
 
@@ -98,22 +104,24 @@ def stamp_ns(stamp: Time) -> int:
 class Driver:
     """Publishes scans/odom/goal to one namespace at a time and records when each command came back."""
 
-    def __init__(self):
+    def __init__(self, controllers: list[str]):
+        self.controllers = controllers  # controller namespaces
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.pub_node = rclpy.create_node("bench_driver", context=self.context)
         self.sub_node = rclpy.create_node("bench_listener", context=self.context)
         self.lock = threading.Lock()
-        self.received: dict[str, dict[int, int]] = {ECHO_NS: {}, CTL_NS: {}}
-        self.duplicates = {ECHO_NS: 0, CTL_NS: 0}
-        self.other_commands = {ECHO_NS: 0, CTL_NS: 0}
-        self.status: str | None = None
-        self.inference_ms: str | None = None
+        namespaces = [ECHO_NS, *controllers]
+        self.received: dict[str, dict[int, int]] = {ns: {} for ns in namespaces}
+        self.duplicates = dict.fromkeys(namespaces, 0)
+        self.other_commands = dict.fromkeys(namespaces, 0)
+        self.status: dict[str, str] = {}
+        self.inference_ms: dict[str, str] = {}
         self.pubs = {}
         self.subs = {}
         spec = ObservationSpec()
         self.scan = LaserScanData.from_spec(np.full(spec.num_beams, 2.0, dtype=np.float32), spec)
-        for ns in (ECHO_NS, CTL_NS):
+        for ns in namespaces:
             self.pubs[ns] = (self.pub_node.create_publisher(LaserScan, f"{ns}/scan", newest_only_sensor_qos()),
                              self.pub_node.create_publisher(Odometry, f"{ns}/odom", QoSProfile(depth=5)),
                              self.pub_node.create_publisher(type(pose_stamped(0, 0)), f"{ns}/goal_pose",
@@ -121,7 +129,9 @@ class Driver:
             self.subs[ns] = self.sub_node.create_subscription(
                 TwistStamped, f"{ns}/cmd_vel", lambda msg, info, ns=ns: self._on_cmd(ns, msg, info), CMD_QOS)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.sub_node.create_subscription(String, f"{CTL_NS}/controller/status", self._on_status, latched)
+        for ns in controllers:
+            self.sub_node.create_subscription(String, f"{ns}/controller/status",
+                                              lambda msg, ns=ns: self.status.__setitem__(ns, msg.data), latched)
         self.sub_node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, QoSProfile(depth=10))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.sub_node)
@@ -149,13 +159,11 @@ class Driver:
             else:
                 self.other_commands[ns] += 1  # zeros of the watchdog, or answers from an earlier phase
 
-    def _on_status(self, msg: String) -> None:
-        self.status = msg.data
-
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.hardware_id == f"{CTL_NS}/controller":
-                self.inference_ms = {kv.key: kv.value for kv in status.values}.get("last inference [ms]")
+            ns = status.hardware_id.removesuffix("/controller")
+            if ns in self.controllers:
+                self.inference_ms[ns] = {kv.key: kv.value for kv in status.values}.get("last inference [ms]")
 
     def matched(self, ns: str) -> bool:
         scan_pub, _, goal_pub = self.pubs[ns]
@@ -179,11 +187,11 @@ class Driver:
         """Discovery done and (controller) DRIVING before measuring."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.matched(ns) and (ns == ECHO_NS or self.status == "driving"):
+            if self.matched(ns) and (ns == ECHO_NS or self.status.get(ns) == "driving"):
                 return
             self.publish(ns, goal=True)
             time.sleep(0.05)
-        raise RuntimeError(f"{ns} never became ready (status {self.status!r})")
+        raise RuntimeError(f"{ns} never became ready (status {self.status.get(ns)!r})")
 
     def phase(self, ns: str, rate_hz: float, seconds: float, warmup: float = 1.0) -> dict:
         period = 1.0 / rate_hz
@@ -285,10 +293,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (after 1 s warm-up)")
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 100.0], help="scan rates (Hz)")
     parser.add_argument("--device", default="cpu", help="controller inference device: cpu, cuda, cuda:N, auto")
+    parser.add_argument("--backends", nargs="+", choices=["onnxruntime", "torch"],
+                        help="inference backends, one controller each, measured in the same run "
+                             "(default: onnxruntime torch on cpu, torch on cuda)")
     parser.add_argument("--model", default=None, help="checkpoint (default: an untrained model of the default spec)")
     args = parser.parse_args()
     if args.role == "echo":
         return run_echo()
+    backends = args.backends or (["onnxruntime", "torch"] if args.device == "cpu" else ["torch"])
 
     print(machine())
     procs: list[subprocess.Popen] = []
@@ -297,50 +309,57 @@ def main() -> int:
         driver = None
         try:
             procs.append(start([sys.executable, __file__, "--role", "echo"], os.path.join(tmp, "echo.log")))
-            procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
-                                "-r", f"__ns:={CTL_NS}", "-p", f"model_path:={model}", "-p", f"device:={args.device}",
-                                "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15"],
-                               os.path.join(tmp, "controller.log")))
-            driver = Driver()
+            for backend in backends:
+                procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
+                                    "-r", f"__ns:={controller_ns(backend)}", "-p", f"model_path:={model}",
+                                    "-p", f"device:={args.device}", "-p", f"inference_backend:={backend}",
+                                    "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15"],
+                                   os.path.join(tmp, f"controller_{backend}.log")))
+            driver = Driver([controller_ns(b) for b in backends])
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
-                  f"act_on_scan, LaserScan(360); {args.seconds:g} s per phase after 1 s warm-up")
+                  f"backends {', '.join(backends)} (one controller each), act_on_scan, LaserScan(360); "
+                  f"{args.seconds:g} s per phase after 1 s warm-up; phases interleaved per rate")
             results = {}
             for rate in args.rates:
-                for ns in (ECHO_NS, CTL_NS):
+                for ns in (ECHO_NS, *driver.controllers):
                     if any(p.poll() is not None for p in procs):
                         raise RuntimeError("a node exited early")
                     results[(ns, rate)] = driver.phase(ns, rate, args.seconds)
             print()
-            print(f"{'rate':>7} {'node':<11} latency scan publish -> command received")
+            print(f"{'rate':>7} {'node':<22} latency scan publish -> command received")
             for rate in args.rates:
-                echo, ctl = results[(ECHO_NS, rate)], results[(CTL_NS, rate)]
-                print(f"{rate:5.0f}Hz {'echo':<11} {describe(echo)}")
-                print(f"{rate:5.0f}Hz {'controller':<11} {describe(ctl)}")
-                if echo["latency_ms"].size and ctl["latency_ms"].size:
-                    added_med = np.median(ctl["latency_ms"]) - np.median(echo["latency_ms"])
-                    added_p99 = np.percentile(ctl["latency_ms"], 99) - np.percentile(echo["latency_ms"], 99)
-                    print(f"{rate:5.0f}Hz {'added':<11} median {added_med:+6.3f} ms  p99 {added_p99:+6.3f} ms "
-                          f"(controller - echo)")
+                echo = results[(ECHO_NS, rate)]
+                print(f"{rate:5.0f}Hz {'echo':<22} {describe(echo)}")
+                for backend in backends:
+                    ctl = results[(controller_ns(backend), rate)]
+                    print(f"{rate:5.0f}Hz {'controller ' + backend:<22} {describe(ctl)}")
+                    if echo["latency_ms"].size and ctl["latency_ms"].size:
+                        added_med = np.median(ctl["latency_ms"]) - np.median(echo["latency_ms"])
+                        added_p99 = np.percentile(ctl["latency_ms"], 99) - np.percentile(echo["latency_ms"], 99)
+                        print(f"{rate:5.0f}Hz {'  added ' + backend:<22} median {added_med:+6.3f} ms  "
+                              f"p99 {added_p99:+6.3f} ms (controller - echo)")
             top = max(args.rates)
-            ctl = results[(CTL_NS, top)]["latency_ms"]
-            if ctl.size >= 8:
-                quarter = ctl.size // 4
-                first, last = np.median(ctl[:quarter]), np.median(ctl[-quarter:])
-                print(f"\nbacklog check at {top:g} Hz: first-quarter median {first:.3f} ms, last-quarter median "
-                      f"{last:.3f} ms (ratio {last / first:.2f}); commands answered "
-                      f"{results[(CTL_NS, top)]['answered']}/{results[(CTL_NS, top)]['sent']} scans")
-            print(f"controller-reported last inference: {driver.inference_ms} ms; duplicate answers "
-                  f"(control loop repeating a scan's command): {driver.duplicates[CTL_NS]}; other commands "
-                  f"(watchdog zeros, stale answers): {driver.other_commands[CTL_NS]}")
+            for backend in backends:
+                ns = controller_ns(backend)
+                ctl = results[(ns, top)]["latency_ms"]
+                if ctl.size >= 8:
+                    quarter = ctl.size // 4
+                    first, last = np.median(ctl[:quarter]), np.median(ctl[-quarter:])
+                    print(f"\nbacklog check at {top:g} Hz ({backend}): first-quarter median {first:.3f} ms, "
+                          f"last-quarter median {last:.3f} ms (ratio {last / first:.2f}); commands answered "
+                          f"{results[(ns, top)]['answered']}/{results[(ns, top)]['sent']} scans")
+                print(f"{backend}: controller-reported last inference {driver.inference_ms.get(ns)} ms; duplicate "
+                      f"answers (control loop repeating a scan's command): {driver.duplicates[ns]}; other commands "
+                      f"(watchdog zeros, stale answers): {driver.other_commands[ns]}")
         finally:
             if driver is not None:
                 driver.close()
             for proc in procs:
                 stop(proc)
-            for name in ("controller.log",):
-                text = Path(tmp, name).read_text(errors="replace") if Path(tmp, name).exists() else ""
+            for log in sorted(Path(tmp).glob("controller_*.log")):
+                text = log.read_text(errors="replace")
                 if "Traceback" in text or "error" in text.lower():
-                    print(f"--- {name} ---\n{text}")
+                    print(f"--- {log.name} ---\n{text}")
     return 0
 
 

@@ -4,6 +4,8 @@ Contenders, all on the same Gymnasium env (``AttnNav-v0``, same sensor and episo
 
 * ``ours``     Transformer Q-network with our learner (``attn_dqn_controller.learning.trainer``),
                hyper-parameters from ``--config`` (default ``config/train_nav.yaml``).
+* ``history``  ours with the last 4 frames as history tokens (``env.history_length: 4``), the
+               DTQN-style variant meant for moving obstacles.
 * ``mlp``      the same learner and settings with ``model.kind: mlp`` (the architecture ablation).
 * ``sb3``      ``stable_baselines3.DQN("MlpPolicy", env)`` with SB3's documented defaults, on one
                env (SB3 wraps it in a DummyVecEnv); only ``seed`` and ``device`` are set.
@@ -49,8 +51,11 @@ sys.path.insert(0, str(REPO))
 from machine_info import machine  # noqa: E402
 from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
 
-CONTENDERS = ("ours", "mlp", "sb3", "baseline")
-LABELS = {"ours": "ours (Transformer DQN)", "mlp": "ours, MLP Q-network", "sb3": "SB3 DQN MlpPolicy",
+CONTENDERS = ("ours", "history", "mlp", "sb3", "baseline")
+HISTORY_FRAMES = 4
+"""Frames seen by the `history` contender: ours with DTQN-style history tokens (0.4 s at 10 Hz)."""
+LABELS = {"ours": "ours (Transformer DQN)", "history": f"ours + {HISTORY_FRAMES}-frame history tokens",
+          "mlp": "ours, MLP Q-network", "sb3": "SB3 DQN MlpPolicy",
           "baseline": "A* + pure pursuit (privileged)"}
 DEFAULT_LEVELS = ("sparse", "cluttered", "maze", "dynamic")
 DEFAULT_BUDGETS = (50_000, 100_000, 250_000)
@@ -76,6 +81,7 @@ def our_config(args, contender: str, level: str, budget: int, seed: int):
     overrides = [*(SMOKE_OVERRIDES if args.smoke else ()),
                  f"seed={seed}", f"total_steps={budget}", f"checkpoint_interval={budget}", f"env.levels=[{level}]",
                  f"model.kind={'mlp' if contender == 'mlp' else 'transformer'}",
+                 f"env.history_length={HISTORY_FRAMES if contender == 'history' else 1}",
                  f"eval.interval={eval_interval(args, budget)}", f"eval.episodes={args.curve_episodes}",
                  f"eval.levels=[{level}]"]
     if args.max_steps:
@@ -206,7 +212,7 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
     cached = run_dir / "result.json"
     if cached.exists() and not args.force:
         return json.loads(cached.read_text())
-    if run_dir.exists() and contender in ("ours", "mlp"):
+    if run_dir.exists() and contender in ("ours", "history", "mlp"):
         import shutil
 
         shutil.rmtree(run_dir)  # an interrupted run: start it again rather than mix two runs' logs
@@ -297,7 +303,7 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
 
     budget = max(args.budgets)
     fig, axes = plt.subplots(1, len(args.levels), figsize=(max(6.0, 4.6 * len(args.levels)), 4.2), squeeze=False)
-    colours = {"ours": "tab:blue", "mlp": "tab:orange", "sb3": "tab:green", "baseline": "black"}
+    colours = {"ours": "tab:blue", "history": "tab:purple", "mlp": "tab:orange", "sb3": "tab:green", "baseline": "black"}
     for ax, level in zip(axes[0], args.levels):
         for contender in args.contenders:
             group = [r for r in runs if r["contender"] == contender and r["level"] == level]

@@ -556,6 +556,7 @@ def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
     assert {"scan age [s]", "odom age [s]", "goal distance [m]", "last inference [ms]", "device",
             "model path"} <= set(values)
     assert values["device"] == "cpu" and values["model path"].endswith("policy.pt")
+    assert values["inference backend"] == "onnxruntime"  # auto on CPU
     assert float(values["goal distance [m]"]) == pytest.approx(0.05, abs=1e-3)
 
 
@@ -582,8 +583,8 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
 
 
 def test_node_publishes_plain_twist_from_the_control_loop_when_asked(tmp_path, checkpoint, client):
-    node = start_node(tmp_path, *node_params(checkpoint, "cmd_vel_stamped:=false", "act_on_scan:=false"),
-                      name="twist")
+    node = start_node(tmp_path, *node_params(checkpoint, "cmd_vel_stamped:=false", "act_on_scan:=false",
+                                             "inference_backend:=torch"), name="twist")
     try:
         c = client(node, stamped=False)
         c.wait_for_node(node)
@@ -593,6 +594,7 @@ def test_node_publishes_plain_twist_from_the_control_loop_when_asked(tmp_path, c
         assert len(c.commands_since(start)) >= 3, node.output()
         assert_bounded(c.commands)
         assert_driving(c.commands_since(start))
+        assert "on cpu (torch)" in node.output()  # the eager backend drives through the node too
     finally:
         node.stop()
 
@@ -642,3 +644,10 @@ def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
         node.stop()
     assert node.output().strip() == \
         "controller_node: error: invalid parameter 'control_rate_hz': must be in [0.1, 1000]"
+    node = start_node(tmp_path, f"model_path:={checkpoint}", "inference_backend:=tensorrt", name="backend")
+    try:
+        assert node.proc.wait(timeout=WAIT) == 1
+    finally:
+        node.stop()
+    assert node.output().strip() == ("controller_node: error: invalid parameter 'inference_backend': 'tensorrt' "
+                                     "is not one of auto, onnxruntime, torch")

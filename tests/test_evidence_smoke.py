@@ -40,7 +40,7 @@ def test_compare_smoke_trains_every_contender_and_reports(tmp_path):
     result = run_bench("compare.py", "--smoke", "--out", str(out))
     report = json.loads((out / "results.json").read_text())
     assert report["smoke"] is True and report["levels"] == ["sparse"] and report["budgets"] == [400]
-    assert {row["contender"] for row in report["summary"]} == {"ours", "mlp", "sb3", "baseline"}
+    assert {row["contender"] for row in report["summary"]} == {"ours", "history", "mlp", "sb3", "baseline"}
     for run in report["runs"]:
         assert_rates(run["final"])
         assert run["final"]["episodes"] == 2
@@ -63,7 +63,9 @@ def test_compare_smoke_trains_every_contender_and_reports(tmp_path):
     assert "SMOKE" in table and report["machine"] in table
     assert_png(out / "learning_curves.png")
     assert (out / "runs" / "sb3" / "sparse" / "b400_s0" / "sb3_dqn.zip").is_file()
-    assert (out / "runs" / "ours" / "sparse" / "b400_s0" / "checkpoint.pt").is_file()
+    assert Policy.load(out / "runs" / "ours" / "sparse" / "b400_s0" / "checkpoint.pt").spec.history_length == 1
+    # The history contender really trains on stacked frames (history tokens), not a relabelled single frame.
+    assert Policy.load(out / "runs" / "history" / "sparse" / "b400_s0" / "checkpoint.pt").spec.history_length == 4
 
 
 def test_robustness_smoke_evaluates_a_checkpoint_under_each_perturbation(tmp_path):

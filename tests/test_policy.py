@@ -206,6 +206,38 @@ def test_mlp_policy_has_no_attention(tmp_path):
     assert Policy.load(path, device="cpu").act(observations(1)[0]).action == out.action
 
 
+@pytest.mark.parametrize("kind", ["transformer", "transformer_history", "mlp"])
+def test_onnxruntime_backend_decides_exactly_as_torch(kind):
+    spec = ObservationSpec(history_length=3) if kind == "transformer_history" else SPEC
+    config = ModelConfig(kind="mlp", mlp_hidden=(32,)) if kind == "mlp" else SMALL
+    model = build_model(spec, len(ACTIONS), config)
+    eager = Policy.from_model(model, spec, ACTIONS, device="cpu")
+    fast = Policy(model, spec, ACTIONS, device="cpu", backend="onnxruntime")
+    assert (eager.backend, fast.backend) == ("torch", "onnxruntime")
+    rng = np.random.default_rng(4)
+    for obs in rng.random((50, spec.size), dtype=np.float32) * 2 - 0.5:
+        want, got = eager.act(obs), fast.act(obs)
+        np.testing.assert_allclose(got.q_values, want.q_values, atol=1e-5)
+        if kind == "mlp":
+            assert got.attention is None
+        else:
+            np.testing.assert_allclose(got.attention, want.attention, atol=1e-5)
+        # Same action unless two Q-values tie within float noise.
+        assert got.action == want.action or want.q_values[got.action] >= want.q_values.max() - 1e-5
+        assert got.command == ACTIONS.command(got.action)
+    bad = np.zeros(spec.size, np.float32)
+    bad[0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        fast.act(bad)
+
+
+def test_inference_backend_choice(saved):
+    assert Policy.load(saved, device="cpu", backend="auto").backend == "onnxruntime"
+    assert Policy.load(saved, device="cpu").backend == "torch"
+    with pytest.raises(ValueError, match="unknown inference backend 'tensorrt'"):
+        Policy.load(saved, device="cpu", backend="tensorrt")
+
+
 def test_policy_rejects_mismatched_actions(model):
     with pytest.raises(ValueError, match="21 outputs but the action table has 2"):
         Policy.from_model(model, SPEC, ActionTable(((0.0, 0.0), (0.1, 0.0))), device="cpu")
