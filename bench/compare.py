@@ -121,7 +121,9 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
                               "success_rate": float(row["eval_success_rate"]),
                               "collision_rate": float(row["eval_collision_rate"]), "spl": float(row["eval_spl"])})
     agent = PolicyAgent(Policy.from_model(run.model, run.spec, run.actions, run.device))
-    final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config), "actions": run.actions})
+    # Held-out evaluation on the nominal env, as the trainer's own: a domain-randomised config trains perturbed.
+    final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config, perturbations=False),
+                                                         "actions": run.actions})
     return {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
             "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": shown_path(args.config)}}
 
@@ -152,7 +154,8 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     from attn_dqn_controller.learning.trainer import env_kwargs
 
     config = our_config(args, "ours", level, budget, seed)  # same env settings as our runs
-    kwargs = env_kwargs(config)
+    kwargs = env_kwargs(config)  # training env (perturbed under a domain-randomised --config)
+    eval_kwargs = env_kwargs(config, perturbations=False)  # held-out evaluation: the nominal env
     torch.set_num_threads(max(config.torch_threads, 1))  # as our learner: the same CPU share
     interval, curve, started = eval_interval(args, budget), [], time.monotonic()
 
@@ -165,7 +168,7 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:
-                result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, kwargs)
+                result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, eval_kwargs)
                 curve.append({"step": int(self.num_timesteps), "wall_s": round(time.monotonic() - started, 1),
                               **{k: result[k] for k in ("success_rate", "collision_rate", "spl")}})
                 self.next_eval += interval
@@ -176,7 +179,7 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     model.learn(total_timesteps=budget, callback=PeriodicEval())
     wall = time.monotonic() - started
     model.save(run_dir / "sb3_dqn.zip")
-    final = evaluate_agent(SB3Agent(model), level, args.episodes, kwargs)
+    final = evaluate_agent(SB3Agent(model), level, args.episodes, eval_kwargs)
     env.close()
     with open(run_dir / "progress.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["step", "wall_s", "success_rate", "collision_rate", "spl"])
@@ -212,6 +215,8 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
     cached = run_dir / "result.json"
     if cached.exists() and not args.force:
         return json.loads(cached.read_text())
+    if args.cached_only:
+        return None
     if run_dir.exists() and contender in ("ours", "history", "mlp"):
         import shutil
 
@@ -363,6 +368,8 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="training device for ours and SB3: auto | cpu | cuda")
     parser.add_argument("--out", help="output directory (default runs/compare, smoke: runs/compare_smoke)")
     parser.add_argument("--force", action="store_true", help="recompute runs that already have a result.json")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: report the finished runs (result.json) under --out that match")
     parser.add_argument("--smoke", action="store_true",
                         help="about a minute: sparse, budget 400, 1 seed, 2 episodes of <= 300 steps, every contender")
     args = parser.parse_args(argv)
@@ -403,6 +410,7 @@ def main(argv=None) -> int:
             for seed in range(args.seeds):
                 for contender in (c for c in args.contenders if c != "baseline"):
                     runs.append(run_one(args, contender, level, budget, seed))
+    runs = [run for run in runs if run is not None]  # --cached-only: the runs not finished yet are left out
     report = {
         "levels": args.levels, "budgets": args.budgets, "seeds": list(range(args.seeds)),
         "contenders": args.contenders, "labels": {c: LABELS[c] for c in args.contenders},
