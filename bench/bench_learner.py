@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_learner.py            # full run (fills a 1M-transition buffer, ~1.5 GB)
     .venv/bin/python bench/bench_learner.py --quick    # smaller buffer and fewer repetitions
 
-Figures: learner updates/s at batch 256 (CPU, and CUDA when present), PER
-sampling time for 256 from a full buffer, single-observation Policy.act
-latency, and replay memory for one million default transitions.
+Figures: learner updates/s at batch 256 (CPU; on CUDA with and without bf16
+autocast and torch.compile, naming the card), PER sampling time for 256 from a
+full buffer, single-observation Policy.act latency (eager torch and onnxruntime
+on CPU, torch on CUDA), and replay memory for one million default transitions.
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ def bench_replay(capacity: int, repeats: int) -> None:
     print(f"PER update_priorities(256): median {percentile_ms(updates, 50):.3f} ms")
 
 
-def bench_act(config: ModelConfig, calls: int) -> None:
+def bench_act(config: ModelConfig, calls: int, device: str = "cpu", backend: str = "torch") -> None:
     torch.manual_seed(0)
     model = build_model(SPEC, len(ACTIONS), config)
-    policy = Policy.from_model(model, SPEC, ACTIONS, device="cpu")
+    policy = Policy(model, SPEC, ACTIONS, device=device, backend=backend)
     obs = np.random.default_rng(0).random(SPEC.size, dtype=np.float32)
     for _ in range(50):
         policy.act(obs)
@@ -95,7 +96,7 @@ def bench_act(config: ModelConfig, calls: int) -> None:
         policy.act(obs)
         times.append(time.perf_counter() - start)
     print(f"Policy.act ({config.kind}, {config.gating if config.kind == 'transformer' else 'n/a'}, "
-          f"{count_parameters(model):,} params, torch threads {torch.get_num_threads()}): "
+          f"{count_parameters(model):,} params, {device} {backend}, threads {torch.get_num_threads()}): "
           f"median {percentile_ms(times, 50):.3f} ms, p99 {percentile_ms(times, 99):.3f} ms ({calls} calls)")
 
 
@@ -115,6 +116,9 @@ def main() -> None:
     default = ModelConfig()
     for config in (default, ModelConfig(gating="gru"), ModelConfig(kind="mlp")):
         bench_act(config, calls)
+    bench_act(default, calls, backend="onnxruntime")
+    if torch.cuda.is_available():
+        bench_act(default, calls, device="cuda")
     threads = torch.get_num_threads()
     if threads > 1:  # on a busy machine one thread often has the steadier tail
         torch.set_num_threads(1)
@@ -127,9 +131,12 @@ def main() -> None:
         print(f"learner updates/s, batch 256, transformer, CPU ({n} threads): {rate:.1f}")
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
-        for bf16 in (False, True):
-            rate = bench_learner("cuda", default, updates * 10, amp_bf16=bf16)
-            print(f"learner updates/s, batch 256, transformer, CUDA{' bf16' if bf16 else ''}: {rate:.1f}")
+        card = torch.cuda.get_device_name(0)
+        for compile_ in (False, True):
+            for bf16 in (False, True):
+                rate = bench_learner("cuda", default, updates * 10, amp_bf16=bf16, compile=compile_)
+                print(f"learner updates/s, batch 256, transformer, CUDA ({card}), bf16 autocast {bf16}, "
+                      f"torch.compile {compile_}: {rate:.1f}")
 
     bench_replay(capacity, repeats)
 
