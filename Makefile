@@ -23,8 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
-	$(PY) bench/run_all.py
+bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
+	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_learner.py --quick
+	$(PY) bench/bench_node_latency.py --model models/attn_dqn_nav.pt
+	$(PY) bench/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log

@@ -28,6 +28,7 @@ setup(
         "console_scripts": [
             "attn-dqn = attn_dqn_controller.cli:main",
             "controller_node = attn_dqn_controller.nodes.controller_node:main",
+            "managed_controller_node = attn_dqn_controller.nodes.managed_controller_node:main",
             "sim_node = sim.sim_node:main",
         ],
     },

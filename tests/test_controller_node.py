@@ -28,6 +28,8 @@ isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, pr
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -59,6 +61,7 @@ ACTIONS = ActionTable.default()
 NODE_ACTIONS = ActionTable(((0.3, 2.0), (0.3, -2.0), (0.25, 0.0)))
 MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
+MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
@@ -303,10 +306,11 @@ class NodeProcess:
             pass
 
 
-def start_node(tmp_path: Path, *params: str, name: str = "node", params_file: Path | None = None) -> NodeProcess:
+def start_node(tmp_path: Path, *params: str, name: str = "node", params_file: Path | None = None,
+               module: str = NODE_MODULE) -> NodeProcess:
     """The controller in its own session, in namespace /<name> so concurrent controllers never cross-talk."""
     log = tmp_path / f"{name}.log"
-    args = [sys.executable, "-m", NODE_MODULE, "--ros-args", "-r", f"__ns:=/{name}"]
+    args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{name}"]
     if params_file is not None:  # before the -p overrides: the last value given wins
         args += ["--params-file", str(params_file)]
     for param in params:
@@ -651,3 +655,72 @@ def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
         node.stop()
     assert node.output().strip() == ("controller_node: error: invalid parameter 'inference_backend': 'tensorrt' "
                                      "is not one of auto, onnxruntime, torch")
+
+
+# --- the managed (lifecycle) variant ------------------------------------------------------------
+class Lifecycle:
+    """ros2 lifecycle get/set for the controller, over the node's lifecycle services."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.change_cli = client.node.create_client(ChangeState, "controller/change_state")
+        self.get_cli = client.node.create_client(GetState, "controller/get_state")
+        assert self.change_cli.wait_for_service(timeout_sec=WAIT) and self.get_cli.wait_for_service(timeout_sec=WAIT)
+
+    def _call(self, cli, request):
+        future = cli.call_async(request)
+        self.client.executor.spin_until_future_complete(future, timeout_sec=WAIT)
+        assert future.done(), "lifecycle service did not answer"
+        return future.result()
+
+    def state(self) -> str:
+        return self._call(self.get_cli, GetState.Request()).current_state.label
+
+    def change(self, transition_id: int) -> bool:
+        return self._call(self.change_cli, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def test_managed_node_drives_only_while_active_and_stops_on_deactivate(tmp_path, checkpoint, client):
+    node = start_node(tmp_path, *node_params(checkpoint), name="managed", module=MANAGED_MODULE)
+    try:
+        c = client(node)
+        lifecycle = Lifecycle(c)
+        assert lifecycle.state() == "unconfigured"
+        c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
+        assert not c.commands, "an unconfigured node commanded the robot"
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE), node.output()
+        assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "inactive"), node.output()
+        c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
+        assert not c.commands, "an inactive node commanded the robot"
+
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE) and lifecycle.state() == "active"
+        c.drive(node, full_scan())
+        assert_driving([cmd for cmd in c.commands if cmd.stamp in c.sent_stamps])
+
+        deactivated = time.monotonic()
+        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE) and lifecycle.state() == "inactive"
+        c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
+        after = c.commands_since(deactivated)
+        assert after and all(cmd.values == ZERO for cmd in after), "deactivate must leave the robot stopped"
+        assert c.status == "inactive"
+
+        # cleanup releases everything; configuring again re-reads the (still declared) parameters.
+        assert lifecycle.change(Transition.TRANSITION_CLEANUP) and lifecycle.state() == "unconfigured"
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE) and lifecycle.state() == "inactive"
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0, node.output()
+    assert "Traceback" not in node.output()
+
+
+def test_managed_node_refuses_a_bad_model_on_configure_and_stays_up(tmp_path, client):
+    missing = tmp_path / "missing.pt"
+    node = start_node(tmp_path, f"model_path:={missing}", "device:=cpu", name="managed_bad", module=MANAGED_MODULE)
+    try:
+        lifecycle = Lifecycle(client(node))
+        assert not lifecycle.change(Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.state() == "unconfigured" and node.alive()
+    finally:
+        node.stop()
+    assert f"configure failed: cannot load model '{missing}'" in node.output()
+    assert "Traceback" not in node.output()

@@ -42,7 +42,7 @@ def test_colcon_build_installs_package_share_and_executables(tmp_path):
 
     prefix = tmp_path / "install" / "attn_dqn_controller"
     share = prefix / "share" / "attn_dqn_controller"
-    for executable in ("controller_node", "sim_node", "attn-dqn"):
+    for executable in ("controller_node", "managed_controller_node", "sim_node", "attn-dqn"):
         assert os.access(prefix / "lib" / "attn_dqn_controller" / executable, os.X_OK), executable
     assert (share / "package.xml").is_file()
     assert sorted(p.name for p in (share / "launch").glob("*.launch.yaml")) == \

@@ -192,10 +192,21 @@ def _range_text(descriptor: ParameterDescriptor) -> str | None:
 
 # --- the node ---------------------------------------------------------------------------------
 class ControllerNode(Node):
-    """The controller: loads the policy at construction (StartupError if it cannot), then drives."""
+    """The controller: loads the policy at construction (StartupError if it cannot), then drives.
+
+    ``managed_controller_node.ManagedControllerNode`` runs the same controller as a
+    lifecycle node; it calls ``_open`` on configure and ``_close`` on cleanup, and
+    gates acting with ``_acting``.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._acting = True
+        self._open(self.create_publisher)
+
+    def _open(self, create_command_publisher) -> None:
+        """Parameters, policy, topics and timers. Commands (and attention, Q-values) go out through
+        publishers made by ``create_command_publisher``: plain here, lifecycle-managed when managed."""
         self.config = self._read_parameters()
         self.policy = self._load_policy()
         self.logic = ControlLogic(self.policy, self.config.limits)
@@ -206,34 +217,54 @@ class ControllerNode(Node):
         self._last_scan_command: float | None = None
 
         cmd_type = TwistStamped if self.config.cmd_vel_stamped else Twist
-        self._cmd_pub = self.create_publisher(cmd_type, "cmd_vel", CMD_QOS)
+        self._cmd_pub = create_command_publisher(cmd_type, "cmd_vel", CMD_QOS)
         self._status_pub = self.create_publisher(String, "~/status", STATUS_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self._attention_pub = self._q_pub = None
         if self.config.publish_attention:
-            self._attention_pub = self.create_publisher(Float32MultiArray, "~/attention", DEBUG_QOS)
-            self._q_pub = self.create_publisher(Float32MultiArray, "~/q_values", DEBUG_QOS)
-
-        self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos())
-        self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos())
-        self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS)
-
-        self.create_timer(self._period, self._on_control_timer)  # node clock: follows /clock in simulation
-        # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
-        self.create_timer(1.0, self._on_report_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._publish_status(self.logic.step(self._now()).status)
+            self._attention_pub = create_command_publisher(Float32MultiArray, "~/attention", DEBUG_QOS)
+            self._q_pub = create_command_publisher(Float32MultiArray, "~/q_values", DEBUG_QOS)
+        self._command_publishers = [p for p in (self._cmd_pub, self._attention_pub, self._q_pub) if p is not None]
+        self._report_publishers = [self._status_pub, self._diag_pub]
+        self._subscriptions_opened = [
+            self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos()),
+            self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos()),
+            self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS)]
+        self._timers_opened = [
+            self.create_timer(self._period, self._on_control_timer),  # node clock: follows /clock in simulation
+            # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
+            self.create_timer(1.0, self._on_report_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))]
+        self._publish_status(self.logic.step(self._now()).status if self._acting else "inactive")
 
         spec = self.policy.spec
         self.get_logger().info(
-            f"ready: model '{self.config.model_path}' on {self.policy.device} ({self.policy.backend}), lidar {spec.num_beams} beams / "
-            f"{spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
+            f"ready: model '{self.config.model_path}' on {self.policy.device} ({self.policy.backend}), "
+            f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
             f"control {self.config.control_rate_hz:g} Hz, act_on_scan={self.config.act_on_scan}, "
             f"cmd_vel {cmd_type.__name__}")
+
+    def _close(self, destroy_command_publisher) -> None:
+        """Undo ``_open`` (command publishers through the matching ``destroy_command_publisher``):
+        no topic, timer or model is left; the parameters stay declared."""
+        for timer in self._timers_opened:
+            self.destroy_timer(timer)
+        for subscription in self._subscriptions_opened:
+            self.destroy_subscription(subscription)
+        for publisher in self._command_publishers:
+            destroy_command_publisher(publisher)
+        for publisher in self._report_publishers:
+            self.destroy_publisher(publisher)
+        self._timers_opened, self._subscriptions_opened = [], []
+        self._command_publishers, self._report_publishers = [], []
+        self.policy = self.logic = None
 
     # --- start-up ---------------------------------------------------------------------------
     def _read_parameters(self) -> ControllerConfig:
         values = {}
         for name, default, descriptor in parameter_table():
+            if self.has_parameter(name):  # a managed node configured again after cleanup
+                values[name] = self.get_parameter(name).value
+                continue
             try:
                 values[name] = self.declare_parameter(name, default, descriptor).value
             except InvalidParameterTypeException:
@@ -338,6 +369,8 @@ class ControllerNode(Node):
 
     def _act(self, now: float, from_scan: bool) -> None:
         """One decision, published. The scan path and the control loop share it."""
+        if not self._acting:  # a managed node that is not active publishes no command
+            return
         decision = self.logic.step(now)
         if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
             return  # an unchanged stop: the control loop repeats the zero at its own rate, not at the scan rate
@@ -360,14 +393,15 @@ class ControllerNode(Node):
             self.get_logger().error(f"non-finite command {decision.command} replaced by zero")
         self._cmd_pub.publish(msg)
 
-    def stop_robot(self, repeats: int = 3) -> None:
+    def stop_robot(self, repeats: int = 3, status: str = "idle: shutting down") -> None:
         """Publish zero and wait (briefly) until subscribers acknowledged it: the last word is 'stop'."""
         msg, _ = make_twist(0.0, 0.0, self.config.cmd_vel_stamped, self.get_clock().now(), self.config.base_frame)
         for _ in range(repeats):
             self._cmd_pub.publish(msg)
         acked = self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
-        self._publish_status("idle: shutting down")
-        self.get_logger().info("shutting down: zero velocity sent" + ("" if acked else " (not acknowledged by all)"))
+        self._publish_status(status)
+        self.get_logger().info(f"{status.split(': ')[-1]}: zero velocity sent"
+                               + ("" if acked else " (not acknowledged by all)"))
 
     # --- reporting --------------------------------------------------------------------------
     def _publish_status(self, status: str) -> None:
@@ -419,6 +453,12 @@ def _float_array(values: np.ndarray) -> Float32MultiArray:
 # --- entry point ------------------------------------------------------------------------------
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C, SIGTERM or an external shutdown; the robot is told to stop on the way out."""
+    return run_node(ControllerNode, "controller_node", args)
+
+
+def run_node(node_class, program: str, args: list[str] | None = None) -> int:
+    """Spin ``node_class()`` until Ctrl-C, SIGTERM or an external shutdown; a node that is acting
+    publishes zero on the way out. A StartupError is one line on stderr and exit status 1."""
     stop = threading.Event()
 
     def request_stop(signum, _frame) -> None:
@@ -429,9 +469,9 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         try:
-            node = ControllerNode()
+            node = node_class()
         except StartupError as exc:
-            print(f"controller_node: error: {exc}", file=sys.stderr, flush=True)
+            print(f"{program}: error: {exc}", file=sys.stderr, flush=True)
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
@@ -440,7 +480,7 @@ def main(args: list[str] | None = None) -> int:
                 executor.spin_once(timeout_sec=0.1)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
-        if rclpy.ok():
+        if rclpy.ok() and node._acting:
             node.stop_robot()
         return 0
     finally:
