@@ -87,3 +87,14 @@ def test_robustness_smoke_evaluates_a_checkpoint_under_each_perturbation(tmp_pat
     table = paths["md"].read_text()
     assert all(name in table and name in result.stdout for name in expected)
     assert_png(paths["png"])
+    # Grouping checkpoints' reports (nominal vs domain-randomised training) reads these files back.
+    summary_out = tmp_path / "groups"
+    run_bench("robustness_groups.py", "--group", "a", str(paths["json"]), str(paths["json"]),
+              "--group", "b", str(paths["json"]), "--out", str(summary_out))
+    summary = json.loads(summary_out.with_suffix(".json").read_text())["summary"]
+    assert list(summary) == ["a", "b"] and list(summary["a"]) == expected
+    for row in report["results"]:
+        assert summary["a"][row["perturbation"]]["success"] == [row["success_rate"]] * 2
+        assert summary["b"][row["perturbation"]]["collision"] == [row["collision_rate"]]
+    assert "| wheel slip 0.2 |" in summary_out.with_suffix(".md").read_text()
+    assert_png(summary_out.with_suffix(".png"))
