@@ -166,8 +166,7 @@ class Policy:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        head = _OnnxHead(copy.deepcopy(self.model).cpu()).eval()
-        outputs = ["q_values", "sector_attention"] if head.with_attention else ["q_values"]
+        head, outputs = self._export_head()
         example = torch.rand(2, self.spec.size)
         with warnings.catch_warnings():  # the exporter's own deprecation chatter is not ours to act on
             warnings.simplefilter("ignore", FutureWarning)
@@ -180,6 +179,11 @@ class Policy:
             report["max_abs_error"] = self._check_onnx(head, path, outputs, atol)
         return report
 
+    def _export_head(self) -> tuple[nn.Module, list[str]]:
+        """A CPU copy of the network as obs -> outputs, and the outputs' names, for either ONNX exporter."""
+        head = _OnnxHead(copy.deepcopy(self.model).cpu()).eval()
+        return head, (["q_values", "sector_attention"] if head.with_attention else ["q_values"])
+
     def _onnx_session(self, atol: float = 1e-4):
         """An ONNX Runtime session of this policy's network, checked against torch before use.
 
@@ -191,8 +195,7 @@ class Policy:
 
         import onnxruntime as ort
 
-        head = _OnnxHead(copy.deepcopy(self.model).cpu()).eval()
-        outputs = ["q_values", "sector_attention"] if head.with_attention else ["q_values"]
+        head, outputs = self._export_head()
         graph = io.BytesIO()
         with warnings.catch_warnings():  # the exporter's own deprecation chatter is not ours to act on
             warnings.simplefilter("ignore")

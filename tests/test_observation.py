@@ -61,13 +61,17 @@ def test_denser_scan_keeps_the_nearest_reading_per_beam():
     assert np.count_nonzero(out < 3.0) == 1
 
 
-def test_partial_fov_scanner_maps_onto_the_right_angles():
-    # 228 beams over 270 degrees (a common 2D lidar), obstacle at +45 degrees.
+def resampled_270_degree_scan(obstacle_deg: float, half_width_rad: float) -> np.ndarray:
+    """228 beams over 270 degrees (a common 2D lidar), 1 m obstacle around `obstacle_deg`, 3 m elsewhere."""
     n, fov = 228, math.radians(270)
     inc = fov / (n - 1)
     angles = -fov / 2 + inc * np.arange(n)
-    ranges = np.where(np.abs(angles - math.radians(45)) < 0.02, 1.0, 3.0)
-    out = resample_scan(scan_of(ranges, -fov / 2, inc), SPEC)
+    ranges = np.where(np.abs(angles - math.radians(obstacle_deg)) < half_width_rad, 1.0, 3.0)
+    return resample_scan(scan_of(ranges, -fov / 2, inc), SPEC)
+
+
+def test_partial_fov_scanner_maps_onto_the_right_angles():
+    out = resampled_270_degree_scan(45, 0.02)
     near = SPEC.beam_angles[out < 2.0]
     assert near.size >= 1 and np.all(np.abs(near - math.radians(45)) < math.radians(3))
     behind = np.abs(SPEC.beam_angles) > math.radians(140)
@@ -156,11 +160,7 @@ def test_geometry_helpers():
 
 def test_wide_partial_fov_scanner_covers_both_sides():
     # A 270-degree scanner sees +100 degrees (more than 180 degrees counter-clockwise of its first beam).
-    n, fov = 228, math.radians(270)
-    inc = fov / (n - 1)
-    angles = -fov / 2 + inc * np.arange(n)
-    ranges = np.where(np.abs(angles - math.radians(100)) < 0.2, 1.0, 3.0)
-    out = resample_scan(scan_of(ranges, -fov / 2, inc), SPEC)
+    out = resampled_270_degree_scan(100, 0.2)
     degrees = np.degrees(SPEC.beam_angles)
     assert np.all(out[(degrees > 92) & (degrees < 108)] == pytest.approx(1.0))
     assert np.all(out[np.abs(degrees) > 136] == SPEC.range_max)  # behind the scanner: no data, read as free
