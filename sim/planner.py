@@ -13,9 +13,10 @@ import numpy as np
 
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import wrap_angle
-from sim.maps import NavMap, astar, inflate
-from sim.maps import line_of_sight as _line_of_sight
-from sim.maps import shortcut_path as _shortcut
+from attn_dqn_controller.planning.inflation import inflate
+from attn_dqn_controller.planning.planner import astar
+from attn_dqn_controller.planning.planner import shortcut_path as _shortcut
+from sim.maps import NavMap
 
 _PROGRESS_WINDOW = 1.0  # m of path ahead of the current progress searched for the robot's projection
 
