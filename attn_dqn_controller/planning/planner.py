@@ -262,6 +262,7 @@ class GridPlanner:
         self.grid: OccupancyGrid | None = None
         self.costs = np.zeros((0, 0), dtype=np.uint8)
         self.passable = np.zeros((0, 0), dtype=bool)
+        self._factor = np.ones((0, 0))
         self._graph = None
         self._stride = 0
 
@@ -276,7 +277,8 @@ class GridPlanner:
                                      config.cost_scaling_factor)
         self.passable = self.costs < MAX_NON_OBSTACLE + 1  # lethal (254) and inscribed (253) are never entered
         self.grid = grid
-        self._graph, self._stride = _cost_graph(self.passable, self.costs, config.cost_weight)
+        self._factor = 1.0 + config.cost_weight * self.costs.astype(np.float64) / MAX_NON_OBSTACLE
+        self._graph, self._stride = _cost_graph(self.passable, self._factor)
 
     def plan(self, start_xy, goal_xy, smooth: bool = True) -> PlannedPath:
         """The cheapest path from start_xy to goal_xy (world, m); ValueError naming the point that fails."""
@@ -306,21 +308,30 @@ class GridPlanner:
         rows, cols = flat // stride - 1, flat % stride - 1
         xs, ys = geometry.cells_to_world(rows, cols)
         points = np.column_stack([xs, ys])
+        cumulative = distances[flat].copy()
+        # The ends are the given points, not their cells' centres: count the offsets (in cells) at the
+        # factor of their cells, so smoothing compares like with like.
+        offsets = [math.dist(start_xy, points[0]), math.dist(goal_xy, points[-1])]
+        cumulative[1:] += offsets[0] / geometry.resolution * self._factor[rows[0], cols[0]]
+        cumulative[-1] += offsets[1] / geometry.resolution * self._factor[rows[-1], cols[-1]]
         points[0], points[-1] = start_xy, goal_xy
         if smooth and len(points) > 2:
-            points = smooth_path(points, rows, cols, self.passable, self.costs, geometry)
+            points = smooth_path(points, cumulative, self.passable, self._factor, geometry)
         length = float(np.sum(np.hypot(*np.diff(points, axis=0).T))) if len(points) > 1 else 0.0
         return PlannedPath(points=points, length=length, cost=float(distances[target]) * geometry.resolution)
 
 
-def _cost_graph(passable: np.ndarray, costs: np.ndarray, cost_weight: float):
-    """The 8-connected grid graph as CSR (rows in node order, built from slices, no sort), and its row stride."""
+def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray):
+    """The 8-connected grid graph as CSR (rows in node order, built from slices, no sort), and its row stride.
+
+    An edge costs its length (cells) times the factor of the cell it enters.
+    """
     rows, cols = passable.shape
     stride = cols + 2
     padded = np.zeros((rows + 2, cols + 2), dtype=bool)
     padded[1:-1, 1:-1] = passable
     factor = np.ones((rows + 2, cols + 2))
-    factor[1:-1, 1:-1] += cost_weight * costs.astype(np.float64) / MAX_NON_OBSTACLE
+    factor[1:-1, 1:-1] = cell_factor
     moves = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
     ok = np.zeros((rows, cols, len(moves)), dtype=bool)
     weight = np.empty((rows, cols, len(moves)))
@@ -353,34 +364,33 @@ def _segment_cells(a, b, geometry) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def smooth_path(points: np.ndarray, rows: np.ndarray, cols: np.ndarray, passable: np.ndarray,
-                costs: np.ndarray, geometry) -> np.ndarray:
-    """Line-of-sight smoothing that respects costs: a shortcut may only cross passable cells no costlier than the
-    grid cells it replaces, so smoothing never pulls the route into the band near walls that the costs avoid.
+def smooth_path(points: np.ndarray, cumulative_cost: np.ndarray, passable: np.ndarray, factor: np.ndarray,
+                geometry) -> np.ndarray:
+    """Line-of-sight smoothing that respects costs (in the manner of Theta*): a straight shortcut replaces part
+    of the grid path only when it crosses passable cells and costs no more than that part, so smoothing never
+    pulls the route into the band near walls that the costs steer it away from.
 
-    Greedy forward pass (keep extending the current straight segment while the next
-    grid point is visible under that rule), linear in the path length.
+    points: the grid path's points (world); cumulative_cost: its cost so far at each point (cells x factor);
+    factor: the per-cell multiplier of length (1 + cost_weight * cost / 252). Greedy forward pass (extend the
+    current segment while the next point qualifies), linear in the path length.
     """
     height, width = passable.shape
-    path_cost = costs[rows, cols].astype(np.int64)
+    res = geometry.resolution
     kept = [0]
-    anchor, running_max = 0, path_cost[0]
-    j = 1
-    last = len(points) - 1
+    anchor, j, last = 0, 2, len(points) - 1
     while j <= last:
-        running_max = max(running_max, path_cost[j])
-        if j == anchor + 1:
-            j += 1
-            continue
         r, c = _segment_cells(points[anchor], points[j], geometry)
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-        visible = bool(inside.all()) and bool(passable[r, c].all()) and int(costs[r, c].max()) <= running_max
-        if visible:
+        ok = bool(inside.all()) and bool(passable[r, c].all())
+        if ok:
+            length_cells = math.dist(points[anchor], points[j]) / res
+            line_cost = float(factor[r, c].mean()) * length_cells
+            ok = line_cost <= cumulative_cost[j] - cumulative_cost[anchor] + 1e-6
+        if ok:
             j += 1
             continue
         anchor = j - 1
         kept.append(anchor)
-        running_max = max(path_cost[anchor], path_cost[j])
-        j = anchor + 1
+        j = anchor + 2
     kept.append(last)
     return points[np.asarray(kept)]
