@@ -63,19 +63,8 @@ def dijkstra_field(free: np.ndarray, goal_cell, resolution: float, goal_cost: fl
         raise ValueError(f"free must be a 2-D boolean grid, got shape {free.shape}")
     row, col = _check_grid_cell("goal_cell", free, goal_cell)
     # scipy's compiled Dijkstra on the grid graph (about 3x faster than a heapq loop; resets pay for it).
+    graph, stride = _cost_graph(free, np.ones(free.shape))
     rows, cols = free.shape
-    padded = np.zeros((rows + 2, cols + 2), dtype=bool)
-    padded[1:-1, 1:-1] = free
-    flat, stride = padded.ravel(), cols + 2
-    nodes = np.flatnonzero(flat)  # the blocked border keeps every neighbour index inside the array
-    sources, targets, costs = [], [], []
-    for offset, step, a, b in _moves(stride):
-        allowed = flat[nodes + offset] & flat[nodes + a] & flat[nodes + b]
-        sources.append(nodes[allowed])
-        targets.append(nodes[allowed] + offset)
-        costs.append(np.full(int(allowed.sum()), step))
-    graph = csr_matrix((np.concatenate(costs), (np.concatenate(sources), np.concatenate(targets))),
-                       shape=(flat.size, flat.size))
     dist = csgraph_dijkstra(graph, directed=True, indices=(row + 1) * stride + col + 1)
     return dist.reshape(rows + 2, cols + 2)[1:-1, 1:-1] * resolution + goal_cost
 
