@@ -239,9 +239,10 @@ class PlannedPath:
 class GridPlanner:
     """Plans on one OccupancyGrid at a time: ``set_map`` inflates and builds the graph, ``plan`` searches it.
 
-    Edge cost = step length * (1 + cost_weight * inflation cost / 252); lethal and
-    inscribed cells are not entered. The graph is built once per map, so planning
-    again on the same map (a new start, a re-plan at a fixed rate) only searches.
+    Edge cost = step length * (1 + cost_weight * inflation cost / 252) of the cell
+    entered; lethal and inscribed cells are not entered. The search runs from the
+    goal over the whole map, once per (map, goal): re-planning from wherever the
+    robot is now (at a fixed rate, on the same map) then only walks the search tree.
     """
 
     def __init__(self, config: PlannerConfig | None = None):
@@ -254,6 +255,8 @@ class GridPlanner:
         self._factor = np.ones((0, 0))
         self._graph = None
         self._stride = 0
+        self._goal_node = -1
+        self._to_goal = self._towards_goal = np.zeros(0)
 
     def set_map(self, grid: OccupancyGrid) -> None:
         """Inflate `grid` and build its search graph (call again whenever the map changes)."""
@@ -267,7 +270,10 @@ class GridPlanner:
         self.passable = self.costs < MAX_NON_OBSTACLE + 1  # lethal (254) and inscribed (253) are never entered
         self.grid = grid
         self._factor = 1.0 + config.cost_weight * self.costs.astype(np.float64) / MAX_NON_OBSTACLE
-        self._graph, self._stride = _cost_graph(self.passable, self._factor)
+        # Searched from the goal, so each edge costs its length times the factor of the cell it leaves
+        # (in the robot's direction of travel: the cell it enters).
+        self._graph, self._stride = _cost_graph(self.passable, self._factor, leaving=True)
+        self._goal_node = -1
 
     def plan(self, start_xy, goal_xy, smooth: bool = True) -> PlannedPath:
         """The cheapest path from start_xy to goal_xy (world, m); ValueError naming the point that fails."""
@@ -285,19 +291,22 @@ class GridPlanner:
         stride = self._stride
         source = (cells["start_xy"][0] + 1) * stride + cells["start_xy"][1] + 1
         target = (cells["goal_xy"][0] + 1) * stride + cells["goal_xy"][1] + 1
-        distances, predecessors = csgraph_dijkstra(self._graph, directed=True, indices=source,
-                                                   return_predecessors=True)
-        if not math.isfinite(distances[target]):
+        if self._goal_node != target:  # one search per (map, goal): later plans to it only walk the tree
+            self._to_goal, self._towards_goal = csgraph_dijkstra(self._graph, directed=True, indices=target,
+                                                                 return_predecessors=True)
+            self._goal_node = target
+        to_goal, towards_goal = self._to_goal, self._towards_goal
+        if not math.isfinite(to_goal[source]):
             raise ValueError(f"goal_xy=({goal_xy[0]:.3f}, {goal_xy[1]:.3f}) is unreachable from start_xy="
                              f"({start_xy[0]:.3f}, {start_xy[1]:.3f}): no collision-free path on the map")
-        chain = [target]
-        while chain[-1] != source:
-            chain.append(int(predecessors[chain[-1]]))
-        flat = np.asarray(chain[::-1])
+        chain = [source]
+        while chain[-1] != target:
+            chain.append(int(towards_goal[chain[-1]]))
+        flat = np.asarray(chain)
         rows, cols = flat // stride - 1, flat % stride - 1
         xs, ys = geometry.cells_to_world(rows, cols)
         points = np.column_stack([xs, ys])
-        cumulative = distances[flat].copy()
+        cumulative = to_goal[source] - to_goal[flat]
         # The ends are the given points, not their cells' centres: count the offsets (in cells) at the
         # factor of their cells, so smoothing compares like with like.
         offsets = [math.dist(start_xy, points[0]), math.dist(goal_xy, points[-1])]
@@ -307,13 +316,14 @@ class GridPlanner:
         if smooth and len(points) > 2:
             points = smooth_path(points, cumulative, self.passable, self._factor, geometry)
         length = float(np.sum(np.hypot(*np.diff(points, axis=0).T))) if len(points) > 1 else 0.0
-        return PlannedPath(points=points, length=length, cost=float(distances[target]) * geometry.resolution)
+        return PlannedPath(points=points, length=length, cost=float(to_goal[source]) * geometry.resolution)
 
 
-def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray):
+def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray, leaving: bool = False):
     """The 8-connected grid graph as CSR (rows in node order, built from slices, no sort), and its row stride.
 
-    An edge costs its length (cells) times the factor of the cell it enters.
+    An edge costs its length (cells) times the factor of the cell it enters (leaving=False) or leaves
+    (leaving=True: the same costs with every edge reversed, for searches that start at the goal).
     """
     rows, cols = passable.shape
     stride = cols + 2
@@ -333,7 +343,8 @@ def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray):
         if dr and dc:
             allowed &= padded[1 + dr:1 + dr + rows, 1:1 + cols] & padded[1:1 + rows, 1 + dc:1 + dc + cols]
         ok[:, :, k] = allowed
-        weight[:, :, k] = (SQRT2 if dr and dc else 1.0) * factor[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
+        weight[:, :, k] = (SQRT2 if dr and dc else 1.0) * (
+            factor[1:1 + rows, 1:1 + cols] if leaving else factor[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols])
         target[:, :, k] = index[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
     counts = np.zeros((rows + 2, stride), dtype=np.int64)
     counts[1:-1, 1:-1] = ok.sum(axis=2)
@@ -343,42 +354,42 @@ def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray):
     return graph, stride
 
 
-def _segment_cells(a, b, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and cols of the cells the segment a-b passes through (sampled every quarter cell)."""
-    res = geometry.resolution
-    n = int(math.ceil(math.dist(a, b) / (0.25 * res))) + 2
-    t = np.linspace(0.0, 1.0, n)
-    cols = np.floor((a[0] + t * (b[0] - a[0]) - geometry.origin_x) / res).astype(np.int64)
-    rows = np.floor((a[1] + t * (b[1] - a[1]) - geometry.origin_y) / res).astype(np.int64)
-    return rows, cols
-
-
 def smooth_path(points: np.ndarray, cumulative_cost: np.ndarray, passable: np.ndarray, factor: np.ndarray,
-                geometry) -> np.ndarray:
+                geometry, max_window: int = 64) -> np.ndarray:
     """Line-of-sight smoothing that respects costs (in the manner of Theta*): a straight shortcut replaces part
     of the grid path only when it crosses passable cells and costs no more than that part, so smoothing never
     pulls the route into the band near walls that the costs steer it away from.
 
     points: the grid path's points (world); cumulative_cost: its cost so far at each point (cells x factor);
-    factor: the per-cell multiplier of length (1 + cost_weight * cost / 252). Greedy forward pass (extend the
-    current segment while the next point qualifies), linear in the path length.
+    factor: the per-cell multiplier of length (1 + cost_weight * cost / 252). Greedy forward pass: the current
+    segment is extended while the next point qualifies; candidate ends are tested several at once (vectorised), in
+    a window that doubles while every candidate qualifies and shrinks back after a failure.
     """
     height, width = passable.shape
     res = geometry.resolution
     kept = [0]
     anchor, j, last = 0, 2, len(points) - 1
+    window = 8
     while j <= last:
-        r, c = _segment_cells(points[anchor], points[j], geometry)
-        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-        ok = bool(inside.all()) and bool(passable[r, c].all())
-        if ok:
-            length_cells = math.dist(points[anchor], points[j]) / res
-            line_cost = float(factor[r, c].mean()) * length_cells
-            ok = line_cost <= cumulative_cost[j] - cumulative_cost[anchor] + 1e-6
-        if ok:
-            j += 1
+        ends = np.arange(j, min(last, j + window - 1) + 1)
+        a, b = points[anchor], points[ends]
+        lengths = np.hypot(b[:, 0] - a[0], b[:, 1] - a[1])
+        samples = int(math.ceil(float(lengths.max()) / (0.25 * res))) + 2
+        t = np.linspace(0.0, 1.0, samples)[None, :]
+        cols = np.floor((a[0] + t * (b[:, :1] - a[0]) - geometry.origin_x) / res).astype(np.int64)
+        rows = np.floor((a[1] + t * (b[:, 1:] - a[1]) - geometry.origin_y) / res).astype(np.int64)
+        inside = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).all(axis=1)
+        rows, cols = np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)
+        clear = inside & passable[rows, cols].all(axis=1)
+        line_cost = factor[rows, cols].mean(axis=1) * lengths / res
+        ok = clear & (line_cost <= cumulative_cost[ends] - cumulative_cost[anchor] + 1e-6)
+        failed = np.flatnonzero(~ok)
+        if failed.size == 0:
+            j = int(ends[-1]) + 1
+            window = min(2 * window, max_window)
             continue
-        anchor = j - 1
+        window = 8
+        anchor = int(ends[failed[0]]) - 1
         kept.append(anchor)
         j = anchor + 2
     kept.append(last)
