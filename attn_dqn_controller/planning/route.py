@@ -51,7 +51,8 @@ class Route:
         k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(cum) - 2)
         seg = cum[k + 1] - cum[k]
         f = np.where(seg > 0.0, (s - cum[k]) / np.where(seg > 0.0, seg, 1.0), 0.0)
-        return self.points[k] + f[..., None] * (self.points[k + 1] - self.points[k])
+        points = self.points[k] + f[..., None] * (self.points[k + 1] - self.points[k])
+        return np.where((s >= self.length)[..., None], self.points[-1], points)  # the end exactly, not rounded
 
 
 class RouteTracker:
