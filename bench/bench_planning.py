@@ -87,9 +87,9 @@ def time_planning(plans: int) -> tuple[list[float], list[float], list[float], in
     return search, rebuild, lengths, cells
 
 
-def time_env(steps: int, rng: np.random.Generator) -> tuple[float, float, float, int]:
-    """(steps/s with resets, steps/s without them, ms per reset, episodes) with random actions on office."""
-    env = AttnNavEnv(level="office", seed=2_000_000)
+def time_env(level: str, steps: int, rng: np.random.Generator) -> tuple[float, float, float, int]:
+    """(steps/s with resets, steps/s without them, ms per reset, episodes) with random actions on `level`."""
+    env = AttnNavEnv(level=level, seed=2_000_000)
     try:
         env.reset()
         reset_time, episodes = 0.0, 0
@@ -148,10 +148,21 @@ def main() -> None:
     print(f"re-planning on the rolling scan map ({config.cells} x {config.cells} cells, map change included): "
           f"median {1e3 * statistics.median(scan_times):.1f} ms")
 
-    with_resets, without_resets, per_reset, episodes = time_env(args.env_steps, np.random.default_rng(0))
-    print(f"env on office, one process, random actions ({args.env_steps} steps, {episodes} episodes): "
-          f"{with_resets:.0f} steps/s with resets, {without_resets:.0f} steps/s without, {per_reset:.0f} ms per reset"
-          f"   [target >= 800 steps/s]")
+    rates = {"office": [], "sparse": []}
+    for round_ in range(2):  # interleaved, so load from other processes hits both alike
+        for level in rates:
+            rates[level].append(time_env(level, args.env_steps // 2, np.random.default_rng(round_)))
+    for level, runs in rates.items():
+        with_resets = statistics.median(r[0] for r in runs)
+        without_resets = statistics.median(r[1] for r in runs)
+        per_reset = statistics.median(r[2] for r in runs)
+        print(f"env on {level}, one process, random actions (2 x {args.env_steps // 2} steps, "
+              f"{sum(r[3] for r in runs)} episodes): {with_resets:.0f} steps/s with resets, {without_resets:.0f} "
+              f"steps/s without, {per_reset:.0f} ms per reset" + ("   [target >= 800 steps/s]" if level == "office"
+                                                                  else ""))
+    ratio = statistics.median(r[1] for r in rates["office"]) / statistics.median(r[1] for r in rates["sparse"])
+    print(f"office / sparse steps/s without resets, same run: {ratio:.2f} (compare bench/bench_sim.py's sparse "
+          f"figure on a quiet machine)")
     print(f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share "
           f"the machine; figures under load are pessimistic)")
 

@@ -18,6 +18,11 @@ dead end. An episode terminates on success (Euclidean distance to the goal <
 goal_tolerance, without touching anything) or on a collision, and is truncated
 after ``max_steps`` steps.
 
+Levels: the 5 x 5 m levels of ``sim.maps`` and, from ``sim.levels``, the 16 x 16 m
+``office`` and ``warehouse`` and ``map_file`` (with ``map_file=PATH.yaml``, a ROS
+map_server map). The arena's size and, unless given, ``max_steps`` (500, or 3000 on
+building-scale levels) follow from the level.
+
 Maps: with ``seed=N`` the episodes use map seeds N, N+1, N+2, ... (an explicit
 ``reset(seed=...)`` restarts that sequence); with ``seed=None`` every reset draws
 a training map seed in [0, EVAL_SEED_START) from ``self.np_random``.
