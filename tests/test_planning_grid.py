@@ -1,7 +1,5 @@
 """Occupancy grid semantics and inflation (lethal footprint band, Nav2-style decaying cost)."""
 
-import math
-
 import numpy as np
 import pytest
 
