@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -319,11 +320,33 @@ class GridPlanner:
         return PlannedPath(points=points, length=length, cost=float(to_goal[source]) * geometry.resolution)
 
 
+_MOVES = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+@lru_cache(maxsize=4)
+def _grid_topology(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, indptr) of the full 8-connected graph of a padded rows x cols grid: 8 edges from every inner
+    node, in _MOVES order, none from the border. Per map only the weights change (blocked edges are inf)."""
+    stride = cols + 2
+    index = np.arange((rows + 2) * stride, dtype=np.int32).reshape(rows + 2, stride)
+    target = np.empty((rows, cols, len(_MOVES)), dtype=np.int32)
+    for k, (dr, dc) in enumerate(_MOVES):
+        target[:, :, k] = index[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
+    counts = np.zeros((rows + 2, stride), dtype=np.int64)
+    counts[1:-1, 1:-1] = len(_MOVES)
+    indptr = np.concatenate([[0], np.cumsum(counts.ravel())]).astype(np.int32)
+    target.flags.writeable = False
+    indptr.flags.writeable = False
+    return target.ravel(), indptr
+
+
 def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray, leaving: bool = False):
-    """The 8-connected grid graph as CSR (rows in node order, built from slices, no sort), and its row stride.
+    """The 8-connected grid graph as CSR, and its row stride (the grid is padded by one blocked cell).
 
     An edge costs its length (cells) times the factor of the cell it enters (leaving=False) or leaves
-    (leaving=True: the same costs with every edge reversed, for searches that start at the goal).
+    (leaving=True: the same costs with every edge reversed, for searches that start at the goal). Edges into,
+    out of or cutting the corner of a blocked cell cost inf, which Dijkstra never takes; keeping them
+    leaves the structure the same for every map of a shape, so only the weights are computed per map.
     """
     rows, cols = passable.shape
     stride = cols + 2
@@ -331,26 +354,18 @@ def _cost_graph(passable: np.ndarray, cell_factor: np.ndarray, leaving: bool = F
     padded[1:-1, 1:-1] = passable
     factor = np.ones((rows + 2, cols + 2))
     factor[1:-1, 1:-1] = cell_factor
-    moves = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
-    ok = np.zeros((rows, cols, len(moves)), dtype=bool)
-    weight = np.empty((rows, cols, len(moves)))
-    target = np.empty((rows, cols, len(moves)), dtype=np.int32)
-    index = np.arange((rows + 2) * stride, dtype=np.int32).reshape(rows + 2, stride)
+    weight = np.empty((rows, cols, len(_MOVES)))
     here = padded[1:-1, 1:-1]
-    for k, (dr, dc) in enumerate(moves):
-        there = padded[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
-        allowed = here & there
+    for k, (dr, dc) in enumerate(_MOVES):
+        allowed = here & padded[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
         if dr and dc:
             allowed &= padded[1 + dr:1 + dr + rows, 1:1 + cols] & padded[1:1 + rows, 1 + dc:1 + dc + cols]
-        ok[:, :, k] = allowed
-        weight[:, :, k] = (SQRT2 if dr and dc else 1.0) * (
+        cost = (SQRT2 if dr and dc else 1.0) * (
             factor[1:1 + rows, 1:1 + cols] if leaving else factor[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols])
-        target[:, :, k] = index[1 + dr:1 + dr + rows, 1 + dc:1 + dc + cols]
-    counts = np.zeros((rows + 2, stride), dtype=np.int64)
-    counts[1:-1, 1:-1] = ok.sum(axis=2)
-    indptr = np.concatenate([[0], np.cumsum(counts.ravel())])
+        weight[:, :, k] = np.where(allowed, cost, np.inf)
+    indices, indptr = _grid_topology(rows, cols)
     size = (rows + 2) * stride
-    graph = csr_matrix((weight[ok], target[ok], indptr), shape=(size, size))
+    graph = csr_matrix((weight.ravel(), indices, indptr), shape=(size, size))
     return graph, stride
 
 
