@@ -33,7 +33,8 @@ def test_building_levels_are_large_reproducible_and_far(level):
 def test_office_has_doors_of_the_stated_width():
     # Along a corridor wall, the free gaps between wall pieces are doors (0.8-1.0 m) or the crossing corridor.
     navmap = generate_level("office", 4)
-    walls = [o for o in navmap.obstacles if isinstance(o, BoxObstacle) and o.half_y == pytest.approx(0.05) and o.half_x > 0.2 and o.x > 0.5]
+    walls = [o for o in navmap.obstacles
+             if isinstance(o, BoxObstacle) and o.half_y == pytest.approx(0.05) and o.half_x > 0.2 and o.x > 0.5]
     by_line = {}
     for w in walls:
         by_line.setdefault(round(w.y, 6), []).append((w.x - w.half_x, w.x + w.half_x))
@@ -64,7 +65,7 @@ def test_map_file_level_uses_the_file_and_its_task():
     assert navmap.start == pytest.approx((map_file.start[0] - ox, map_file.start[1] - oy, map_file.start[2]))
     assert navmap.goal == pytest.approx((map_file.goal[0] - ox, map_file.goal[1] - oy))
     h, w = map_file.grid.shape
-    file_occupied = map_file.grid.data >= 65
+    file_occupied = map_file.grid.data == 100
     inner = navmap.occupancy[1:h - 1, 1:w - 1]  # the boundary walls add the outermost ring
     assert np.array_equal(inner, file_occupied[1:-1, 1:-1])
     assert len(navmap.obstacles) < 0.1 * file_occupied.sum()  # runs merged into boxes

@@ -164,23 +164,23 @@ def load_map(yaml_path) -> MapFile:
     start = goal = None
     if doc.get("start") is not None:
         start = _numbers(path, doc, "start", 3)
-        _check_task_point(path, grid, "start", start[:2], occupied_thresh)
+        _check_task_point(path, grid, "start", start[:2])
     if doc.get("goal") is not None:
         goal = _numbers(path, doc, "goal", 2)
-        _check_task_point(path, grid, "goal", goal, occupied_thresh)
+        _check_task_point(path, grid, "goal", goal)
     return MapFile(path=path, grid=grid, start=start, goal=goal, mode=mode, occupied_thresh=occupied_thresh,
                    free_thresh=free_thresh)
 
 
-def _check_task_point(path: Path, grid: OccupancyGrid, field: str, point, occupied_thresh: float) -> None:
-    """A start or goal must lie on the map in a known, unoccupied cell."""
+def _check_task_point(path: Path, grid: OccupancyGrid, field: str, point) -> None:
+    """A start or goal must lie on the map in a known cell that is not an obstacle (100)."""
     geometry = grid.geometry
     if not geometry.contains_point(*point):
         raise _fail(path, field, list(point), f"it lies outside the map (x in [{geometry.origin_x:g}, "
                                               f"{geometry.origin_x + geometry.size_x:g}), y in "
                                               f"[{geometry.origin_y:g}, {geometry.origin_y + geometry.size_y:g}))")
     value = int(grid.data[geometry.world_to_cell(*point)])
-    if value == UNKNOWN or value >= 100 * occupied_thresh:
+    if value == UNKNOWN or value == OCCUPIED:
         state = "unknown" if value == UNKNOWN else "occupied"
         raise _fail(path, field, list(point), f"it lies in an {state} cell (value {value}); allowed points lie "
                                               f"in free cells")

@@ -42,8 +42,8 @@ def generate_map_file_level(map_file, seed: int, base: MapConfig | None = None) 
     grid = map_file.grid
     n = config.cells
     blocked = np.ones((n, n), dtype=bool)
-    blocked[:grid.shape[0], :grid.shape[1]] = grid.obstacles(unknown_is_obstacle=True,
-                                                             occupied_from=int(math.ceil(100 * map_file.occupied_thresh)))
+    # As Nav2's static layer by default: only 100 is an obstacle (scale mode's in-between values are not)
+    blocked[:grid.shape[0], :grid.shape[1]] = grid.obstacles(unknown_is_obstacle=True, occupied_from=100)
     obstacles = tuple(boundary_walls(config)) + tuple(boxes_from_cells(blocked, config.resolution))
     occupancy = rasterize(obstacles, config)
     inflated = inflate(occupancy, config.inflation_radius, config.resolution)
