@@ -9,7 +9,8 @@ PACKAGE = "attn_dqn_controller"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=[PACKAGE, f"{PACKAGE}.learning", f"{PACKAGE}.nodes", "sim"],
+    packages=[PACKAGE, f"{PACKAGE}.learning", f"{PACKAGE}.nodes", "sim",
+              f"{PACKAGE}.planning", f"{PACKAGE}.baselines", "sim.levels"],
     package_data={"sim": ["assets/*.urdf"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -17,6 +18,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.yaml")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.pt")),
+        (f"share/{PACKAGE}/maps", glob("maps/*.yaml") + glob("maps/*.pgm")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

@@ -15,9 +15,10 @@ class CliError(Exception):
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from sim.levels import BUILDING_LEVELS
     from sim.maps import EVAL_SEED_START, LEVELS
 
-    parser.add_argument("--level", choices=LEVELS, action="append",
+    parser.add_argument("--level", choices=LEVELS + BUILDING_LEVELS, action="append",
                         help="map level (repeat for several; default: sparse, cluttered, maze)")
     parser.add_argument("--episodes", type=int, default=100, help="episodes per level")
     parser.add_argument("--seed", type=int, default=EVAL_SEED_START,
@@ -27,8 +28,10 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_baseline(args) -> int:
-    from attn_dqn_controller.learning.agents import BaselineAgent
+    from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent
 
+    if args.controller == "dwa":
+        return _run_evaluation(DWAAgent(), args, title="DWA (Nav2 DWB-style) on the map's route", env_kwargs={})
     return _run_evaluation(BaselineAgent(), args, title="privileged A* + pure-pursuit baseline", env_kwargs={})
 
 
@@ -119,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("baseline", help="evaluate the privileged A* + pure-pursuit reference")
+    p = sub.add_parser("baseline", help="evaluate a classical controller: privileged A* + pure pursuit, or DWA")
+    p.add_argument("--controller", choices=["pure_pursuit", "dwa"], default="pure_pursuit",
+                   help="pure_pursuit: privileged A* + pure pursuit (default); dwa: a Nav2 DWB-style local planner "
+                        "on the scan, following a route planned on the known map")
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_baseline)
 

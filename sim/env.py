@@ -18,6 +18,11 @@ dead end. An episode terminates on success (Euclidean distance to the goal <
 goal_tolerance, without touching anything) or on a collision, and is truncated
 after ``max_steps`` steps.
 
+Levels: the 5 x 5 m levels of ``sim.maps`` and, from ``sim.levels``, the 16 x 16 m
+``office`` and ``warehouse`` and ``map_file`` (with ``map_file=PATH.yaml``, a ROS
+map_server map). The arena's size and, unless given, ``max_steps`` (500, or 3000 on
+building-scale levels) follow from the level.
+
 Maps: with ``seed=N`` the episodes use map seeds N, N+1, N+2, ... (an explicit
 ``reset(seed=...)`` restarts that sequence); with ``seed=None`` every reset draws
 a training map seed in [0, EVAL_SEED_START) from ``self.np_random``.
@@ -55,7 +60,8 @@ from gymnasium import spaces
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import to_robot_frame
 from attn_dqn_controller.observation import LaserScanData, ObservationBuilder, ObservationSpec
-from sim.maps import EVAL_SEED_START, LEVELS, MapConfig, NavMap, generate_map
+from sim.levels import ALL_LEVELS, MAP_FILE_LEVEL, default_max_steps, generate_level, level_config
+from sim.maps import EVAL_SEED_START, MapConfig, NavMap
 from sim.perturbations import (CommandDelay, EpisodePerturbation, Perturbations, add_range_noise, apply_dropout,
                                dropout_mask, slip_command)
 from sim.render import Scene, render_topdown
@@ -86,7 +92,7 @@ class AttnNavEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, level: str = "sparse", seed: int | None = None, max_steps: int = 500,
+    def __init__(self, level: str = "sparse", seed: int | None = None, max_steps: int | None = None,
                  goal_tolerance: float = 0.15, render_mode: str | None = None, gui: bool = False,
                  observation_spec: ObservationSpec | None = None, num_beams: int | None = None,
                  fov: float | None = None, range_min: float | None = None, range_max: float | None = None,
@@ -98,12 +104,13 @@ class AttnNavEnv(gymnasium.Env):
                  lidar_fov: float | None = None, lidar_dropout: float = 0.0, action_delay: int = 0,
                  wheel_slip: float = 0.0, lidar_noise_std_max: float | None = None,
                  lidar_dropout_max: float | None = None, action_delay_max: int | None = None,
-                 wheel_slip_max: float | None = None):
-        if not isinstance(level, str) or level not in LEVELS:
-            raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(LEVELS)}")
+                 wheel_slip_max: float | None = None, map_file=None):
+        if not isinstance(level, str) or level not in ALL_LEVELS:
+            raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
         self.level = level
+        self.map_file = self._load_map_file(level, map_file)
         self._base_seed = None if seed is None else _integer("seed", seed, 0)
-        self.max_steps = _integer("max_steps", max_steps, 1)
+        self.max_steps = default_max_steps(level) if max_steps is None else _integer("max_steps", max_steps, 1)
         self.goal_tolerance = _number("goal_tolerance", goal_tolerance, allow_equal=False)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r} is invalid: allowed values are None or "
@@ -125,7 +132,7 @@ class AttnNavEnv(gymnasium.Env):
             raise ValueError(f"lidar_fov={lidar_fov!r} is invalid: allowed values are None or numbers in (0, 2*pi]")
         if map_config is not None and not isinstance(map_config, MapConfig):
             raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
-        self.map_config = map_config if map_config is not None else MapConfig()
+        self.map_config = map_config if map_config is not None else level_config(level, self.map_file)
 
         self.observation_spec = self._observation_spec(observation_spec, num_beams=num_beams, fov=fov,
                                                        range_min=range_min, range_max=range_max,
@@ -162,6 +169,19 @@ class AttnNavEnv(gymnasium.Env):
         self.navmap: NavMap | None = None
         self.map_seed: int | None = None
         self._reset_episode_state()
+
+    @staticmethod
+    def _load_map_file(level: str, map_file):
+        """The loaded map_server map of level 'map_file' (read once, not per episode); None for other levels."""
+        if level != MAP_FILE_LEVEL:
+            if map_file is not None:
+                raise ValueError(f"map_file={map_file!r} is only used with level='map_file', not level={level!r}")
+            return None
+        if map_file is None:
+            raise ValueError("level='map_file' needs map_file=PATH.yaml (a ROS map_server map)")
+        from attn_dqn_controller.planning.map_io import MapFile, load_map
+
+        return map_file if isinstance(map_file, MapFile) else load_map(map_file)
 
     @staticmethod
     def _observation_spec(observation_spec, **sensor) -> ObservationSpec:
@@ -321,7 +341,7 @@ class AttnNavEnv(gymnasium.Env):
     def _map(self, map_seed: int) -> NavMap:
         navmap = self._maps.get(map_seed)
         if navmap is None:
-            navmap = generate_map(self.level, map_seed, self.map_config)
+            navmap = generate_level(self.level, map_seed, self.map_config, map_file=self.map_file)
             self._maps[map_seed] = navmap
             if len(self._maps) > _MAP_CACHE_SIZE:
                 self._maps.popitem(last=False)

@@ -13,19 +13,27 @@ cell (i, j) covers x in [j*res, (j+1)*res) and y in [i*res, (i+1)*res).
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra as csgraph_dijkstra
+
+from attn_dqn_controller.planning.grid import EPS as _EPS
+from attn_dqn_controller.planning.grid import GridGeometry, OccupancyGrid
+from attn_dqn_controller.planning.grid import check_number as _check_number
+from attn_dqn_controller.planning.grid import check_point as _check_point
+from attn_dqn_controller.planning.inflation import inflate
+from attn_dqn_controller.planning.planner import (any_angle_path_length, astar, dijkstra_field, line_of_sight,
+                                                  shortcut_path)
+
+__all__ = ["LEVELS", "EVAL_SEED_START", "SPAWN_MARGIN", "MapConfig", "BoxObstacle", "CylinderObstacle",
+           "MovingObstacle", "NavMap", "rasterize", "inflate", "astar", "dijkstra_field", "any_angle_path_length",
+           "line_of_sight", "shortcut_path", "shortest_path", "boundary_walls", "generate_map"]
 
 LEVELS = ("empty", "sparse", "cluttered", "maze", "dynamic")
 EVAL_SEED_START = 1_000_000  # seeds >= this are the evaluation range; training never samples them
 
-SQRT2 = math.sqrt(2.0)
 MAZE_CELL = 1.0                 # nominal maze cell side (m)
 MOVING_RADIUS = 0.15            # moving obstacle radius (m)
 MOVING_SPEED_RANGE = (0.1, 0.2)  # m/s
@@ -34,32 +42,6 @@ SPAWN_MARGIN = 0.1              # start and goal keep this much (m) beyond the i
 _LAYOUT_ATTEMPTS = 50           # obstacle layouts tried before giving up
 _START_GOAL_ATTEMPTS = 10       # start/goal draws per layout
 _MOVING_ATTEMPTS = 60           # segment draws per moving obstacle
-_EPS = 1e-9
-
-
-def _check_number(owner: str, name: str, value, minimum: float = 0.0, allow_equal: bool = False) -> float:
-    """A finite real above `minimum` (or equal, when allowed); ValueError naming the field otherwise."""
-    if minimum == -math.inf:
-        bound = ""
-    else:
-        bound = f" >= {minimum}" if allow_equal else f" > {minimum}"
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers{bound}")
-    value = float(value)
-    if value < minimum or (value == minimum and not allow_equal):
-        raise ValueError(f"{owner}.{name}={value!r} is invalid: allowed values are finite numbers{bound}")
-    return value
-
-
-def _check_point(name: str, value, length: int = 2) -> tuple[float, ...]:
-    """A tuple of `length` finite floats; ValueError naming the argument otherwise."""
-    try:
-        items = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        items = ()
-    if len(items) != length or not all(math.isfinite(v) for v in items):
-        raise ValueError(f"{name}={value!r} is invalid: allowed values are {length} finite numbers")
-    return items
 
 
 @dataclass(frozen=True)
@@ -104,6 +86,11 @@ class MapConfig:
     def inflation_radius(self) -> float:
         """How far (m) the robot centre must stay from static obstacles on the planning grid."""
         return self.robot_radius + self.clearance
+
+    @property
+    def geometry(self) -> GridGeometry:
+        """The arena's grid in the planning layer's terms (origin at the arena's corner (0, 0))."""
+        return GridGeometry(self.resolution, self.cells, self.cells)
 
 
 @dataclass(frozen=True)
@@ -230,13 +217,15 @@ class NavMap:
 
     def world_to_cell(self, x: float, y: float) -> tuple[int, int]:
         """(row, col) of the cell holding (x, y); may lie outside the grid for points outside the arena."""
-        res = self.config.resolution
-        return int(math.floor(y / res)), int(math.floor(x / res))
+        return self.config.geometry.world_to_cell(x, y)
 
     def cell_to_world(self, row: int, col: int) -> tuple[float, float]:
         """Centre (x, y) of cell (row, col)."""
-        res = self.config.resolution
-        return (col + 0.5) * res, (row + 0.5) * res
+        return self.config.geometry.cell_to_world(row, col)
+
+    def occupancy_grid(self) -> OccupancyGrid:
+        """The static obstacles as a ROS-style occupancy grid (100 occupied, 0 free), for the planning layer."""
+        return OccupancyGrid.from_occupied(self.occupancy, self.config.resolution)
 
     def is_free(self, x: float, y: float) -> bool:
         """Whether the robot, centred at (x, y), keeps robot_radius + clearance from every static obstacle."""
@@ -352,30 +341,6 @@ def rasterize(obstacles, config: MapConfig) -> np.ndarray:
     return occupancy
 
 
-def _disc_offsets(radius: float, resolution: float) -> list[tuple[int, int]]:
-    """Cell offsets whose centre lies within `radius` of the origin cell's centre."""
-    k = int(math.floor(radius / resolution + _EPS))
-    return [(di, dj) for di in range(-k, k + 1) for dj in range(-k, k + 1)
-            if (di * di + dj * dj) * resolution * resolution <= radius * radius + _EPS]
-
-
-def inflate(occupancy: np.ndarray, radius: float, resolution: float) -> np.ndarray:
-    """Dilate `occupancy` by a disc of `radius` (m); everything outside the grid counts as occupied."""
-    occupancy = np.asarray(occupancy, dtype=bool)
-    if radius < 0 or not math.isfinite(radius):
-        raise ValueError(f"radius={radius!r} is invalid: allowed values are finite numbers >= 0")
-    k = int(math.floor(radius / resolution + _EPS))
-    if k == 0:
-        return occupancy.copy()
-    rows, cols = occupancy.shape
-    padded = np.ones((rows + 2 * k, cols + 2 * k), dtype=bool)
-    padded[k:k + rows, k:k + cols] = occupancy
-    out = np.zeros_like(occupancy)
-    for di, dj in _disc_offsets(radius, resolution):
-        out |= padded[k + di:k + di + rows, k + dj:k + dj + cols]
-    return out
-
-
 def _grow_field(distance: np.ndarray, rings: int, resolution: float) -> np.ndarray:
     """Give non-finite cells next to finite ones the best neighbour value plus the step, `rings` times."""
     grown = np.array(distance, dtype=np.float64)
@@ -392,181 +357,6 @@ def _grow_field(distance: np.ndarray, rings: int, resolution: float) -> np.ndarr
             break
         grown[missing] = best[missing]
     return grown
-
-
-def _padded_flat(free: np.ndarray) -> tuple[list[bool], int]:
-    """`free` with a blocked one-cell border, flattened to a list (fast per-element access), and its row stride."""
-    rows, cols = free.shape
-    padded = np.zeros((rows + 2, cols + 2), dtype=bool)
-    padded[1:-1, 1:-1] = free
-    return padded.ravel().tolist(), cols + 2
-
-
-def _moves(stride: int) -> tuple[tuple[int, float, int, int], ...]:
-    """8-connected moves as (offset, cost in cells, side offset a, side offset b); diagonals need both sides free."""
-    orth = tuple((o, 1.0, o, o) for o in (1, -1, stride, -stride))
-    diag = tuple((dr * stride + dc, SQRT2, dr * stride, dc) for dr in (1, -1) for dc in (1, -1))
-    return orth + diag
-
-
-def _check_grid_cell(name: str, free: np.ndarray, cell) -> tuple[int, int]:
-    rows, cols = free.shape
-    try:
-        row, col = (int(c) for c in cell)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={cell!r} is invalid: allowed values are (row, col) integer pairs") from None
-    if not (0 <= row < rows and 0 <= col < cols):
-        raise ValueError(f"{name}={cell!r} is outside the grid: allowed rows 0..{rows - 1}, cols 0..{cols - 1}")
-    if not free[row, col]:
-        raise ValueError(f"{name}={cell!r} is not a free cell: allowed cells are free (True) in the grid")
-    return row, col
-
-
-def dijkstra_field(free: np.ndarray, goal_cell, resolution: float, goal_cost: float = 0.0) -> np.ndarray:
-    """Geodesic distance (m) from every free cell to `goal_cell`: 8-connected, sqrt(2) diagonals, no corner cutting.
-
-    `goal_cost` (m) is added everywhere, e.g. the offset of a goal point from its cell centre.
-    Occupied and unreachable cells get np.inf.
-    """
-    free = np.asarray(free, dtype=bool)
-    if free.ndim != 2:
-        raise ValueError(f"free must be a 2-D boolean grid, got shape {free.shape}")
-    row, col = _check_grid_cell("goal_cell", free, goal_cell)
-    # scipy's compiled Dijkstra on the grid graph (about 3x faster than a heapq loop; resets pay for it).
-    rows, cols = free.shape
-    padded = np.zeros((rows + 2, cols + 2), dtype=bool)
-    padded[1:-1, 1:-1] = free
-    flat, stride = padded.ravel(), cols + 2
-    nodes = np.flatnonzero(flat)  # the blocked border keeps every neighbour index inside the array
-    sources, targets, costs = [], [], []
-    for offset, step, a, b in _moves(stride):
-        allowed = flat[nodes + offset] & flat[nodes + a] & flat[nodes + b]
-        sources.append(nodes[allowed])
-        targets.append(nodes[allowed] + offset)
-        costs.append(np.full(int(allowed.sum()), step))
-    graph = csr_matrix((np.concatenate(costs), (np.concatenate(sources), np.concatenate(targets))),
-                       shape=(flat.size, flat.size))
-    dist = csgraph_dijkstra(graph, directed=True, indices=(row + 1) * stride + col + 1)
-    return dist.reshape(rows + 2, cols + 2)[1:-1, 1:-1] * resolution + goal_cost
-
-
-def astar(free: np.ndarray, start_cell, goal_cell) -> list[tuple[int, int]]:
-    """Cells (row, col) of a shortest 8-connected path (same moves as dijkstra_field), octile heuristic.
-
-    Raises ValueError when either end is blocked or no path exists.
-    """
-    free = np.asarray(free, dtype=bool)
-    sr, sc = _check_grid_cell("start_cell", free, start_cell)
-    gr, gc = _check_grid_cell("goal_cell", free, goal_cell)
-    ok, stride = _padded_flat(free)
-    start, goal = (sr + 1) * stride + sc + 1, (gr + 1) * stride + gc + 1
-
-    def heuristic(n: int) -> float:
-        dr, dc = abs(n // stride - gr - 1), abs(n % stride - gc - 1)
-        return max(dr, dc) + (SQRT2 - 1.0) * min(dr, dc)
-
-    cost = {start: 0.0}
-    parent = {start: -1}
-    heap = [(heuristic(start), 0.0, start)]
-    moves = _moves(stride)
-    while heap:
-        _, g, n = heapq.heappop(heap)
-        if n == goal:
-            break
-        if g > cost[n]:
-            continue
-        for offset, step, a, b in moves:
-            m = n + offset
-            if ok[m] and ok[n + a] and ok[n + b]:
-                ng = g + step
-                if ng < cost.get(m, math.inf):
-                    cost[m] = ng
-                    parent[m] = n
-                    heapq.heappush(heap, (ng + heuristic(m), ng, m))
-    else:
-        raise ValueError(f"no path from start_cell={start_cell!r} to goal_cell={goal_cell!r} on the free grid")
-    cells = []
-    n = goal
-    while n != -1:
-        cells.append((n // stride - 1, n % stride - 1))
-        n = parent[n]
-    return cells[::-1]
-
-
-def line_of_sight(free: np.ndarray, a, b, resolution: float) -> bool:
-    """Whether every grid cell touched by the segment a-b (sampled every quarter cell) is free."""
-    length = math.dist(a, b)
-    t = np.linspace(0.0, 1.0, int(math.ceil(length / (0.25 * resolution))) + 2)
-    cols = np.floor((a[0] + t * (b[0] - a[0])) / resolution).astype(int)
-    rows = np.floor((a[1] + t * (b[1] - a[1])) / resolution).astype(int)
-    inside = (rows >= 0) & (rows < free.shape[0]) & (cols >= 0) & (cols < free.shape[1])
-    return bool(inside.all() and free[rows, cols].all())
-
-
-def shortcut_path(points: list, free: np.ndarray, resolution: float) -> list:
-    """Keep only the waypoints needed so that consecutive ones see each other on `free` (string pulling)."""
-    kept = [points[0]]
-    i = 0
-    while i < len(points) - 1:
-        j = len(points) - 1
-        while j > i + 1 and not line_of_sight(free, points[i], points[j], resolution):
-            j -= 1
-        kept.append(points[j])
-        i = j
-    return kept
-
-
-def _descend(distance_field: np.ndarray, start_cell, goal_cell) -> list[tuple[int, int]]:
-    """Cells from start_cell to goal_cell, each step to the neighbour nearest the goal (same moves as
-    dijkstra_field, so it is a shortest grid path)."""
-    rows, cols = distance_field.shape
-    finite = np.isfinite(distance_field)
-    path = [tuple(start_cell)]
-    r, c = start_cell
-    for _ in range(rows * cols):
-        if (r, c) == tuple(goal_cell):
-            return path
-        best, best_cell = distance_field[r, c], None
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                nr, nc = r + dr, c + dc
-                if (dr or dc) and 0 <= nr < rows and 0 <= nc < cols and finite[nr, nc] \
-                        and (dr == 0 or dc == 0 or (finite[r + dr, c] and finite[r, c + dc])) \
-                        and distance_field[nr, nc] < best:
-                    best, best_cell = distance_field[nr, nc], (nr, nc)
-        if best_cell is None:
-            break
-        r, c = best_cell
-        path.append(best_cell)
-    raise ValueError(f"no downhill path from {start_cell} to {goal_cell} in the distance field")
-
-
-def any_angle_path_length(free: np.ndarray, start_xy, goal_xy, resolution: float,
-                          distance_field: np.ndarray | None = None) -> float:
-    """Length of the string-pulled A* path from start_xy to goal_xy through `free` cells.
-
-    An 8-connected grid path zig-zags up to ~8% longer than the straight lines a
-    robot drives, which would let ordinary driving beat the "shortest" path and
-    saturate SPL at 1. Pulling the string (keeping only waypoints needed for line
-    of sight) removes that bias; the result is within a few percent of the true
-    any-angle shortest path and never longer than the grid path.
-    """
-    rows, cols = free.shape
-
-    def cell(point):
-        return (min(max(int(point[1] // resolution), 0), rows - 1), min(max(int(point[0] // resolution), 0), cols - 1))
-
-    cells = None
-    if distance_field is not None:  # the goal's field is at hand: walk downhill instead of searching again
-        try:
-            cells = _descend(distance_field, cell(start_xy), cell(goal_xy))
-        except ValueError:
-            cells = None  # e.g. a goal given off its cell centre; A* below is always right
-    if cells is None:
-        cells = astar(free, cell(start_xy), cell(goal_xy))
-    centres = [((c + 0.5) * resolution, (r + 0.5) * resolution) for r, c in cells[1:-1]]
-    points = shortcut_path([tuple(start_xy), *centres, tuple(goal_xy)], free, resolution)
-    return float(sum(math.dist(a, b) for a, b in zip(points, points[1:])))
 
 
 def shortest_path(navmap: NavMap, start_xy, goal_xy=None) -> list[tuple[float, float]]:

@@ -13,9 +13,11 @@ import numpy as np
 
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import wrap_angle
-from sim.maps import NavMap, astar, inflate
-from sim.maps import line_of_sight as _line_of_sight
-from sim.maps import shortcut_path as _shortcut
+from attn_dqn_controller.planning.inflation import inflate
+from attn_dqn_controller.planning.planner import astar
+from attn_dqn_controller.planning.planner import shortcut_path as _shortcut
+from attn_dqn_controller.planning.route import Route, RouteTracker
+from sim.maps import NavMap
 
 _PROGRESS_WINDOW = 1.0  # m of path ahead of the current progress searched for the robot's projection
 
@@ -63,9 +65,7 @@ class PurePursuitBaseline:
         self._turn_speed = float(np.min(np.abs(table[:, 0])))
         self._stop = int(np.argmin(np.abs(table[:, 0]) * 1e3 + np.abs(table[:, 1])))
         self._path: np.ndarray | None = None
-        self._cumulative = np.zeros(1)
-        self._segment = 0
-        self._s = 0.0
+        self._tracker: RouteTracker | None = None
         self.used_safety_margin = False
 
     # ------------------------------------------------------------------ planning
@@ -95,9 +95,7 @@ class PurePursuitBaseline:
         points = [start] + [navmap.cell_to_world(r, c) for r, c in cells[1:-1]] + [goal]
         path = np.asarray(_shortcut(points, free, config.resolution), dtype=np.float64)
         self._path = path
-        self._cumulative = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(path, axis=0).T))])
-        self._segment = 0
-        self._s = 0.0
+        self._tracker = RouteTracker(Route(path), window=_PROGRESS_WINDOW)
 
     @property
     def path(self) -> np.ndarray:
@@ -105,34 +103,6 @@ class PurePursuitBaseline:
         return np.empty((0, 2)) if self._path is None else self._path.copy()
 
     # ------------------------------------------------------------------ control
-
-    def _progress(self, x: float, y: float) -> float:
-        """Arc length of the robot's projection on the path, never moving backwards past a segment."""
-        path, cum = self._path, self._cumulative
-        last = len(path) - 1
-        best_d, best_s, best_k = math.inf, self._s, self._segment
-        k = self._segment
-        while k < last and (k == self._segment or cum[k] <= self._s + _PROGRESS_WINDOW):
-            a, b = path[k], path[k + 1]
-            ab = b - a
-            denom = float(ab @ ab)
-            t = 0.0 if denom == 0.0 else min(1.0, max(0.0, float((np.array([x, y]) - a) @ ab) / denom))
-            d = math.hypot(a[0] + t * ab[0] - x, a[1] + t * ab[1] - y)
-            if d < best_d:
-                best_d, best_s, best_k = d, cum[k] + t * math.sqrt(denom), k
-            k += 1
-        self._segment, self._s = best_k, best_s
-        return best_s
-
-    def _point_at(self, s: float) -> np.ndarray:
-        """The path point at arc length s (clamped to the ends)."""
-        path, cum = self._path, self._cumulative
-        if s >= cum[-1]:
-            return path[-1]
-        k = max(0, int(np.searchsorted(cum, s, side="right")) - 1)
-        seg = cum[k + 1] - cum[k]
-        f = 0.0 if seg == 0.0 else (s - cum[k]) / seg
-        return path[k] + f * (path[k + 1] - path[k])
 
     def _turn(self, heading_error: float) -> int:
         """Slowest entries of the table, angular speed closest to turn_gain * heading error (same sign)."""
@@ -165,7 +135,8 @@ class PurePursuitBaseline:
         to_goal = math.hypot(goal[0] - x, goal[1] - y)
         if to_goal <= self.goal_tolerance:
             return self._stop
-        target = self._point_at(self._progress(x, y) + self.lookahead)
+        tracker = self._tracker
+        target = tracker.route.points_at(tracker.update(x, y) + self.lookahead)
         dx, dy = target[0] - x, target[1] - y
         distance = math.hypot(dx, dy)
         if distance < 1e-6:

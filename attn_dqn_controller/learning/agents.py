@@ -1,4 +1,4 @@
-"""Agents that drive evaluation episodes: the learned policy and the privileged classical baseline."""
+"""Agents that drive evaluation episodes: the learned policy, the privileged classical baseline and DWA."""
 
 from __future__ import annotations
 
@@ -22,6 +22,42 @@ class BaselineAgent:
     def act(self, observation: np.ndarray, env) -> int:
         x, y, yaw = env.unwrapped.pose
         return self.planner.act(x, y, yaw)
+
+
+class DWAAgent:
+    """Nav2-DWB-style local planner (baselines.dwa) on the scan, following a route planned on the known map.
+
+    The route is planned once per episode by the planning layer on the map's static
+    obstacles (what a Nav2 user's global planner would give); control sees only the
+    scan and the pose. It commands continuous (v, w) within the action table's limits,
+    returned as a tuple that the evaluation loop sends through env.step_command.
+    """
+
+    def __init__(self, actions: ActionTable | None = None, config=None):
+        from attn_dqn_controller.baselines.dwa import DWAConfig, DWAPlanner
+
+        actions = actions or ActionTable.default()
+        if config is None:
+            config = DWAConfig(max_vel_x=actions.max_linear_speed, max_vel_theta=actions.max_angular_speed)
+        self.dwa = DWAPlanner(config)
+        self.last_attention = None
+        self.route = None
+
+    def reset(self, env) -> None:
+        from attn_dqn_controller.planning.planner import GridPlanner, PlannerConfig
+
+        navmap = env.unwrapped.navmap
+        config = navmap.config
+        planner = GridPlanner(PlannerConfig(robot_radius=config.inflation_radius,
+                                            inflation_radius=config.inflation_radius + 0.4, cost_scaling_factor=5.0,
+                                            cost_weight=3.0))
+        planner.set_map(navmap.occupancy_grid())
+        self.route = planner.plan(navmap.start[:2], navmap.goal).points
+        self.dwa.set_route(self.route)
+
+    def act(self, observation: np.ndarray, env) -> tuple[float, float]:
+        unwrapped = env.unwrapped
+        return self.dwa.command(unwrapped.pose, unwrapped.last_scan)
 
 
 class PolicyAgent:

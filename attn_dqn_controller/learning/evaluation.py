@@ -69,7 +69,10 @@ def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = Fals
         action = agent.act(obs, env)
         if record_trajectory and getattr(agent, "last_attention", None) is not None:
             attention.append(np.asarray(agent.last_attention, dtype=np.float32))
-        obs, _, terminated, truncated, info = env.step(action)
+        if isinstance(action, tuple):  # a continuous (v, w) command (the DWA baseline)
+            obs, _, terminated, truncated, info = env.unwrapped.step_command(*action)
+        else:
+            obs, _, terminated, truncated, info = env.step(action)
         steps += 1
         if terminated or truncated:
             break

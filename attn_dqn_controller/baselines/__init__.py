@@ -1,0 +1,1 @@
+"""Classical controllers evaluated beside the learned policy (the privileged A* + pure pursuit lives in sim.planner)."""
