@@ -237,11 +237,12 @@ def check_profile_matches(profile: RobotProfile, *, footprint: Footprint, max_li
     """
     problems = []
     if footprint.differs_from(profile.footprint):
-        problems.append(f"footprint {footprint.describe()} != {profile.footprint.describe()}")
+        problems.append(f"footprint is a {footprint.describe()} here but a {profile.footprint.describe()} "
+                        f"in the profile")
     for name, value in (("max_linear_speed", max_linear_speed), ("max_angular_speed", max_angular_speed)):
         limit = getattr(profile, name)
         if value > limit * 1.01 + 1e-9:
-            problems.append(f"{name} {value:g} > the profile's {limit:g}")
+            problems.append(f"{name} {value:g} is above the profile's {limit:g}")
     if problems:
         raise ProfileMismatch(f"{source} was trained for robot profile '{profile.name}', which does not match "
                               f"this robot's parameters: {'; '.join(problems)}")
