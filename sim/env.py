@@ -398,6 +398,8 @@ class AttnNavEnv(gymnasium.Env):
             v, w = self.smoother.filter(v, w, self.sim_config.control_period)
         if self.safety is not None:
             v, w, _ = self.safety.filter(v, w, self._scan)
+            if self.smoother is not None:  # the next command accelerates from what was really sent
+                self.smoother.reset(v, w)
         return v, w
 
     def _actuate(self, v: float, w: float) -> tuple[float, float]:
