@@ -531,7 +531,8 @@ def robot_urdf(profile: RobotProfile) -> str:
   <link name="wheel_{side}_link">
     <inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="{wheel_mass:.6g}"/>
       <inertia ixx="{wheel_i:.6g}" ixy="0" ixz="0" iyy="{wheel_i:.6g}" iyz="0" izz="{wheel_i:.6g}"/></inertial>
-    <visual><origin xyz="0 0 0" rpy="1.5708 0 0"/><geometry><cylinder radius="{r:.6g}" length="{0.5 * r:.6g}"/></geometry></visual>
+    <visual><origin xyz="0 0 0" rpy="1.5708 0 0"/>
+      <geometry><cylinder radius="{r:.6g}" length="{0.5 * r:.6g}"/></geometry></visual>
     <collision><origin xyz="0 0 0" rpy="0 0 0"/><geometry><sphere radius="{r:.6g}"/></geometry></collision>
   </link>
   <joint name="wheel_{side}_joint" type="continuous">
@@ -547,8 +548,10 @@ def robot_urdf(profile: RobotProfile) -> str:
       <inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/></inertial>
     <visual><origin xyz="0 0 {body_z:.6g}" rpy="0 0 0"/><geometry>{geometry}</geometry></visual>
     <collision><origin xyz="0 0 {body_z:.6g}" rpy="0 0 0"/><geometry>{geometry}</geometry></collision>
-    <collision><origin xyz="{caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/><geometry><sphere radius="{caster:.6g}"/></geometry></collision>
-    <collision><origin xyz="{-caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/><geometry><sphere radius="{caster:.6g}"/></geometry></collision>
+    <collision><origin xyz="{caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/>
+      <geometry><sphere radius="{caster:.6g}"/></geometry></collision>
+    <collision><origin xyz="{-caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/>
+      <geometry><sphere radius="{caster:.6g}"/></geometry></collision>
   </link>{wheel("left", 0.5 * profile.wheel_separation)}{wheel("right", -0.5 * profile.wheel_separation)}
 </robot>
 """

@@ -129,8 +129,10 @@ def test_profiles_round_trip_and_the_default_is_todays_robot():
 
 def test_a_profile_mismatch_is_refused_with_the_reason():
     burger = TURTLEBOT3_BURGER
-    check_profile_matches(burger, footprint=Footprint(0.105), max_linear_speed=0.1, max_angular_speed=2.84)  # slower: ok
-    with pytest.raises(ProfileMismatch, match="'jackal'.*footprint is a circle r=0.105 m here but a rectangle 0.508 x 0.43 m"):
+    # Slower than the profile is an operator's restriction: accepted.
+    check_profile_matches(burger, footprint=Footprint(0.105), max_linear_speed=0.1, max_angular_speed=2.84)
+    with pytest.raises(ProfileMismatch,
+                       match="'jackal'.*footprint is a circle r=0.105 m here but a rectangle 0.508 x 0.43 m"):
         check_profile_matches(JACKAL, footprint=Footprint(0.105), max_linear_speed=0.22, max_angular_speed=2.84)
     with pytest.raises(ProfileMismatch, match="max_linear_speed 0.5 is above the profile's 0.22"):
         check_profile_matches(burger, footprint=Footprint(0.105), max_linear_speed=0.5, max_angular_speed=2.84)
