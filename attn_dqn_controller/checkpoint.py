@@ -7,7 +7,16 @@ runs when a file is opened)::
     {"format": "attn_dqn_controller.checkpoint", "version": 1,
      "model_config": {...}, "observation_spec": {...}, "actions": [[v, w], ...],
      "model_state": {name: tensor}, "metadata": {...},
+     "robot": {...}               # optional: the RobotProfile it was trained for (absent: turtlebot3_burger)
      "training": {...}            # optional: learner/optimizer state, counters, RNG states}
+
+``metadata`` holds, among others, ``control_rate_hz``: the rate the policy decided
+at in training (absent in older files: 10 Hz was the only rate then).
+
+Loading refuses, with a CheckpointError saying why: a file that would run code when
+unpickled ("unsafe"), a damaged file ("corrupt or truncated"), and a model
+configuration outside ``MODEL_BOUNDS`` (checked before any tensor of the model is
+allocated, so a hostile or damaged file cannot make the node allocate gigabytes).
 
 The spec and action table travel with the weights, so the ROS node can refuse
 a policy whose inputs or commands it cannot honour. Saving is atomic: a crash
@@ -33,10 +42,18 @@ from attn_dqn_controller import __version__
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.model import ModelConfig, build_model
 from attn_dqn_controller.observation import ObservationSpec
+from attn_dqn_controller.robot import TURTLEBOT3_BURGER, RobotProfile
 
 FORMAT = "attn_dqn_controller.checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model_config", "observation_spec", "actions", "model_state", "metadata")
+DEFAULT_CONTROL_RATE_HZ = 10.0
+"""The control rate of checkpoints that do not store one (every run before the rate was recorded)."""
+
+MODEL_BOUNDS = {"d_model": 2048, "num_layers": 48, "num_heads": 64, "ff_mult": 16, "mlp_width": 16384,
+                "mlp_layers": 16, "num_beams": 8192, "num_sectors": 1024, "history_length": 64, "actions": 4096,
+                "parameters": 200_000_000}
+"""Upper limits on what a checkpoint file may ask this code to build (far above any useful controller)."""
 
 
 class CheckpointError(RuntimeError):
@@ -55,6 +72,12 @@ class Checkpoint:
     model_state: dict
     metadata: dict
     training: dict | None
+    robot: RobotProfile = TURTLEBOT3_BURGER
+
+    @property
+    def control_rate_hz(self) -> float:
+        """The rate the policy decided at in training (10 Hz for files that do not say)."""
+        return control_rate_of(self.metadata)
 
     def build_model(self) -> nn.Module:
         """The network with the saved weights (CPU, eval mode)."""
@@ -93,9 +116,17 @@ def _plain(value, where: str):
                     f"types (dict, list, tuple, str, int, float, bool, None) can be saved")
 
 
+def control_rate_of(metadata: dict) -> float:
+    """``metadata['control_rate_hz']`` when it is a usable number, else DEFAULT_CONTROL_RATE_HZ."""
+    value = metadata.get("control_rate_hz") if isinstance(metadata, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return DEFAULT_CONTROL_RATE_HZ
+
+
 def build_checkpoint(model: nn.Module, spec: ObservationSpec, actions: ActionTable, *,
                      metadata: dict | None = None, training: dict | None = None,
-                     model_config: ModelConfig | None = None) -> dict:
+                     model_config: ModelConfig | None = None, robot: RobotProfile | None = None) -> dict:
     """The dict that ``save_checkpoint`` writes (useful to send over Ray without a file)."""
     model_config = model_config or getattr(model, "config", None)
     if not isinstance(model_config, ModelConfig):
@@ -107,7 +138,7 @@ def build_checkpoint(model: nn.Module, spec: ObservationSpec, actions: ActionTab
     ckpt = {"format": FORMAT, "version": VERSION, "model_config": model_config.to_dict(),
             "observation_spec": spec.to_dict(), "actions": actions.to_list(),
             "model_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "metadata": _plain(info, "metadata")}
+            "metadata": _plain(info, "metadata"), "robot": (robot or TURTLEBOT3_BURGER).to_dict()}
     if training is not None:
         ckpt["training"] = _plain(training, "training")
     return ckpt
@@ -115,10 +146,10 @@ def build_checkpoint(model: nn.Module, spec: ObservationSpec, actions: ActionTab
 
 def save_checkpoint(path, model: nn.Module, spec: ObservationSpec, actions: ActionTable, *,
                     metadata: dict | None = None, training: dict | None = None,
-                    model_config: ModelConfig | None = None) -> Path:
+                    model_config: ModelConfig | None = None, robot: RobotProfile | None = None) -> Path:
     """Write atomically: temp file in the same directory, flush + fsync, then os.replace."""
     ckpt = build_checkpoint(model, spec, actions, metadata=metadata, training=training,
-                            model_config=model_config)
+                            model_config=model_config, robot=robot)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -163,9 +194,9 @@ def load_checkpoint(path) -> Checkpoint:
         # failure (e.g. "Unsupported operand") means the bytes themselves are damaged.
         refused = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
         if refused:
-            raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain Python "
-                                  f"types; refusing to unpickle it under weights_only loading "
-                                  f"({refused[0].split(' was not')[0]})") from exc
+            raise CheckpointError(f"checkpoint {path} is unsafe: it holds objects other than tensors and plain "
+                                  f"Python types, and unpickling them could run code; refused under weights_only "
+                                  f"loading ({refused[0].split(' was not')[0]})") from exc
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (it does not unpickle)") from exc
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError... for damaged zip archives
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
@@ -194,6 +225,13 @@ def parse_checkpoint(raw, source: str = "<memory>") -> Checkpoint:
             parsed[key] = parse(raw[key])
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {source} field '{key}' is invalid: {exc}") from exc
+    check_model_bounds(parsed["model_config"], parsed["observation_spec"], len(parsed["actions"]), source)
+    robot = TURTLEBOT3_BURGER
+    if raw.get("robot") is not None:
+        try:
+            robot = RobotProfile.from_dict(raw["robot"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {source} field 'robot' is invalid: {exc}") from exc
     state = raw["model_state"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {source} field 'model_state' must map names to tensors")
@@ -201,7 +239,34 @@ def parse_checkpoint(raw, source: str = "<memory>") -> Checkpoint:
         raise CheckpointError(f"checkpoint {source} field 'metadata' must be a dict")
     return Checkpoint(path=source, version=VERSION, model_config=parsed["model_config"],
                       spec=parsed["observation_spec"], actions=parsed["actions"], model_state=state,
-                      metadata=raw["metadata"], training=raw.get("training"))
+                      metadata=raw["metadata"], training=raw.get("training"), robot=robot)
+
+
+def check_model_bounds(config: ModelConfig, spec: ObservationSpec, num_actions: int, source: str = "<memory>") -> None:
+    """Raise CheckpointError when the model a file describes is beyond MODEL_BOUNDS (before it is built)."""
+    b = MODEL_BOUNDS
+    checks = [("model_config.d_model", config.d_model, b["d_model"]),
+              ("model_config.num_layers", config.num_layers, b["num_layers"]),
+              ("model_config.num_heads", config.num_heads, b["num_heads"]),
+              ("model_config.ff_mult", config.ff_mult, b["ff_mult"]),
+              ("model_config.mlp_hidden (layers)", len(config.mlp_hidden), b["mlp_layers"]),
+              ("model_config.mlp_hidden (width)", max(config.mlp_hidden), b["mlp_width"]),
+              ("observation_spec.num_beams", spec.num_beams, b["num_beams"]),
+              ("observation_spec.num_sectors", spec.num_sectors, b["num_sectors"]),
+              ("observation_spec.history_length", spec.history_length, b["history_length"]),
+              ("actions", num_actions, b["actions"])]
+    for name, value, limit in checks:
+        if value > limit:
+            raise CheckpointError(f"checkpoint {source} field '{name}' is {value}, above the limit {limit}: "
+                                  f"refusing to build such a model")
+    d, tokens = config.d_model, spec.history_length * (spec.num_sectors + 2)
+    estimate = config.num_layers * d * d * (4 + 2 * config.ff_mult) + spec.beams_per_sector * d + tokens * d
+    if config.kind == "mlp":
+        widths = [spec.size, *config.mlp_hidden, num_actions]
+        estimate = sum(a * b_ for a, b_ in zip(widths, widths[1:]))
+    if estimate > b["parameters"]:
+        raise CheckpointError(f"checkpoint {source} describes a model of about {estimate:,} parameters, above the "
+                              f"limit {b['parameters']:,}: refusing to build it")
 
 
 def check_compatible(ckpt: Checkpoint, spec: ObservationSpec | None = None,

@@ -40,7 +40,9 @@ def cmd_eval(args) -> int:
     from attn_dqn_controller.policy import Policy
 
     agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
-    return _run_evaluation(agent, args, title=f"policy {args.checkpoint}", env_kwargs=agent.env_kwargs())
+    env_kwargs = {**agent.env_kwargs(), "safety": args.safety == "on", "smoothing": args.smoothing == "on"}
+    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing})"
+    return _run_evaluation(agent, args, title=title, env_kwargs=env_kwargs)
 
 
 def _run_evaluation(agent, args, title: str, env_kwargs: dict) -> int:
@@ -119,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out maps")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--safety", choices=["on", "off"], default="off",
+                   help="apply the geometric safety layer (stop / slow-down zones) after the policy, as the node does")
+    p.add_argument("--smoothing", choices=["on", "off"], default="off",
+                   help="apply the velocity smoother (the robot profile's acceleration limits), as the node can")
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 

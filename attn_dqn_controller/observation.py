@@ -19,10 +19,26 @@ ONNX consumer can take it as it is)::
 * ego: [v / max_linear_speed, w / max_angular_speed,
   previous commanded v / max_linear_speed, previous commanded w / max_angular_speed].
 
-Range conventions (REP-117): +inf means no return (free to range_max), -inf
-means closer than range_min, NaN means an invalid reading: it takes the nearer of
-its closest valid neighbours' readings (never "free" by default). Finite readings below range_min are treated as range_min (an obstacle
-closer than the sensor can resolve), above range_max as range_max.
+Range conventions (REP-117 and sensor_msgs/LaserScan): +inf means no return (free
+to range_max), -inf means closer than range_min (contact), finite readings above
+range_max read range_max. NaN and finite readings below range_min (0.0 included:
+the TurtleBot3 LDS driver writes 0 for "no return") are invalid beams: an invalid
+beam takes the nearer of its closest valid neighbours' readings when one lies within
+``INVALID_BORROW_WINDOW`` radians (a dropout inside an obstacle never opens a hole),
+and reads free (range_max) farther from every valid return (an LDS scan of zeros with
+a few real returns is not a fence).
+
+Real scanners (``normalize_scan``): a negative ``angle_increment`` (chronological
+order, flipped mounts) is reversed into ascending order; angles may run over any
+2*pi window (the LDS publishes 0..2*pi), every beam is wrapped before binning; the
+``LidarMount`` of the scan (offset x, y, yaw, upside down) is applied, so the
+observation is always in the base frame. Yaw and upside-down are exact (they
+rotate / mirror the beam angles). An x/y offset moves every return point into the
+base frame and re-bins it by its base-frame bearing and distance: exact for the
+returns themselves; the approximation is that the sector model cannot represent
+space the scanner does not see from its own position (the region between the base
+origin and the scanner, and shadows behind returns, are read as the returns
+nearest in bearing), and beams with no return stay free (range_max).
 """
 
 from __future__ import annotations
@@ -37,6 +53,8 @@ GOAL_FEATURES = 3
 EGO_FEATURES = 4
 FULL_CIRCLE = 2.0 * math.pi
 _ANGLE_TOLERANCE = 1e-6
+INVALID_BORROW_WINDOW = 0.1
+"""Radians: an invalid beam borrows a valid neighbour's reading only within this angle of it."""
 
 
 class ScanError(ValueError):
@@ -142,14 +160,60 @@ class ObservationSpec:
 
 
 @dataclass(frozen=True)
+class LidarMount:
+    """Where the scanner sits on the base (REP-103, base frame): offset (m), yaw (rad), upside down.
+
+    Upside down mirrors the beam angles (a scanner turned over about its x axis
+    sweeps clockwise in the base frame); yaw is applied after the mirror.
+    """
+
+    x: float = 0.0
+    y: float = 0.0
+    yaw: float = 0.0
+    upside_down: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "yaw"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise ValueError(f"LidarMount.{name}={value!r} is invalid: must be a finite number")
+        if not isinstance(self.upside_down, (bool, np.bool_)):
+            raise ValueError(f"LidarMount.upside_down={self.upside_down!r} is invalid: must be true or false")
+
+    @property
+    def has_offset(self) -> bool:
+        return self.x != 0.0 or self.y != 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.has_offset and self.yaw == 0.0 and not self.upside_down
+
+    def to_dict(self) -> dict:
+        return {"x": float(self.x), "y": float(self.y), "yaw": float(self.yaw), "upside_down": bool(self.upside_down)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LidarMount":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LidarMount field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+IDENTITY_MOUNT = LidarMount()
+
+
+@dataclass(frozen=True)
 class LaserScanData:
-    """The fields of sensor_msgs/LaserScan that the contract needs (REP-117 semantics)."""
+    """The fields of sensor_msgs/LaserScan that the contract needs (REP-117 semantics), and the mount."""
 
     ranges: np.ndarray
     angle_min: float
     angle_increment: float
     range_min: float
     range_max: float
+    mount: LidarMount = IDENTITY_MOUNT
 
     @classmethod
     def from_spec(cls, ranges: np.ndarray, spec: ObservationSpec) -> "LaserScanData":
@@ -166,25 +230,68 @@ def validate_scan(scan: LaserScanData) -> np.ndarray:
     for name in ("angle_min", "angle_increment", "range_min", "range_max"):
         if not math.isfinite(float(getattr(scan, name))):
             raise ScanError(f"scan field '{name}' is not finite ({getattr(scan, name)!r})")
-    if scan.angle_increment <= 0.0:
-        raise ScanError(f"scan angle_increment must be > 0, got {scan.angle_increment!r}")
+    if scan.angle_increment == 0.0:
+        raise ScanError(f"scan angle_increment must not be 0, got {scan.angle_increment!r}")
     if scan.range_max <= scan.range_min or scan.range_min < 0.0:
         raise ScanError(f"scan range limits are invalid: range_min={scan.range_min!r}, range_max={scan.range_max!r}")
-    if (ranges.size - 1) * scan.angle_increment > FULL_CIRCLE + scan.angle_increment:
+    increment = abs(scan.angle_increment)
+    if (ranges.size - 1) * increment > FULL_CIRCLE + increment:
         raise ScanError(f"scan spans more than a full circle ({ranges.size} beams x {scan.angle_increment} rad)")
-    in_range = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= scan.range_max)
-    if not np.any(in_range | np.isinf(ranges)):
-        raise ScanError("scan has no valid reading (all ranges are NaN or outside [range_min, range_max])")
+    if not isinstance(scan.mount, LidarMount):
+        raise ScanError(f"scan mount must be a LidarMount, got {type(scan.mount).__name__}")
+    if not np.any(np.isinf(ranges) | (ranges >= scan.range_min)):
+        raise ScanError("scan has no valid reading (all ranges are NaN or below range_min)")
     return ranges
 
 
-def fill_invalid(ranges: np.ndarray, wrap: bool) -> np.ndarray:
+@dataclass(frozen=True)
+class NormalizedScan:
+    """A validated scan in the scanner's own ascending order, invalid beams as NaN, mount yaw/flip applied."""
+
+    ranges: np.ndarray  # float64; NaN = invalid, +inf = no return, -inf = closer than range_min
+    angle_min: float  # radians, base-frame bearing of beam 0 (yaw and upside-down applied)
+    angle_increment: float  # > 0
+    range_min: float
+    range_max: float
+    offset: tuple[float, float]  # the scanner's x, y in the base frame
+
+    @property
+    def full_circle(self) -> bool:
+        return self.ranges.size * self.angle_increment >= FULL_CIRCLE - 1e-6
+
+    @property
+    def angles(self) -> np.ndarray:
+        return self.angle_min + self.angle_increment * np.arange(self.ranges.size)
+
+
+def normalize_scan(scan: LaserScanData) -> NormalizedScan:
+    """Validate, mark readings below range_min invalid, order beams counter-clockwise, apply mount yaw/flip.
+
+    Raises ScanError naming the problem.
+    """
+    ranges = validate_scan(scan).copy()
+    ranges[np.isfinite(ranges) & (ranges < scan.range_min)] = np.nan  # LaserScan: below range_min is invalid
+    angle_min, increment = float(scan.angle_min), float(scan.angle_increment)
+    last = angle_min + increment * (ranges.size - 1)
+    mount = scan.mount
+    if mount.upside_down:  # mirrored: bearing -> -bearing
+        angle_min, last, increment = -angle_min, -last, -increment
+    if increment < 0.0:  # clockwise order: reverse into ascending bearings
+        ranges = ranges[::-1].copy()
+        angle_min, increment = last, -increment
+    return NormalizedScan(ranges, angle_min + float(mount.yaw), increment, float(scan.range_min),
+                          float(scan.range_max), (float(mount.x), float(mount.y)))
+
+
+def fill_invalid(ranges: np.ndarray, wrap: bool, max_gap: int | None = None) -> np.ndarray:
     """NaN (invalid) readings take the nearer of their closest valid neighbours' readings.
 
     An invalid beam says nothing about the space it points at; reading it as free
     (range_max) would let a dropped-out beam hide an obstacle, so it borrows the
     more conservative of the readings beside it. `wrap` joins the two ends of a
-    full-circle scan.
+    full-circle scan. With `max_gap` (beams), only neighbours at most that many
+    beams away lend their reading; an invalid beam farther from every valid one
+    becomes +inf (no return), as a scanner that reports 0 for "nothing seen" means.
     """
     invalid = np.isnan(ranges)
     if not invalid.any():
@@ -201,7 +308,15 @@ def fill_invalid(ranges: np.ndarray, wrap: bool) -> np.ndarray:
     else:
         before = valid_idx[np.clip(pos - 1, 0, valid_idx.size - 1)]
         after = valid_idx[np.clip(pos, 0, valid_idx.size - 1)]
-    out[bad] = np.fmin(out[before], out[after])
+    if max_gap is None:
+        out[bad] = np.fmin(out[before], out[after])
+        return out
+    n = ranges.size
+    gap_before = (bad - before) % n if wrap else np.abs(bad - before)
+    gap_after = (after - bad) % n if wrap else np.abs(after - bad)
+    lend_before = np.where(gap_before <= max_gap, out[before], np.inf)
+    lend_after = np.where(gap_after <= max_gap, out[after], np.inf)
+    out[bad] = np.fmin(lend_before, lend_after)
     return out
 
 
@@ -230,6 +345,10 @@ def _resample_plan(n_src: int, src_angle_min: float, src_inc: float, spec: Obser
         bins = np.mod(np.rint(rel), spec.num_beams).astype(np.int64)
         valid = np.ones(n_src, dtype=bool)
     else:
+        # Bearings wrapped into [-pi, pi) first: a scan running 0..2*pi keeps its beams at pi..2*pi
+        # (behind-right of the robot) in the nearest-return binning of a field of view centred ahead.
+        wrapped = np.mod(src_angles + math.pi, FULL_CIRCLE) - math.pi
+        rel = (wrapped - spec.angle_min) / tgt_inc
         bins = np.rint(rel).astype(np.int64)
         valid = (bins >= 0) & (bins < spec.num_beams)
         bins = np.clip(bins, 0, spec.num_beams - 1)
@@ -266,16 +385,19 @@ def resample_scan(scan: LaserScanData, spec: ObservationSpec) -> np.ndarray:
     (conservative: a thin obstacle never disappears); up-sampling interpolates;
     target beams outside the scanner's field of view read range_max.
     """
-    ranges = validate_scan(scan)
-    ranges = fill_invalid(ranges, wrap=ranges.size * scan.angle_increment >= FULL_CIRCLE - 1e-6)
-    cleaned = clean_ranges(ranges, max(scan.range_min, spec.range_min), min(scan.range_max, spec.range_max))
+    norm = normalize_scan(scan)
+    max_gap = int(math.floor(INVALID_BORROW_WINDOW / norm.angle_increment + 1e-9))
+    ranges = fill_invalid(norm.ranges, wrap=norm.full_circle, max_gap=max(max_gap, 1))
+    cleaned = clean_ranges(ranges, max(norm.range_min, spec.range_min), min(norm.range_max, spec.range_max))
     cleaned = np.clip(cleaned, spec.range_min, spec.range_max)
+    if norm.offset != (0.0, 0.0):
+        return _resample_offset(norm, cleaned, spec)
     n_src = cleaned.size
-    if (n_src == spec.num_beams and abs(scan.angle_min - spec.angle_min) < _ANGLE_TOLERANCE
-            and abs(scan.angle_increment - spec.angle_increment) < _ANGLE_TOLERANCE):
+    if (n_src == spec.num_beams and abs(norm.angle_min - spec.angle_min) < _ANGLE_TOLERANCE
+            and abs(norm.angle_increment - spec.angle_increment) < _ANGLE_TOLERANCE):
         return cleaned
     bins, valid, lo, hi, weight, inside = _resample_plan(
-        n_src, round(float(scan.angle_min), 9), round(float(scan.angle_increment), 12), spec)
+        n_src, round(norm.angle_min, 9), round(norm.angle_increment, 12), spec)
     out = np.full(spec.num_beams, np.inf)
     np.minimum.at(out, bins[valid], cleaned[valid])
     empty = np.isinf(out)
@@ -284,6 +406,59 @@ def resample_scan(scan: LaserScanData, spec: ObservationSpec) -> np.ndarray:
         interp = np.where(inside, interp, spec.range_max)
         out[empty] = interp[empty]
     return out
+
+
+def _resample_offset(norm: NormalizedScan, cleaned: np.ndarray, spec: ObservationSpec) -> np.ndarray:
+    """Resampling for a scanner off the base origin: every reading becomes a base-frame point, re-binned.
+
+    Nearest return per target beam as in ``resample_scan``; target beams no point
+    falls into take the reading of the point nearest in bearing within the scan's
+    field of view (seen from the base), and range_max outside it.
+    """
+    angles = norm.angles
+    px = norm.offset[0] + cleaned * np.cos(angles)
+    py = norm.offset[1] + cleaned * np.sin(angles)
+    base_range = np.clip(np.hypot(px, py), spec.range_min, spec.range_max)
+    base_range[cleaned >= min(norm.range_max, spec.range_max) - 1e-9] = spec.range_max  # no return stays free
+    # Bearings unwrapped along the scan (continuous from its first beam), so the field of view stays one interval.
+    bearing = angles + np.mod(np.arctan2(py, px) - angles + math.pi, FULL_CIRCLE) - math.pi
+    targets = spec.beam_angles
+    tgt_inc = spec.angle_increment
+    rel = (np.mod(bearing + math.pi, FULL_CIRCLE) - math.pi - spec.angle_min) / tgt_inc
+    bins = np.rint(rel).astype(np.int64)
+    if spec.full_circle:
+        bins, valid = np.mod(bins, spec.num_beams), np.ones(bins.size, dtype=bool)
+    else:
+        valid = (bins >= 0) & (bins < spec.num_beams)
+    out = np.full(spec.num_beams, np.inf)
+    np.minimum.at(out, bins[valid], base_range[valid])
+    empty = np.isinf(out)
+    if np.any(empty):
+        order = np.argsort(bearing)
+        sorted_bearing, sorted_range = bearing[order], base_range[order]
+        if norm.full_circle:
+            fill = np.interp(targets, sorted_bearing, sorted_range, period=FULL_CIRCLE)
+        else:
+            first, span = sorted_bearing[0], sorted_bearing[-1] - sorted_bearing[0]
+            rel_tgt = np.mod(targets - first + 1e-9, FULL_CIRCLE) - 1e-9
+            fill = np.where(rel_tgt <= span + 1e-9, np.interp(first + rel_tgt, sorted_bearing, sorted_range),
+                            spec.range_max)
+        out[empty] = fill[empty]
+    return out
+
+
+def scan_points(scan: LaserScanData) -> np.ndarray:
+    """The scan's returns as base-frame points, shape (N, 2): what the safety layer checks.
+
+    Only real returns count: finite readings in [range_min, range_max], and -inf
+    (closer than range_min) at range_min; invalid beams and +inf (no return) give none.
+    """
+    norm = normalize_scan(scan)
+    ranges = np.where(np.isneginf(norm.ranges), norm.range_min, norm.ranges)
+    keep = np.isfinite(ranges) & (ranges <= norm.range_max)
+    angles = norm.angles[keep]
+    r = ranges[keep]
+    return np.stack([norm.offset[0] + r * np.cos(angles), norm.offset[1] + r * np.sin(angles)], axis=1)
 
 
 def lidar_features(ranges: np.ndarray, spec: ObservationSpec) -> np.ndarray:

@@ -29,6 +29,7 @@ from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.model import ModelConfig
 from attn_dqn_controller.observation import ObservationSpec
+from attn_dqn_controller.robot import get_profile
 
 BACKENDS = ("torch", "onnxruntime")
 """Inference backends of ``Policy.act``; ``auto`` picks onnxruntime on CPU and torch elsewhere."""
@@ -67,7 +68,7 @@ class Policy:
     """A greedy Q-network policy bound to its observation spec and action table."""
 
     def __init__(self, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto",
-                 metadata: dict | None = None, backend: str = "torch"):
+                 metadata: dict | None = None, backend: str = "torch", robot=None):
         model_actions = getattr(model, "num_actions", len(actions))
         if model_actions != len(actions):
             raise ValueError(f"model has {model_actions} outputs but the action table has {len(actions)} actions")
@@ -75,6 +76,8 @@ class Policy:
         if model_spec != spec:
             raise ValueError(f"model was built for {model_spec} but the policy was given {spec}")
         self.spec, self.actions = spec, actions
+        self.robot = get_profile(robot)
+        """The RobotProfile the policy was trained for (turtlebot3_burger for files without one)."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.model_config: ModelConfig | None = getattr(model, "config", None)
@@ -93,7 +96,8 @@ class Policy:
     def load(cls, path, device="auto", backend: str = "torch") -> "Policy":
         """Policy from a checkpoint file; CheckpointError if it is missing, damaged or inconsistent."""
         ckpt = load_checkpoint(path)
-        return cls(ckpt.build_model(), ckpt.spec, ckpt.actions, device, metadata=ckpt.metadata, backend=backend)
+        return cls(ckpt.build_model(), ckpt.spec, ckpt.actions, device, metadata=ckpt.metadata, backend=backend,
+                   robot=ckpt.robot)
 
     def _resolve_backend(self, backend: str) -> str:
         if backend == "auto":
@@ -106,14 +110,15 @@ class Policy:
         return backend
 
     @classmethod
-    def from_model(cls, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto") -> "Policy":
+    def from_model(cls, model: nn.Module, spec: ObservationSpec, actions: ActionTable, device="auto",
+                   robot=None) -> "Policy":
         """Policy around a model in memory (e.g. the learner's online net for evaluation)."""
-        return cls(model, spec, actions, device)
+        return cls(model, spec, actions, device, robot=robot)
 
     def save(self, path, metadata: dict | None = None) -> Path:
         """Write this policy as a checkpoint (no training state)."""
         info = {**self.metadata, **(metadata or {})}
-        return save_checkpoint(path, self.model, self.spec, self.actions, metadata=info)
+        return save_checkpoint(path, self.model, self.spec, self.actions, metadata=info, robot=self.robot)
 
     # --- acting ---------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> PolicyOutput:

@@ -45,10 +45,24 @@ so robustness evaluation and domain-randomised training use the same code):
   domain randomisation; each episode draws the setting uniformly between its value
   and this upper end. Draws come from ``self.np_random``, so a seeded env repeats them;
   a nominal env draws nothing extra, so its episodes are exactly what they were.
+
+The robot and what runs between the policy and the wheels (all off / TurtleBot3 by default):
+
+* ``robot``: a ``RobotProfile`` or a shipped profile's name (``turtlebot3_burger``, ``jackal``).
+  It builds the simulated body, sets the lidar (beams, FOV, range, mount), the speed limits of the
+  observation spec and the map's robot radius (its circumscribed radius), and scales the default
+  action table to its limits. Explicit sensor settings still override it.
+* ``smoothing``: True (the profile's acceleration limits) or a ``SmootherConfig``: the node's
+  velocity smoother between consecutive commands.
+* ``safety``: True (default zones, the profile's footprint) or a ``SafetyConfig``: the node's
+  collision-monitor layer, applied last to the command, against the scan the policy saw.
+  ``info`` then carries ``safety`` (none/slowdown/stop) and ``safety_interventions`` (this episode).
+  The observation's previous-command input is the command actually executed, as on the robot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from numbers import Integral, Real
@@ -60,6 +74,9 @@ from gymnasium import spaces
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import to_robot_frame
 from attn_dqn_controller.observation import LaserScanData, ObservationBuilder, ObservationSpec
+from attn_dqn_controller.robot import RobotProfile, get_profile
+from attn_dqn_controller.safety import SafetyConfig, SafetyLayer
+from attn_dqn_controller.smoothing import SmootherConfig, VelocitySmoother
 from sim.levels import ALL_LEVELS, MAP_FILE_LEVEL, default_max_steps, generate_level, level_config
 from sim.maps import EVAL_SEED_START, MapConfig, NavMap
 from sim.perturbations import (CommandDelay, EpisodePerturbation, Perturbations, add_range_noise, apply_dropout,
@@ -104,7 +121,8 @@ class AttnNavEnv(gymnasium.Env):
                  lidar_fov: float | None = None, lidar_dropout: float = 0.0, action_delay: int = 0,
                  wheel_slip: float = 0.0, lidar_noise_std_max: float | None = None,
                  lidar_dropout_max: float | None = None, action_delay_max: int | None = None,
-                 wheel_slip_max: float | None = None, map_file=None):
+                 wheel_slip_max: float | None = None, map_file=None, robot: RobotProfile | str | None = None,
+                 safety: SafetyConfig | bool | None = None, smoothing: SmootherConfig | bool | None = None):
         if not isinstance(level, str) or level not in ALL_LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
         self.level = level
@@ -130,16 +148,23 @@ class AttnNavEnv(gymnasium.Env):
         if lidar_fov is not None and (isinstance(lidar_fov, bool) or not isinstance(lidar_fov, Real)
                                       or not 0.0 < lidar_fov <= 2.0 * math.pi + 1e-6):
             raise ValueError(f"lidar_fov={lidar_fov!r} is invalid: allowed values are None or numbers in (0, 2*pi]")
+        self.robot = get_profile(robot)
         if map_config is not None and not isinstance(map_config, MapConfig):
             raise ValueError(f"map_config={map_config!r} is invalid: allowed values are a MapConfig or None")
-        self.map_config = map_config if map_config is not None else level_config(level, self.map_file)
+        if map_config is None:
+            # The level's arena, inflated for this robot's footprint (TurtleBot3: unchanged maps).
+            map_config = level_config(level, self.map_file)
+            radius = self.robot.footprint.circumscribed_radius
+            if radius != map_config.robot_radius:
+                map_config = dataclasses.replace(map_config, robot_radius=radius)
+        self.map_config = map_config
 
-        self.observation_spec = self._observation_spec(observation_spec, num_beams=num_beams, fov=fov,
+        self.observation_spec = self._observation_spec(observation_spec, self.robot, num_beams=num_beams, fov=fov,
                                                        range_min=range_min, range_max=range_max,
                                                        num_sectors=num_sectors, history_length=history_length)
         obs_spec = self.observation_spec
         if actions is None:
-            actions = ActionTable.default()
+            actions = self.robot.scaled_actions()
         if not isinstance(actions, ActionTable):
             raise ValueError(f"actions={actions!r} is invalid: allowed values are an ActionTable or None")
         if actions.max_linear_speed > obs_spec.max_linear_speed + 1e-9 or \
@@ -152,10 +177,14 @@ class AttnNavEnv(gymnasium.Env):
         self.sim_config = SimConfig(
             physics_rate_hz=physics_rate_hz, control_rate_hz=control_rate_hz,
             max_linear_speed=obs_spec.max_linear_speed, max_angular_speed=obs_spec.max_angular_speed,
+            wheel_max_torque=max(1.0, 3.0 * self.robot.mass * self.robot.wheel_radius), robot=self.robot,
             lidar=LidarConfig(num_beams=lidar_num_beams or obs_spec.num_beams, fov=lidar_fov or obs_spec.fov,
                               range_min=obs_spec.range_min, range_max=obs_spec.range_max,
+                              height=self.robot.lidar.height, mount=self.robot.lidar.mount,
                               # a per-episode noise level is added by the env instead (see _sense)
                               noise_std=0.0 if self.perturbations.randomised_noise else lidar_noise_std))
+        self.smoother = self._smoother(smoothing)
+        self.safety = self._safety(safety)
         self.metadata = {**type(self).metadata, "render_fps": self.sim_config.control_rate_hz}
 
         self.observation_space = spaces.Box(-OBSERVATION_BOUND, OBSERVATION_BOUND, shape=(obs_spec.size,),
@@ -184,16 +213,40 @@ class AttnNavEnv(gymnasium.Env):
         return map_file if isinstance(map_file, MapFile) else load_map(map_file)
 
     @staticmethod
-    def _observation_spec(observation_spec, **sensor) -> ObservationSpec:
+    def _observation_spec(observation_spec, robot: RobotProfile, **sensor) -> ObservationSpec:
         given = {name: value for name, value in sensor.items() if value is not None}
         if observation_spec is None:
-            return ObservationSpec(**given)
+            lidar = robot.lidar
+            defaults = {"num_beams": lidar.num_beams, "fov": lidar.fov, "range_min": lidar.range_min,
+                        "range_max": lidar.range_max, "max_linear_speed": robot.max_linear_speed,
+                        "max_angular_speed": robot.max_angular_speed}
+            return ObservationSpec(**{**defaults, **given})
         if not isinstance(observation_spec, ObservationSpec):
             raise ValueError(f"observation_spec={observation_spec!r} is invalid: allowed values are an "
                              f"ObservationSpec or None")
         if given:
             raise ValueError(f"pass either observation_spec or the sensor settings {sorted(given)}, not both")
         return observation_spec
+
+    def _smoother(self, smoothing) -> VelocitySmoother | None:
+        if smoothing is None or smoothing is False:
+            return None
+        if smoothing is True:
+            robot = self.robot
+            smoothing = SmootherConfig(robot.max_linear_accel, robot.max_linear_accel, robot.max_angular_accel,
+                                       robot.max_angular_accel)
+        if not isinstance(smoothing, SmootherConfig):
+            raise ValueError(f"smoothing={smoothing!r} is invalid: allowed values are None, a bool or a SmootherConfig")
+        return VelocitySmoother(smoothing)
+
+    def _safety(self, safety) -> SafetyLayer | None:
+        if safety is None or safety is False:
+            return None
+        if safety is True:
+            safety = SafetyConfig(footprint=self.robot.footprint)
+        if not isinstance(safety, SafetyConfig):
+            raise ValueError(f"safety={safety!r} is invalid: allowed values are None, a bool or a SafetyConfig")
+        return SafetyLayer(safety)
 
     def _reset_episode_state(self) -> None:
         self._steps = 0
@@ -207,6 +260,10 @@ class AttnNavEnv(gymnasium.Env):
         self.episode_perturbation = EpisodePerturbation()
         self._perturb_rng: np.random.Generator | None = None
         self._delay = CommandDelay(0)
+        if self.smoother is not None:
+            self.smoother.reset()
+        if self.safety is not None:
+            self.safety.reset_count()
 
     # --- gymnasium API ----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -269,7 +326,7 @@ class AttnNavEnv(gymnasium.Env):
             raise RuntimeError("the episode is over (or never started): call reset() before step_command()")
         if not (math.isfinite(v) and math.isfinite(w)):
             raise ValueError(f"command (v={v!r}, w={w!r}) is invalid: both must be finite")
-        v, w = float(v), float(w)
+        v, w = self._filter_command(float(v), float(w))
         self.world.step(*self._actuate(v, w))
         self._previous_command = (v, w)
         self._steps += 1
@@ -361,6 +418,16 @@ class AttnNavEnv(gymnasium.Env):
             ranges = apply_dropout(ranges, dropout_mask(self._perturb_rng, ranges.size, episode.lidar_dropout))
         return LaserScanData(ranges, scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max)
 
+    def _filter_command(self, v: float, w: float) -> tuple[float, float]:
+        """The node's chain after the policy: velocity smoother, then the safety layer (last, so it has the say)."""
+        if self.smoother is not None:
+            v, w = self.smoother.filter(v, w, self.sim_config.control_period)
+        if self.safety is not None:
+            v, w, _ = self.safety.filter(v, w, self._scan)
+            if self.smoother is not None:  # the next command accelerates from what was really sent
+                self.smoother.reset(v, w)
+        return v, w
+
     def _actuate(self, v: float, w: float) -> tuple[float, float]:
         """The command the world executes now: delayed, then slipped (the world clamps (v, w) first, as here)."""
         if not self.perturbations.active:
@@ -392,6 +459,9 @@ class AttnNavEnv(gymnasium.Env):
             "distance_to_goal": float(math.hypot(self.navmap.goal[0] - odometry.x, self.navmap.goal[1] - odometry.y)),
             "steps": int(self._steps),
         }
+        if self.safety is not None:
+            info["safety"] = self.safety.last_state.action.value
+            info["safety_interventions"] = int(self.safety.interventions)
         if episode_over:
             # SPL against the shortest path to the goal *region*: an episode ends within goal_tolerance
             # of the goal, so measuring to its centre would let every successful path score 1.0.

@@ -33,6 +33,9 @@ __all__ = ["LEVELS", "EVAL_SEED_START", "SPAWN_MARGIN", "MapConfig", "BoxObstacl
 
 LEVELS = ("empty", "sparse", "cluttered", "maze", "dynamic")
 EVAL_SEED_START = 1_000_000  # seeds >= this are the evaluation range; training never samples them
+VALIDATION_SEED_START = 1_500_000
+"""In-training evaluation (which picks best.pt) uses seeds from here up; the reported test tables use
+EVAL_SEED_START up to (not including) this, so model selection never sees a test map."""
 
 MAZE_CELL = 1.0                 # nominal maze cell side (m)
 MOVING_RADIUS = 0.15            # moving obstacle radius (m)

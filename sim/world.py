@@ -42,7 +42,8 @@ import numpy as np
 import pybullet
 
 from attn_dqn_controller.geometry import quaternion_from_yaw, yaw_from_quaternion
-from attn_dqn_controller.observation import LaserScanData, ObservationSpec
+from attn_dqn_controller.observation import LaserScanData, LidarMount, ObservationSpec
+from attn_dqn_controller.robot import TURTLEBOT3_BURGER, RobotProfile
 
 ROBOT_URDF = Path(__file__).resolve().parent / "assets" / "robot.urdf"
 LEFT_WHEEL_JOINT = "wheel_left_joint"
@@ -79,6 +80,7 @@ class LidarConfig:
     noise_std: float = 0.0
     height: float = 0.17  # metres above the ground; must stay below the obstacles' height
     threads: int = 1  # rayTestBatch threads; 1 keeps vectorised workers from competing for cores
+    mount: LidarMount = field(default_factory=LidarMount)  # where the scanner sits on the base (scans carry it)
 
     def __post_init__(self) -> None:
         if isinstance(self.num_beams, bool) or not isinstance(self.num_beams, (int, np.integer)) \
@@ -95,6 +97,8 @@ class LidarConfig:
         _require_positive("LidarConfig", "height", self.height)
         if isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer)) or self.threads < 0:
             _fail("LidarConfig", "threads", self.threads, "an integer >= 0 is required (0 lets Bullet decide)")
+        if not isinstance(self.mount, LidarMount):
+            _fail("LidarConfig", "mount", self.mount, "must be a LidarMount")
 
     @property
     def spec(self) -> ObservationSpec:
@@ -115,6 +119,9 @@ class SimConfig:
     wheel_max_torque: float = 1.0  # N m per wheel motor, ample for a 1 kg robot
     wheel_friction: float = 1.0
     lidar: LidarConfig = field(default_factory=LidarConfig)
+    robot: RobotProfile = TURTLEBOT3_BURGER
+    """The body that is built: the TurtleBot3 loads sim/assets/robot.urdf, any other profile a URDF generated
+    from its footprint, wheels and mass (``robot_urdf``)."""
 
     def __post_init__(self) -> None:
         for name in ("physics_rate_hz", "control_rate_hz", "solver_iterations"):
@@ -130,6 +137,8 @@ class SimConfig:
             _require_positive("SimConfig", name, getattr(self, name))
         if not isinstance(self.lidar, LidarConfig):
             _fail("SimConfig", "lidar", self.lidar, "must be a LidarConfig")
+        if not isinstance(self.robot, RobotProfile):
+            _fail("SimConfig", "robot", self.robot, "must be a RobotProfile")
 
     @property
     def substeps(self) -> int:
@@ -319,7 +328,7 @@ class SimWorld:
                                   lidar.range_min, lidar.range_max)
         spec = self._scan_spec
         return LaserScanData(ranges.astype(np.float32), spec.angle_min, spec.angle_increment,
-                             spec.range_min, spec.range_max)
+                             spec.range_min, spec.range_max, lidar.mount)
 
     def odometry(self) -> Odometry:
         """Ground-truth pose (odom frame) and twist (base_link frame)."""
@@ -415,7 +424,7 @@ class SimWorld:
         flags = pybullet.URDF_USE_INERTIA_FROM_FILE | pybullet.URDF_USE_IMPLICIT_CYLINDER
         if not self.gui:
             flags |= pybullet.URDF_IGNORE_VISUAL_SHAPES  # halves the load time; nothing draws them
-        robot = pybullet.loadURDF(str(ROBOT_URDF), [x, y, 0.1], quaternion_from_yaw(yaw), flags=flags,
+        robot = pybullet.loadURDF(str(urdf_path(self.config.robot)), [x, y, 0.1], quaternion_from_yaw(yaw), flags=flags,
                                   physicsClientId=cid)
         names = {pybullet.getJointInfo(robot, j, physicsClientId=cid)[1].decode(): j
                  for j in range(pybullet.getNumJoints(robot, physicsClientId=cid))}
@@ -447,13 +456,21 @@ class SimWorld:
         self._build_rays()
 
     def _build_rays(self) -> None:
-        """Ray end points in the base frame (base_link sits on the axle, wheel_radius above the ground)."""
+        """Ray end points in the base frame (base_link sits on the axle, wheel_radius above the ground).
+
+        Beams leave the scanner's mount point, in the scanner's own angles turned by the mount
+        (mirrored when upside down, then yawed), as a real scanner's would.
+        """
         lidar = self.config.lidar
+        mount = lidar.mount
         angles = self._scan_spec.beam_angles
+        angles = (-angles if mount.upside_down else angles) + mount.yaw
         z = np.full_like(angles, lidar.height - self.wheel_radius)
         cos, sin = np.cos(angles), np.sin(angles)
-        self._ray_starts = np.ascontiguousarray(np.stack([lidar.range_min * cos, lidar.range_min * sin, z], 1))
-        self._ray_ends = np.ascontiguousarray(np.stack([lidar.range_max * cos, lidar.range_max * sin, z], 1))
+        self._ray_starts = np.ascontiguousarray(
+            np.stack([mount.x + lidar.range_min * cos, mount.y + lidar.range_min * sin, z], 1))
+        self._ray_ends = np.ascontiguousarray(
+            np.stack([mount.x + lidar.range_max * cos, mount.y + lidar.range_max * sin, z], 1))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -463,3 +480,78 @@ class SimWorld:
         self._check_open()
         if self.robot_id < 0:
             raise RuntimeError("call SimWorld.reset(navmap) before stepping or sensing")
+
+
+# --- robot bodies from profiles ---------------------------------------------------------------
+_GENERATED_URDFS: dict[RobotProfile, Path] = {}
+
+
+def urdf_path(profile: RobotProfile) -> Path:
+    """The URDF file of ``profile``: the hand-tuned asset for the TurtleBot3, else generated once per process."""
+    if profile == TURTLEBOT3_BURGER:
+        return ROBOT_URDF
+    path = _GENERATED_URDFS.get(profile)
+    if path is None or not path.exists():
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=f"attn_dqn_{profile.name}_", suffix=".urdf")
+        with open(fd, "w") as f:
+            f.write(robot_urdf(profile))
+        path = _GENERATED_URDFS[profile] = Path(name)
+    return path
+
+
+def robot_urdf(profile: RobotProfile) -> str:
+    """A URDF with the layout of sim/assets/robot.urdf (see its comments) sized from ``profile``.
+
+    base_link on the axle; a cylinder (circular footprint) or box (rectangular) body with a clearance of
+    half a wheel radius; two frictionless casters 2 mm above the ground; sphere wheels of the profile's
+    radius, wheel_separation apart. The inertial origin is base_link (no pitching on braking).
+    """
+    fp, r, h = profile.footprint, profile.wheel_radius, profile.body_height
+    body_mass, wheel_mass = 0.9 * profile.mass, 0.05 * profile.mass
+    body_z = -0.5 * r + 0.5 * h
+    if fp.is_circle:
+        geometry = f'<cylinder radius="{fp.radius:.6g}" length="{h:.6g}"/>'
+        ixx = iyy = body_mass * (3 * fp.radius ** 2 + h ** 2) / 12
+        izz = body_mass * fp.radius ** 2 / 2
+        reach = fp.radius
+    else:
+        geometry = f'<box size="{fp.length:.6g} {fp.width:.6g} {h:.6g}"/>'
+        ixx = body_mass * (fp.width ** 2 + h ** 2) / 12
+        iyy = body_mass * (fp.length ** 2 + h ** 2) / 12
+        izz = body_mass * (fp.length ** 2 + fp.width ** 2) / 12
+        reach = 0.5 * fp.length
+    caster = 0.35 * r
+    caster_x, caster_z = 0.75 * reach, -r + caster + 0.002
+    wheel_i = wheel_mass * r * r * 0.4
+
+    def wheel(side: str, y: float) -> str:
+        return f"""
+  <link name="wheel_{side}_link">
+    <inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="{wheel_mass:.6g}"/>
+      <inertia ixx="{wheel_i:.6g}" ixy="0" ixz="0" iyy="{wheel_i:.6g}" iyz="0" izz="{wheel_i:.6g}"/></inertial>
+    <visual><origin xyz="0 0 0" rpy="1.5708 0 0"/>
+      <geometry><cylinder radius="{r:.6g}" length="{0.5 * r:.6g}"/></geometry></visual>
+    <collision><origin xyz="0 0 0" rpy="0 0 0"/><geometry><sphere radius="{r:.6g}"/></geometry></collision>
+  </link>
+  <joint name="wheel_{side}_joint" type="continuous">
+    <parent link="base_link"/><child link="wheel_{side}_link"/>
+    <origin xyz="0 {y:.6g} 0" rpy="0 0 0"/><axis xyz="0 1 0"/>
+  </joint>"""
+
+    return f"""<?xml version="1.0"?>
+<!-- Generated by sim.world.robot_urdf from robot profile '{profile.name}'. -->
+<robot name="attn_nav_{profile.name}">
+  <link name="base_link">
+    <inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="{body_mass:.6g}"/>
+      <inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/></inertial>
+    <visual><origin xyz="0 0 {body_z:.6g}" rpy="0 0 0"/><geometry>{geometry}</geometry></visual>
+    <collision><origin xyz="0 0 {body_z:.6g}" rpy="0 0 0"/><geometry>{geometry}</geometry></collision>
+    <collision><origin xyz="{caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/>
+      <geometry><sphere radius="{caster:.6g}"/></geometry></collision>
+    <collision><origin xyz="{-caster_x:.6g} 0 {caster_z:.6g}" rpy="0 0 0"/>
+      <geometry><sphere radius="{caster:.6g}"/></geometry></collision>
+  </link>{wheel("left", 0.5 * profile.wheel_separation)}{wheel("right", -0.5 * profile.wheel_separation)}
+</robot>
+"""

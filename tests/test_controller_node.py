@@ -96,7 +96,7 @@ def malformed_scans() -> dict[str, LaserScanData]:
     good = full_scan()
     return {
         "no ranges": LaserScanData(np.zeros(0, np.float32), -math.pi, 0.01, 0.12, 3.5),
-        "angle_increment must be > 0": LaserScanData(good.ranges, math.pi, -good.angle_increment, 0.12, 3.5),
+        "angle_increment must not be 0": LaserScanData(good.ranges, math.pi, 0.0, 0.12, 3.5),
         "no valid reading": LaserScanData(np.full(360, np.nan, np.float32), -math.pi, good.angle_increment, 0.12, 3.5),
         "range limits are invalid": LaserScanData(good.ranges, -math.pi, good.angle_increment, 3.5, 0.12),
         "'angle_min' is not finite": LaserScanData(good.ranges, float("nan"), good.angle_increment, 0.12, 3.5),
@@ -724,3 +724,65 @@ def test_managed_node_refuses_a_bad_model_on_configure_and_stays_up(tmp_path, cl
         node.stop()
     assert f"configure failed: cannot load model '{missing}'" in node.output()
     assert "Traceback" not in node.output()
+
+
+# --- issue 11: the safety layer and robot profiles over real DDS ---------------------------------
+def obstacle_ahead_scan(distance: float = 0.14) -> LaserScanData:
+    """2 m free all round, and a wall `distance` ahead (+-30 degrees): inside the default 0.05 m stop zone."""
+    ranges = np.full(360, 2.0)
+    degrees = np.degrees(SPEC.beam_angles)
+    ahead = np.abs(degrees) <= 30
+    ranges[ahead] = distance / np.cos(np.radians(degrees[ahead]))
+    return LaserScanData(ranges.astype(np.float32), SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5)
+
+
+def test_node_safety_layer_stops_forward_motion_before_an_obstacle_and_reports_it(shared_node, client):
+    c = client(shared_node)
+    c.wait_for_node(shared_node)
+    blocked = obstacle_ahead_scan()
+    c.drive(shared_node, blocked)  # the goal (4, 2) lies beyond the wall
+    start = time.monotonic()
+    c.run(1.5, scan=blocked, goal=FAR_GOAL)
+    answered = [cmd for cmd in c.commands_since(start) if cmd.stamp in set(c.last_stamps)]
+    assert len(answered) >= 3, shared_node.output()
+    assert_bounded(answered)
+    assert all(cmd.v == 0.0 for cmd in answered), [cmd.values for cmd in answered]  # every action had v > 0
+    assert c.status.startswith("driving: safety stop"), c.status
+    seen = len(c.diagnostics)
+    c.run(WAIT, scan=blocked, goal=FAR_GOAL, until=lambda: len(c.diagnostics) > seen)
+    values = {kv.key: kv.value for kv in c.diagnostics[-1].values}
+    assert values["safety"] == "stop" and int(values["safety interventions"]) >= len(answered), values
+    # A clear path: the policy's command goes out untouched.
+    c.drive(shared_node, full_scan())
+    clear = time.monotonic()
+    c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
+    assert_driving([cmd for cmd in c.commands_since(clear) if cmd.stamp in set(c.last_stamps)])
+    assert c.status == "driving"
+
+
+def test_node_refuses_a_model_trained_for_another_robot(tmp_path, checkpoint):
+    from attn_dqn_controller.robot import JACKAL
+
+    torch.manual_seed(1)
+    jackal = Policy.from_model(build_model(SPEC, len(NODE_ACTIONS), ModelConfig(d_model=16, num_heads=2)), SPEC,
+                               NODE_ACTIONS, device="cpu", robot=JACKAL).save(tmp_path / "jackal.pt")
+    node = start_node(tmp_path, *node_params(jackal))
+    try:
+        assert node.proc.wait(timeout=WAIT) == 1, node.output()
+    finally:
+        node.stop()
+    lines = [line for line in node.output().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "trained for robot profile 'jackal'" in lines[0] and "footprint is a circle r=0.105 m here" in lines[0]
+    # The same model starts on a node configured as that robot.
+    node = start_node(tmp_path, *node_params(jackal, "footprint_length:=0.508", "footprint_width:=0.43"),
+                      name="jackal")
+    try:
+        ok = False
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and node.alive() and not ok:
+            ok = "ready: model" in node.output()
+            time.sleep(0.2)
+        assert ok, node.output()
+    finally:
+        node.stop()

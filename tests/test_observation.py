@@ -7,8 +7,8 @@ import pytest
 
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.geometry import quaternion_from_yaw, to_robot_frame, wrap_angle, yaw_from_quaternion
-from attn_dqn_controller.observation import (LaserScanData, ObservationBuilder, ObservationSpec, ScanError,
-                                             build_frame, resample_scan, split_observation)
+from attn_dqn_controller.observation import (LaserScanData, LidarMount, ObservationBuilder, ObservationSpec,
+                                             ScanError, build_frame, resample_scan, scan_points, split_observation)
 
 SPEC = ObservationSpec()
 
@@ -46,7 +46,7 @@ def test_same_layout_passes_through_with_rep117_values():
     assert out[0] == 2.0  # NaN: invalid -> the nearer of its valid neighbours (beam 359: 2.0, beam 1: +inf)
     assert out[1] == SPEC.range_max  # +inf: no return
     assert out[2] == SPEC.range_min  # -inf: closer than range_min
-    assert out[3] == SPEC.range_min  # finite below range_min
+    assert out[3] == SPEC.range_min  # below range_min: invalid, borrows the nearer neighbour (-inf: contact)
     assert out[4] == SPEC.range_max  # finite above range_max
     assert np.all(out[5:] == 2.0)
 
@@ -96,7 +96,7 @@ def test_rotated_scan_start_angle():
 
 @pytest.mark.parametrize("scan,match", [
     (scan_of([], -math.pi, 0.01), "empty"),
-    (scan_of([1.0] * 10, -math.pi, -0.01), "angle_increment"),
+    (scan_of([1.0] * 10, -math.pi, 0.0), "angle_increment"),
     (scan_of([np.nan] * 10, -math.pi, 0.01), "no valid reading"),
     (scan_of([1.0] * 10, -math.pi, 0.01, range_min=2.0, range_max=1.0), "range limits"),
     (scan_of([1.0] * 10, float("nan"), 0.01), "angle_min"),
@@ -177,3 +177,81 @@ def test_invalid_beams_borrow_the_nearer_neighbour_instead_of_reading_free():
     ranges = np.full(360, 3.0)
     ranges[0], ranges[359], ranges[1] = np.nan, 0.5, 2.0  # wraps around the full circle
     assert resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)[0] == pytest.approx(0.5)
+
+
+# --- real lidars (issue 11) -------------------------------------------------------------------
+def lds_scan(returns: dict[int, float]) -> LaserScanData:
+    """A TurtleBot3 LDS-style scan: 360 beams over 0..2*pi, 0.0 for "no return", a few real returns."""
+    ranges = np.zeros(360)
+    for beam, value in returns.items():
+        ranges[beam % 360] = value
+    return scan_of(ranges, 0.0, 2 * math.pi / 360)
+
+
+def test_lds_scan_of_zeros_reads_the_obstacle_ahead_and_free_elsewhere():
+    out = resample_scan(lds_scan({b: 0.8 for b in range(-10, 11)}), SPEC)  # a wall ahead, +-10 degrees
+    degrees = np.degrees(SPEC.beam_angles)
+    assert np.all(out[np.abs(degrees) <= 10] == pytest.approx(0.8))
+    assert np.all(out[np.abs(degrees) > 20] == SPEC.range_max)  # zeros far from any return: nothing seen
+    assert np.all(out >= 0.8 - 1e-6)  # nowhere fenced in at range_min
+
+
+def test_isolated_zero_inside_an_obstacle_borrows_it():
+    ranges = np.full(360, 3.0)
+    ranges[170:190] = 0.6
+    ranges[180] = 0.0
+    assert resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)[180] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("spec", [SPEC, ObservationSpec(num_beams=96, fov=math.radians(240), num_sectors=8)])
+def test_negative_increment_equals_the_same_scan_ordered_normally(spec):
+    rng = np.random.default_rng(3)
+    ranges = rng.uniform(0.2, 3.0, 500)
+    ranges[rng.integers(0, 500, 30)] = np.nan
+    angle_min, inc = -2.5, 5.0 / 499
+    forward = scan_of(ranges, angle_min, inc)
+    backward = scan_of(ranges[::-1], angle_min + inc * 499, -inc)
+    np.testing.assert_allclose(resample_scan(backward, spec), resample_scan(forward, spec), atol=1e-9)
+
+
+def test_zero_to_two_pi_scan_keeps_a_thin_return_for_a_partial_fov_spec():
+    spec = ObservationSpec(num_beams=60, fov=math.radians(240), num_sectors=6)  # coarser than the scan
+    for degrees in (-100.0, -30.0, 45.0):
+        ranges = np.full(720, 3.0)
+        ranges[int(round(np.mod(degrees, 360.0) * 2))] = 0.4  # one beam, 0.5 degrees wide
+        out = resample_scan(scan_of(ranges, 0.0, 2 * math.pi / 720), spec)
+        nearest = int(np.argmin(np.abs(spec.beam_angles - math.radians(degrees))))
+        assert out[nearest] == pytest.approx(0.4), degrees
+        assert np.sum(out < 1.0) == 1
+
+
+def test_mount_yaw_rotates_and_upside_down_mirrors():
+    ranges = np.full(360, 3.0)
+    ranges[180 + 30] = 0.5  # +30 degrees in the scanner's frame
+    spec_scan = LaserScanData.from_spec(ranges, SPEC)
+    yawed = resample_scan(LaserScanData(spec_scan.ranges, SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5,
+                                        LidarMount(yaw=math.radians(90))), SPEC)
+    assert np.argmin(yawed) == 180 + 120  # +30 + 90 degrees in the base frame
+    flipped = resample_scan(LaserScanData(spec_scan.ranges, SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5,
+                                          LidarMount(upside_down=True)), SPEC)
+    assert np.argmin(flipped) == 180 - 30  # mirrored: -30 degrees
+    both = resample_scan(LaserScanData(spec_scan.ranges, SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5,
+                                       LidarMount(yaw=math.pi, upside_down=True)), SPEC)
+    assert np.argmin(both) == 180 + 150  # a scanner turned over and facing backwards: -30 + 180 degrees
+
+
+def test_mount_offset_shifts_returns_into_the_base_frame():
+    # Scanner 0.2 m ahead of the base origin sees a wall 1.0 m ahead of itself: 1.2 m from the base.
+    ranges = np.full(360, np.inf)
+    ranges[175:186] = 1.0 / np.cos(np.radians(np.arange(-5, 6)))
+    scan = LaserScanData(ranges, SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5, LidarMount(x=0.2))
+    out = resample_scan(scan, SPEC)
+    assert out[180] == pytest.approx(1.2, abs=1e-3)
+    assert out[0] == SPEC.range_max  # behind: still free
+    points = scan_points(scan)
+    assert points.shape == (11, 2) and np.allclose(points[:, 0], 1.2)
+
+
+def test_mount_is_validated():
+    with pytest.raises(ValueError, match="LidarMount.yaw"):
+        LidarMount(yaw=float("nan"))

@@ -258,3 +258,59 @@ def test_onnx_export_matches_torch(tmp_path, saved):
     _, expected = policy.act_batch(obs)
     np.testing.assert_allclose(q, expected, atol=1e-4)
     np.testing.assert_allclose(attention.sum(axis=1), np.ones(7), atol=1e-5)
+
+
+# --- issue 11: unsafe files, bounds, robot profile, control rate --------------------------------
+def test_a_file_that_would_run_code_is_reported_unsafe_not_corrupt(tmp_path, model):
+    path = tmp_path / "pickled.pt"
+    torch.save({**build_checkpoint(model, SPEC, ACTIONS), "metadata": {"obj": ActionTable.default()}}, path)
+    with pytest.raises(CheckpointError, match="is unsafe") as caught:
+        load_checkpoint(path)
+    assert "corrupt" not in str(caught.value)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("d_model", 1 << 20, "'model_config.d_model' is 1048576, above the limit"),
+    ("num_layers", 10_000, "'model_config.num_layers' is 10000, above the limit"),
+    ("mlp_hidden", [1 << 30], "mlp_hidden \\(width\\)"),
+])
+def test_model_config_is_bounded_before_any_tensor_is_built(tmp_path, model, monkeypatch, field, value, message):
+    built = []
+    monkeypatch.setattr(checkpoint_module, "build_model", lambda *a, **k: built.append(a))
+    raw = build_checkpoint(model, SPEC, ACTIONS)
+    raw["model_config"] = {**raw["model_config"], field: value, "num_heads": 1}
+    path = tmp_path / "huge.pt"
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path).build_model()
+    assert not built
+    raw["model_config"] = {**SMALL.to_dict(), "d_model": 2048, "num_heads": 4, "num_layers": 40}  # each in bounds
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="parameters, above the limit"):
+        load_checkpoint(path)
+
+
+def test_robot_profile_and_control_rate_travel_in_the_checkpoint(tmp_path, model):
+    from attn_dqn_controller.robot import JACKAL, TURTLEBOT3_BURGER
+
+    path = save_checkpoint(tmp_path / "j.pt", model, SPEC, ACTIONS, metadata={"control_rate_hz": 15.0}, robot=JACKAL)
+    ckpt = load_checkpoint(path)
+    assert ckpt.robot == JACKAL and ckpt.control_rate_hz == 15.0
+    policy = Policy.load(path, device="cpu")
+    assert policy.robot == JACKAL
+    assert load_checkpoint(policy.save(tmp_path / "again.pt")).robot == JACKAL  # export keeps it
+    old = build_checkpoint(model, SPEC, ACTIONS)  # today's format: no robot, no control rate
+    del old["robot"]
+    torch.save(old, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt.robot == TURTLEBOT3_BURGER and ckpt.control_rate_hz == 10.0
+
+
+def test_the_shipped_policy_loads_as_a_turtlebot3():
+    from pathlib import Path
+
+    from attn_dqn_controller.robot import TURTLEBOT3_BURGER
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
+    ckpt = load_checkpoint(shipped)
+    assert ckpt.robot == TURTLEBOT3_BURGER and ckpt.control_rate_hz == 10.0

@@ -72,7 +72,8 @@ class PolicyAgent:
         spec = self.policy.spec
         return {"num_beams": spec.num_beams, "fov": spec.fov, "range_min": spec.range_min,
                 "range_max": spec.range_max, "num_sectors": spec.num_sectors,
-                "history_length": spec.history_length, "actions": self.policy.actions}
+                "history_length": spec.history_length, "actions": self.policy.actions,
+                "robot": getattr(self.policy, "robot", None)}
 
     def reset(self, env) -> None:
         self.last_attention = None

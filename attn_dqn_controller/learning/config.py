@@ -57,6 +57,24 @@ class EnvSection:
     """Beams of the simulated scanner when it differs from num_beams (resampled to the spec); 0: num_beams."""
     lidar_fov: float = 0.0
     """Field of view (rad) of the simulated scanner when it differs from fov; 0: fov."""
+    control_rate_hz: int = 10
+    """Decisions per simulated second (stored in every checkpoint as metadata control_rate_hz; the node
+    decides at it). The physics rate (120 Hz) must be a multiple of it."""
+    safety: bool = False
+    """Train with the safety layer after the policy (attn_dqn_controller/safety.py), as the node runs it."""
+    smoothing: bool = False
+    """Train with the velocity smoother (the robot's acceleration limits) between commands, as the node can."""
+
+
+@dataclass
+class RobotSection:
+    """The robot the policy is trained for (attn_dqn_controller/robot.py); stored in every checkpoint.
+
+    The env's sensor keys (num_beams, fov, range_min, range_max) left at their defaults take the
+    profile's lidar; the action table scales to the profile's speed limits."""
+
+    profile: str = "turtlebot3_burger"
+    """A shipped profile: turtlebot3_burger (the default) or jackal."""
 
 
 @dataclass
@@ -81,7 +99,8 @@ class EvalSection:
     interval: int = 20_000
     """Environment steps between held-out evaluations (0 disables)."""
     episodes: int = 10
-    """Episodes per level per evaluation (map seeds from 1,000,000 up)."""
+    """Episodes per level per evaluation. Map seeds from 1,500,000 up (the validation range, which picks
+    best.pt); the reported test tables use 1,000,000 up, so selection never sees a test map."""
     levels: list = field(default_factory=lambda: ["sparse", "cluttered", "maze"])
 
 
@@ -124,6 +143,7 @@ class TrainConfig:
     """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
     simulator subprocesses already keep the other cores busy."""
     env: EnvSection = field(default_factory=EnvSection)
+    robot: RobotSection = field(default_factory=RobotSection)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64))
     """The Q-network's architecture (attn_dqn_controller.model.ModelConfig documents each key)."""
     learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(batch_size=128))
@@ -166,6 +186,11 @@ class TrainConfig:
         need(env.lidar_num_beams >= 0, "env.lidar_num_beams", "must be 0 (the spec's num_beams) or >= 1")
         need(0 <= env.lidar_fov <= 6.283185307179586 + 1e-6, "env.lidar_fov",
              "must be 0 (the spec's fov) or in (0, 2*pi]")
+        need(env.control_rate_hz >= 1 and 120 % env.control_rate_hz == 0, "env.control_rate_hz",
+             "must divide the physics rate (120 Hz): 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 24, 30, 40, 60 or 120")
+        from attn_dqn_controller.robot import PROFILES
+        need(self.robot.profile in PROFILES, "robot.profile",
+             f"unknown profile {self.robot.profile!r}; shipped: {', '.join(PROFILES)}")
         need(self.replay.capacity >= self.learner.batch_size, "replay.capacity", "must be >= learner.batch_size")
         need(0 <= self.exploration.epsilon_end <= self.exploration.epsilon_start <= 1, "exploration",
              "need 0 <= epsilon_end <= epsilon_start <= 1")

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
@@ -39,10 +38,26 @@ CSV_FIELDS = ("step", "wall_time", "updates", "epsilon", "episodes", "episode_re
               "loss", "q_mean", "steps_per_s", "eval_success_rate", "eval_collision_rate", "eval_spl")
 
 
+def robot_profile(config: TrainConfig):
+    """The config's RobotProfile (robot.profile)."""
+    from attn_dqn_controller.robot import get_profile
+
+    return get_profile(config.robot.profile)
+
+
+def _sensor(config: TrainConfig) -> dict:
+    """num_beams, fov, range_min, range_max: the env section's values, or the robot's where left at default."""
+    from attn_dqn_controller.learning.config import EnvSection
+
+    lidar, default = robot_profile(config).lidar, EnvSection()
+    return {key: (getattr(lidar, key) if getattr(config.env, key) == getattr(default, key) else
+                  getattr(config.env, key)) for key in ("num_beams", "fov", "range_min", "range_max")}
+
+
 def observation_spec(config: TrainConfig) -> ObservationSpec:
-    env = config.env
-    return ObservationSpec(num_beams=env.num_beams, fov=env.fov, range_min=env.range_min, range_max=env.range_max,
-                           num_sectors=env.num_sectors, history_length=env.history_length)
+    env, robot = config.env, robot_profile(config)
+    return ObservationSpec(**_sensor(config), num_sectors=env.num_sectors, history_length=env.history_length,
+                           max_linear_speed=robot.max_linear_speed, max_angular_speed=robot.max_angular_speed)
 
 
 def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
@@ -54,9 +69,13 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
     and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
     """
     env = config.env
-    kwargs = {"max_steps": env.max_steps, "num_beams": env.num_beams, "fov": env.fov, "range_min": env.range_min,
-              "range_max": env.range_max, "num_sectors": env.num_sectors, "history_length": env.history_length,
-              "lidar_noise_std": env.lidar_noise_std}
+    kwargs = {"max_steps": env.max_steps, **_sensor(config), "num_sectors": env.num_sectors,
+              "history_length": env.history_length, "lidar_noise_std": env.lidar_noise_std}
+    if config.robot.profile != "turtlebot3_burger":
+        kwargs["robot"] = config.robot.profile
+    if env.control_rate_hz != 10:
+        kwargs["control_rate_hz"] = env.control_rate_hz
+    kwargs.update({key: True for key in ("safety", "smoothing") if getattr(env, key)})
     optional = ["lidar_num_beams", "lidar_fov"]
     if perturbations:
         optional += ["lidar_dropout", "action_delay", "wheel_slip", "lidar_noise_std_max", "lidar_dropout_max",
@@ -132,7 +151,8 @@ class TrainingRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(device or config.device)
         self.spec = observation_spec(config)
-        self.actions = ActionTable.default()
+        self.robot = robot_profile(config)
+        self.actions = self.robot.scaled_actions()
         self.model_config = config.model
         seed_everything(config.seed)
         if config.torch_threads > 0 and self.device.type == "cpu":
@@ -192,16 +212,20 @@ class TrainingRun:
 
     # --- evaluation, logging ---------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Greedy policy on held-out map seeds (1,000,000 up), the same seeds at every evaluation."""
+        """Greedy policy on validation map seeds (1,500,000 up), the same seeds at every evaluation.
+
+        The validation range picks best.pt; it is disjoint from the test range (1,000,000 up) that
+        `attn-dqn eval` reports, so the reported figures are never those of a selected-on map.
+        """
         from attn_dqn_controller.learning.agents import PolicyAgent
         from attn_dqn_controller.learning.evaluation import evaluate
         from attn_dqn_controller.policy import Policy
-        from sim.maps import EVAL_SEED_START
+        from sim.maps import VALIDATION_SEED_START
 
-        policy = Policy.from_model(self.model, self.spec, self.actions, self.device)
+        policy = Policy.from_model(self.model, self.spec, self.actions, self.device, robot=self.robot)
         agent = PolicyAgent(policy)
         kwargs = {**env_kwargs(self.config, perturbations=False), "actions": self.actions}  # nominal maps
-        summaries = [evaluate(agent, level, self.config.eval.episodes, EVAL_SEED_START, env_kwargs=kwargs,
+        summaries = [evaluate(agent, level, self.config.eval.episodes, VALIDATION_SEED_START, env_kwargs=kwargs,
                               progress=False)[0] for level in self.config.eval.levels]
         self.model.train()
         return {"eval_success_rate": float(np.mean([s.success_rate for s in summaries])),
@@ -248,10 +272,12 @@ class TrainingRun:
         }
         metadata = {"env_steps": self.counters.env_steps, "updates": self.counters.updates,
                     "wall_time_s": round(self.wall_time(), 1), "levels": list(self.config.env.levels),
-                    "device": str(self.device), "torch": torch.__version__}
+                    "device": str(self.device), "torch": torch.__version__,
+                    "control_rate_hz": float(self.config.env.control_rate_hz),
+                    "safety": bool(self.config.env.safety), "smoothing": bool(self.config.env.smoothing)}
         path = self.out_dir / name
         save_checkpoint(path, model=self.model, model_config=self.model_config, spec=self.spec,
-                        actions=self.actions, metadata=metadata, training=training)
+                        actions=self.actions, metadata=metadata, training=training, robot=self.robot)
         if self.config.save_replay and name == CHECKPOINT_NAME:
             _atomic_savez(self.out_dir / REPLAY_NAME, self.replay.state_dict())
         return path

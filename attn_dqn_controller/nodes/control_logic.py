@@ -12,6 +12,7 @@ clock, so with ``use_sim_time`` every timeout runs on ``/clock``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ from enum import Enum
 import numpy as np
 
 from attn_dqn_controller.geometry import to_robot_frame
-from attn_dqn_controller.observation import LaserScanData, ObservationBuilder, ScanError, validate_scan
+from attn_dqn_controller.observation import (IDENTITY_MOUNT, LaserScanData, LidarMount, ObservationBuilder, ScanError,
+                                             validate_scan)
+from attn_dqn_controller.safety import SafetyAction, SafetyLayer, SafetyState
+from attn_dqn_controller.smoothing import VelocitySmoother
 
 
 class ControlState(str, Enum):
@@ -72,6 +76,8 @@ class Decision:
     q_values: np.ndarray | None = None
     attention: np.ndarray | None = None
     inference_ms: float | None = None
+    safety: SafetyState | None = None
+    """What the safety layer did to a DRIVING command (None when the layer is off)."""
 
     @property
     def status(self) -> str:
@@ -113,9 +119,20 @@ class ControlLogic:
     object returned (the node publishes every decision it asks for).
     """
 
-    def __init__(self, policy, limits: Limits):
+    def __init__(self, policy, limits: Limits, safety: SafetyLayer | None = None,
+                 smoother: VelocitySmoother | None = None, lidar_mount: LidarMount = IDENTITY_MOUNT,
+                 control_period: float = 0.1):
+        """``safety`` and ``smoother`` run after the policy (policy -> clamp -> smoother -> safety, the
+        safety layer last so nothing drives into an obstacle the scan shows); ``lidar_mount`` is where
+        the scanner sits on the base (given to every scan that does not carry one); ``control_period``
+        is the smoother's time step for the first command after a stop."""
         self.policy = policy
         self.limits = limits
+        self.safety = safety
+        self.smoother = smoother
+        self.lidar_mount = lidar_mount
+        self.control_period = float(control_period)
+        self._last_drive_time: float | None = None
         self.builder = ObservationBuilder(policy.spec)
         self._scan: _Scan | None = None
         self._odom: _Odom | None = None
@@ -128,6 +145,8 @@ class ControlLogic:
     # --- inputs -------------------------------------------------------------------------
     def on_scan(self, scan: LaserScanData, now: float, stamp: object = None) -> str | None:
         """Store the newest scan; returns the contract's reason when it is unusable (it then counts as stale)."""
+        if scan.mount == IDENTITY_MOUNT and self.lidar_mount != IDENTITY_MOUNT:
+            scan = dataclasses.replace(scan, mount=self.lidar_mount)
         try:
             validate_scan(scan)
         except ScanError as exc:
@@ -202,6 +221,11 @@ class ControlLogic:
         if decision.state is not ControlState.DRIVING:
             # After any pause the next drive starts a fresh history, as an episode does in training.
             self._needs_reset = True
+            self._last_drive_time = None
+            if self.smoother is not None:  # a stop is immediate (a watchdog must not coast); start again from rest
+                self.smoother.reset()
+        else:
+            self._last_drive_time = now
         self.last_command = decision.command
         return decision
 
@@ -242,5 +266,21 @@ class ControlLogic:
         command = clamp_command(*out.command, self.limits)
         if command is None:
             return self._stop(ControlState.ERROR, f"policy produced a non-finite command {out.command}")
-        return Decision(ControlState.DRIVING, "", command, self._scan.stamp, q_values, out.attention,
-                        self.last_inference_ms)
+        command, safety = self._after_policy(command, now)
+        reason = "" if safety is None or safety.action is SafetyAction.NONE else \
+            f"safety {safety.action.value} ({safety.interventions} interventions)"
+        return Decision(ControlState.DRIVING, reason, command, self._scan.stamp, q_values, out.attention,
+                        self.last_inference_ms, safety)
+
+    def _after_policy(self, command: tuple[float, float], now: float):
+        """Smoother, then the safety layer against the scan the policy saw (the env runs the same chain)."""
+        safety = None
+        if self.smoother is not None:
+            dt = self.control_period if self._last_drive_time is None else now - self._last_drive_time
+            command = self.smoother.filter(*command, min(max(dt, 1e-3), 1.0))
+        if self.safety is not None:
+            v, w, safety = self.safety.filter(*command, self._scan.data)
+            command = (v, w)
+            if self.smoother is not None:  # the next command accelerates from what was really sent
+                self.smoother.reset(v, w)
+        return command, safety

@@ -160,6 +160,40 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "Compute a command as soon as a scan arrives (scan -> command latency = one inference); the "
             "control loop still runs as a watchdog. false: commands only from the control loop.")),
         ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
+        *safety_parameter_table(),
+    ]
+
+
+def safety_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+    """The safety layer, velocity smoother, footprint and lidar mount (issue 11)."""
+    return [
+        ("safety_enabled", True, _plain(
+            "Geometric safety layer after the policy (as Nav2's collision monitor): stop and slow-down zones "
+            "ahead of the footprint along the commanded arc, from the latest scan.")),
+        ("safety_stop_distance", 0.05, _float(
+            "A scan return within this much path (m) ahead of the footprint stops linear motion "
+            "(turning on the spot stays allowed when the turn touches nothing).", 0.0, 2.0)),
+        ("safety_slowdown_distance", 0.20, _float(
+            "A scan return within this much path (m) ahead of the footprint scales linear speed by "
+            "safety_slowdown_ratio; must be >= safety_stop_distance.", 0.0, 5.0)),
+        ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0)),
+        ("footprint_radius", 0.105, _float(
+            "Radius (m) of a circular footprint centred on base_frame; ignored when footprint_length and "
+            "footprint_width are both > 0. Checked against the model's robot profile.", 0.0, 5.0)),
+        ("footprint_length", 0.0, _float("Length (m, along x) of a rectangular footprint centred on base_frame; "
+                                         "0: circular (footprint_radius).", 0.0, 10.0)),
+        ("footprint_width", 0.0, _float("Width (m, along y) of a rectangular footprint; 0: circular.", 0.0, 10.0)),
+        ("smoothing_enabled", False, _plain(
+            "Velocity smoother between consecutive commands (as Nav2's velocity_smoother), with the limits "
+            "below. Off by default: the shipped policy was trained without it.")),
+        ("max_linear_accel", 2.5, _float("Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down.",
+                                         0.01, 100.0)),
+        ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0)),
+        ("lidar_mount_x", 0.0, _float("Scanner position (m) along x of base_frame (applied by the observation "
+                                      "contract and the safety layer).", -10.0, 10.0)),
+        ("lidar_mount_y", 0.0, _float("Scanner position (m) along y of base_frame.", -10.0, 10.0)),
+        ("lidar_mount_yaw", 0.0, _float("Scanner yaw (rad) in base_frame.", -6.3, 6.3)),
+        ("lidar_upside_down", False, _plain("The scanner is mounted upside down (its angles are mirrored).")),
     ]
 
 
@@ -177,6 +211,10 @@ class ControllerConfig:
     publish_attention: bool
     act_on_scan: bool
     base_frame: str
+    safety: object = None  # SafetyConfig, or None when safety_enabled is false
+    smoother: object = None  # SmootherConfig, or None when smoothing_enabled is false
+    footprint: object = None  # robot.Footprint
+    lidar_mount: object = None  # observation.LidarMount
 
 
 def _type_hint(default: object) -> str:
@@ -188,6 +226,28 @@ def _range_text(descriptor: ParameterDescriptor) -> str | None:
     for bounds in (*descriptor.floating_point_range, *descriptor.integer_range):
         return f"must be in [{bounds.from_value:g}, {bounds.to_value:g}]"
     return None
+
+
+def _safety_config(values: dict) -> dict:
+    """Pop the safety/smoother/footprint/mount parameters from ``values``; StartupError names a bad one."""
+    from attn_dqn_controller.observation import LidarMount
+    from attn_dqn_controller.robot import Footprint
+    from attn_dqn_controller.safety import SafetyConfig
+    from attn_dqn_controller.smoothing import SmootherConfig
+
+    p = {name: values.pop(name) for name, _, _ in safety_parameter_table()}
+    try:
+        rectangle = p["footprint_length"] > 0.0 and p["footprint_width"] > 0.0
+        footprint = Footprint(0.0, p["footprint_length"], p["footprint_width"]) if rectangle else \
+            Footprint(p["footprint_radius"])
+        safety = SafetyConfig(p["safety_stop_distance"], p["safety_slowdown_distance"], p["safety_slowdown_ratio"],
+                              footprint) if p["safety_enabled"] else None
+        smoother = SmootherConfig(p["max_linear_accel"], p["max_linear_accel"], p["max_angular_accel"],
+                                  p["max_angular_accel"]) if p["smoothing_enabled"] else None
+        mount = LidarMount(p["lidar_mount_x"], p["lidar_mount_y"], p["lidar_mount_yaw"], p["lidar_upside_down"])
+    except ValueError as exc:
+        raise StartupError(f"invalid safety/footprint parameters: {exc}") from None
+    return {"safety": safety, "smoother": smoother, "footprint": footprint, "lidar_mount": mount}
 
 
 # --- the node ---------------------------------------------------------------------------------
@@ -209,8 +269,8 @@ class ControllerNode(Node):
         publishers made by ``create_command_publisher``: plain here, lifecycle-managed when managed."""
         self.config = self._read_parameters()
         self.policy = self._load_policy()
-        self.logic = ControlLogic(self.policy, self.config.limits)
         self._period = 1.0 / self.config.control_rate_hz
+        self.logic = ControlLogic(self.policy, self.config.limits, **self._safety_chain())
         self._status: str | None = None
         self._odom_frame: str | None = None
         self._goal_frame: str | None = None  # checked when the first odometry names the frame
@@ -284,7 +344,7 @@ class ControllerNode(Node):
                 raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
         limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
                         values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
-        return ControllerConfig(limits=limits, **values)
+        return ControllerConfig(limits=limits, **_safety_config(values), **values)
 
     def _load_policy(self):
         # torch is imported here, not at module level, so parameter errors are reported without its start-up cost.
@@ -308,6 +368,7 @@ class ControllerNode(Node):
             policy = Policy.load(path, device=device, backend=self.config.inference_backend)
         except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
             raise StartupError(f"cannot load model '{path}': {exc}") from None
+        self._check_robot_profile(policy)
         limits = self.config.limits
         if policy.actions.max_linear_speed > limits.max_linear_speed or \
                 policy.actions.max_angular_speed > limits.max_angular_speed:
@@ -316,6 +377,30 @@ class ControllerNode(Node):
                 f"|w|={policy.actions.max_angular_speed:g} rad/s; commands are clamped to "
                 f"{limits.max_linear_speed:g} m/s, {limits.max_angular_speed:g} rad/s")
         return policy
+
+    def _safety_chain(self) -> dict:
+        """ControlLogic's safety layer, smoother and lidar mount from the parameters."""
+        from attn_dqn_controller.safety import SafetyLayer
+        from attn_dqn_controller.smoothing import VelocitySmoother
+
+        config = self.config
+        return {"safety": SafetyLayer(config.safety) if config.safety is not None else None,
+                "smoother": VelocitySmoother(config.smoother) if config.smoother is not None else None,
+                "lidar_mount": config.lidar_mount, "control_period": self._period}
+
+    def _check_robot_profile(self, policy) -> None:
+        """Refuse a checkpoint trained for another robot (footprint, speed limits)."""
+        from attn_dqn_controller.robot import ProfileMismatch, check_profile_matches
+
+        limits = self.config.limits
+        try:
+            check_profile_matches(policy.robot, footprint=self.config.footprint,
+                                  max_linear_speed=limits.max_linear_speed,
+                                  max_angular_speed=limits.max_angular_speed,
+                                  source=f"model '{self.config.model_path}'")
+        except ProfileMismatch as exc:
+            raise StartupError(f"{exc} (set footprint_*, max_linear_speed and max_angular_speed for this "
+                               f"robot, or load a model trained for it)") from None
 
     # --- inputs -----------------------------------------------------------------------------
     def _now(self) -> float:
@@ -419,6 +504,10 @@ class ControllerNode(Node):
             self._status_pub.publish(String(data=self._status))
         self._diag_pub.publish(self.diagnostics())
 
+    def _safety_diagnostics(self) -> dict:
+        """Safety-layer state and intervention count for /diagnostics."""
+        return _safety_values(self.logic)
+
     def diagnostics(self) -> DiagnosticArray:
         now = self._now()
         state = (self._status or "").split(":")[0]
@@ -437,6 +526,7 @@ class ControllerNode(Node):
             "device": str(self.policy.device),
             "inference backend": self.policy.backend,
             "model path": self.config.model_path,
+            **self._safety_diagnostics(),
         }
         status = DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=self._status or "",
                                   hardware_id=self.get_fully_qualified_name(),
@@ -444,6 +534,15 @@ class ControllerNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
+
+
+def _safety_values(logic) -> dict:
+    layer = logic.safety
+    if layer is None:
+        return {"safety": "off"}
+    state = layer.last_state
+    return {"safety": state.action.value, "safety interventions": str(state.interventions),
+            "safety reason": state.reason or "none"}
 
 
 def _float_array(values: np.ndarray) -> Float32MultiArray:

@@ -1,0 +1,217 @@
+"""The safety layer, the velocity smoother and robot profiles (pure NumPy), and both in the real simulator."""
+
+import math
+
+import numpy as np
+import pytest
+
+from attn_dqn_controller.observation import LaserScanData, LidarMount, ObservationSpec
+from attn_dqn_controller.robot import (JACKAL, PROFILES, TURTLEBOT3_BURGER, Footprint, ProfileMismatch, RobotProfile,
+                                       check_profile_matches, get_profile)
+from attn_dqn_controller.safety import SafetyAction, SafetyConfig, SafetyLayer
+from attn_dqn_controller.smoothing import SmootherConfig, VelocitySmoother
+
+SPEC = ObservationSpec()
+BEARINGS = SPEC.beam_angles
+
+
+def scan_with(points_polar=(), free=3.5, mount=LidarMount()) -> LaserScanData:
+    """A 360-beam scan, free everywhere except the given (bearing deg, range) returns."""
+    ranges = np.full(360, np.inf)
+    for degrees, distance in points_polar:
+        ranges[int(np.argmin(np.abs(np.degrees(BEARINGS) - degrees)))] = distance
+    return LaserScanData(ranges.astype(np.float32), SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5, mount)
+
+
+def wall_ahead(distance: float, half_width_deg: int = 30) -> LaserScanData:
+    return scan_with([(d, distance / math.cos(math.radians(d))) for d in range(-half_width_deg, half_width_deg + 1)])
+
+
+# --- safety layer ---------------------------------------------------------------------------------
+def test_obstacle_in_the_stop_zone_stops_forward_motion_but_lets_a_round_robot_turn():
+    layer = SafetyLayer(SafetyConfig(stop_distance=0.05, slowdown_distance=0.2))
+    v, w, state = layer.filter(0.22, 0.4, wall_ahead(0.105 + 0.03))  # 3 cm in front of the body
+    assert (v, w) == (0.0, 0.4) and state.action is SafetyAction.STOP
+    assert state.interventions == 1 and state.clearance <= 0.05 and "ahead" in state.reason
+
+
+def test_slowdown_zone_scales_speed_and_a_clear_path_is_untouched():
+    layer = SafetyLayer(SafetyConfig(stop_distance=0.05, slowdown_distance=0.2, slowdown_ratio=0.5))
+    v, w, state = layer.filter(0.22, 0.0, wall_ahead(0.105 + 0.12))
+    assert v == pytest.approx(0.11) and w == 0.0 and state.action is SafetyAction.SLOWDOWN
+    v, w, state = layer.filter(0.22, -1.0, wall_ahead(1.5))
+    assert (v, w) == (0.22, -1.0) and state.action is SafetyAction.NONE
+    assert state.interventions == 1  # only the slow-down changed a command
+
+
+def test_zone_follows_the_direction_of_motion():
+    layer = SafetyLayer()
+    behind = scan_with([(180.0 + d, 0.13) for d in range(-20, 21)])
+    assert layer.filter(0.22, 0.0, behind)[2].action is SafetyAction.NONE  # driving away from it
+    v, _, state = layer.filter(-0.1, 0.0, behind)  # reversing into it
+    assert v == 0.0 and state.action is SafetyAction.STOP
+    # A post at (0.25, 0.13), front-left: clear when driving straight, hit on a left arc of radius 0.5 m.
+    layer = SafetyLayer(SafetyConfig(slowdown_distance=0.4))
+    front_left = scan_with([(math.degrees(math.atan2(0.13, 0.25)), math.hypot(0.25, 0.13))])
+    assert layer.filter(0.2, 0.0, front_left)[2].action is SafetyAction.NONE
+    assert layer.filter(0.2, -0.4, front_left)[2].action is SafetyAction.NONE  # curving away
+    assert layer.filter(0.2, 0.4, front_left)[2].action is SafetyAction.SLOWDOWN
+
+
+def test_rectangular_footprint_refuses_a_turn_that_sweeps_a_corner_into_an_obstacle():
+    layer = SafetyLayer(SafetyConfig(footprint=JACKAL.footprint))
+    corner = math.degrees(math.atan2(0.215, 0.254))
+    near_corner = scan_with([(corner + 8.0, 0.30)])  # just outside the box, inside its turning circle
+    v, w, state = layer.filter(0.0, 1.0, near_corner)
+    assert (v, w) == (0.0, 0.0) and state.action is SafetyAction.STOP
+    assert layer.filter(0.0, -1.0, near_corner)[2].action is SafetyAction.NONE  # turning the other way is free
+
+
+def test_invalid_readings_are_not_obstacles_but_an_unusable_scan_stops():
+    layer = SafetyLayer()
+    zeros = LaserScanData(np.zeros(360, np.float32), SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5)
+    v, w, state = layer.filter(0.22, 0.0, zeros)  # LDS "no return" everywhere: a ScanError, so stop
+    assert v == 0.0 and state.action is SafetyAction.STOP and "unusable scan" in state.reason
+    mostly_zero = np.zeros(360, np.float32)
+    mostly_zero[0] = 2.0  # one real return behind, zeros (invalid) ahead
+    scan = LaserScanData(mostly_zero, SPEC.angle_min, SPEC.angle_increment, 0.12, 3.5)
+    assert layer.filter(0.22, 0.0, scan)[2].action is SafetyAction.NONE
+
+
+def test_mount_offset_is_applied_to_the_zone():
+    # A scanner 0.2 m behind the base origin sees a wall 0.35 m away: only 0.15 m from the base, inside the zone.
+    scan = scan_with([(d, 0.35 / math.cos(math.radians(d))) for d in range(-10, 11)], mount=LidarMount(x=-0.2))
+    assert SafetyLayer().filter(0.22, 0.0, scan)[2].action is SafetyAction.STOP
+
+
+@pytest.mark.parametrize("kwargs", [{"stop_distance": -0.1}, {"slowdown_ratio": 0.0},
+                                    {"stop_distance": 0.3, "slowdown_distance": 0.2}])
+def test_safety_config_is_validated(kwargs):
+    with pytest.raises(ValueError, match="SafetyConfig"):
+        SafetyConfig(**kwargs)
+
+
+# --- smoother -------------------------------------------------------------------------------------
+def test_smoother_respects_acceleration_limits_and_reaches_the_target():
+    config = SmootherConfig(max_linear_accel=1.0, max_linear_decel=2.0, max_angular_accel=3.0, max_angular_decel=4.0)
+    smoother, dt = VelocitySmoother(config), 0.1
+    rng = np.random.default_rng(0)
+    previous = (0.0, 0.0)
+    for _ in range(300):
+        v, w = smoother.filter(*rng.uniform([-0.3, -3.0], [0.3, 3.0]), dt)
+        assert abs(v - previous[0]) <= 2.0 * dt + 1e-12 and abs(w - previous[1]) <= 4.0 * dt + 1e-12
+        if previous[0] * v >= 0 and abs(v) > abs(previous[0]):
+            assert abs(v) - abs(previous[0]) <= 1.0 * dt + 1e-12  # speeding up: the (lower) accel limit
+        previous = (v, w)
+    smoother.reset()
+    outputs = [smoother.filter(0.22, 2.0, dt) for _ in range(10)]
+    assert outputs[0] == pytest.approx((0.1, 0.3)) and outputs[-1] == pytest.approx((0.22, 2.0))
+    with pytest.raises(ValueError, match="finite"):
+        smoother.filter(float("nan"), 0.0, dt)
+
+
+# --- robot profiles -------------------------------------------------------------------------------
+def test_profiles_round_trip_and_the_default_is_todays_robot():
+    for profile in PROFILES.values():
+        assert RobotProfile.from_dict(profile.to_dict()) == profile
+    assert get_profile(None) is TURTLEBOT3_BURGER and get_profile("jackal") is JACKAL
+    from attn_dqn_controller.actions import ActionTable
+
+    assert TURTLEBOT3_BURGER.scaled_actions() == ActionTable.default()
+    assert JACKAL.scaled_actions().max_linear_speed == pytest.approx(1.0)
+    # The table keeps its shape: the TurtleBot3's turns (up to 2.0 of 2.84 rad/s) scaled to the Jackal's 2.0 rad/s.
+    assert JACKAL.scaled_actions().max_angular_speed == pytest.approx(2.0 * 2.0 / 2.84, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown robot profile 'tank'"):
+        get_profile("tank")
+    with pytest.raises(ValueError, match="Footprint"):
+        Footprint(radius=0.1, length=0.5, width=0.4)
+
+
+def test_a_profile_mismatch_is_refused_with_the_reason():
+    burger = TURTLEBOT3_BURGER
+    # Slower than the profile is an operator's restriction: accepted.
+    check_profile_matches(burger, footprint=Footprint(0.105), max_linear_speed=0.1, max_angular_speed=2.84)
+    with pytest.raises(ProfileMismatch,
+                       match="'jackal'.*footprint is a circle r=0.105 m here but a rectangle 0.508 x 0.43 m"):
+        check_profile_matches(JACKAL, footprint=Footprint(0.105), max_linear_speed=0.22, max_angular_speed=2.84)
+    with pytest.raises(ProfileMismatch, match="max_linear_speed 0.5 is above the profile's 0.22"):
+        check_profile_matches(burger, footprint=Footprint(0.105), max_linear_speed=0.5, max_angular_speed=2.84)
+
+
+def test_simulator_builds_each_profiles_body_and_lidar():
+    from sim.env import AttnNavEnv
+
+    for profile in (TURTLEBOT3_BURGER, JACKAL):
+        env = AttnNavEnv(level="empty", seed=5, robot=profile.name)
+        try:
+            env.reset(options={"start": (1.0, 2.5, 0.0), "goal": (4.4, 2.5)})
+            assert env.world.wheel_separation == pytest.approx(profile.wheel_separation, abs=1e-6)
+            assert env.world.wheel_radius == pytest.approx(profile.wheel_radius, abs=1e-6)
+            assert env.observation_spec.num_beams == profile.lidar.num_beams
+            assert env.observation_spec.max_linear_speed == profile.max_linear_speed
+            assert env.last_scan.mount == profile.lidar.mount
+            for _ in range(15):
+                env.step_command(profile.max_linear_speed, 0.0)
+            v = env.world.odometry().v
+            assert v == pytest.approx(profile.max_linear_speed, rel=0.1)  # the body drives at its own speed
+        finally:
+            env.close()
+
+
+# --- both layers in the simulator -------------------------------------------------------------------
+def drive_at_wall(**env_options):
+    """Full speed straight at the arena's west wall from 0.6 m away; (collided, interventions, commands)."""
+    from sim.env import AttnNavEnv
+
+    env = AttnNavEnv(level="empty", seed=3, **env_options)
+    try:
+        env.reset(options={"start": (0.6, 2.5, math.pi), "goal": (4.0, 2.5)})
+        commands, info = [], {}
+        for _ in range(40):
+            _, _, terminated, _, info = env.step_command(0.22, 0.0)
+            commands.append(env._previous_command)
+            if terminated:
+                break
+        return info["collision"], info.get("safety_interventions", 0), commands
+    finally:
+        env.close()
+
+
+def test_env_safety_layer_prevents_driving_into_a_wall_and_smoothing_limits_acceleration():
+    collided, _, _ = drive_at_wall()
+    assert collided
+    collided, interventions, commands = drive_at_wall(safety=True, smoothing=True)
+    assert not collided and interventions > 0
+    assert commands[-1][0] == 0.0
+    dv = np.diff([0.0] + [c[0] for c in commands])
+    assert np.all(np.abs(dv) <= TURTLEBOT3_BURGER.max_linear_accel * 0.1 + 1e-9)
+
+
+def test_jackal_profile_trains_and_its_checkpoint_drives_its_own_robot(tmp_path):
+    from attn_dqn_controller.checkpoint import load_checkpoint
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.learning.config import config_from_dict
+    from attn_dqn_controller.learning.evaluation import evaluate
+    from attn_dqn_controller.learning.trainer import train
+    from attn_dqn_controller.policy import Policy
+
+    config = config_from_dict({
+        "total_steps": 2000, "num_envs": 2, "learning_starts": 500, "updates_per_step": 0.25,
+        "checkpoint_interval": 2000, "log_interval": 500, "robot": {"profile": "jackal"},
+        "env": {"levels": ["empty"], "max_steps": 100, "safety": True},
+        "model": {"d_model": 16, "num_layers": 1, "num_heads": 2},
+        "learner": {"batch_size": 16}, "replay": {"capacity": 2000},
+        "eval": {"interval": 0, "episodes": 1, "levels": ["empty"]}})
+    train(config, tmp_path / "run", device="cpu", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt.robot == JACKAL and ckpt.control_rate_hz == 10.0 and ckpt.metadata["safety"] is True
+    assert ckpt.spec.num_beams == 720 and ckpt.actions.max_linear_speed == pytest.approx(1.0)
+    agent = PolicyAgent(Policy.load(tmp_path / "run" / "checkpoint.pt", device="cpu"))
+    assert agent.env_kwargs()["robot"] == JACKAL
+    env_kwargs = {**agent.env_kwargs(), "max_steps": 60}
+    summary, records = evaluate(agent, "empty", 2, 1_000_000, env_kwargs=env_kwargs, progress=False,
+                                record_trajectories=2)
+    assert summary.episodes == 2 and summary.collision_rate == 0.0
+    for record in records:  # its commands moved its own body (2k steps teach it to move, not yet to arrive)
+        span = np.ptp(np.asarray(record.trajectory), axis=0)
+        assert span[0] > 0.2 or span[1] > 0.2 or span[2] > 1.0
