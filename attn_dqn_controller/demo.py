@@ -86,7 +86,7 @@ def run_demo(args) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from attn_dqn_controller.learning.evaluation import EvalSummary, format_table
-    from attn_dqn_controller.nodes.isolation import isolate_dds
+    from attn_dqn_controller.isolation import isolate_dds
     from attn_dqn_controller.plots import plot_trajectories
     from sim.maps import EVAL_SEED_START
 

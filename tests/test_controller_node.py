@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
 

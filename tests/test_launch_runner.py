@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # real rclpy nodes below: loopback-only discovery, private domain
 
