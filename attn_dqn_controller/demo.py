@@ -104,10 +104,11 @@ def run_demo(args) -> int:
         from attn_dqn_controller.launch_runner import find_package_share
 
         launch_file = Path(find_package_share("attn_dqn_controller")) / "launch" / "sim.launch.yaml"
-    command = [sys.executable, "-m", "attn_dqn_controller.launch_runner", str(launch_file),
+    # `attn-dqn launch`: the real ROS 2 launch when importable, else the runner; either way the launch
+    # ends when sim_node has run its episodes (on_exit: shutdown in the launch file)
+    command = [sys.executable, "-m", "attn_dqn_controller.cli", "launch", str(launch_file),
                f"model:={model}", f"level:={args.level}", f"seed:={EVAL_SEED_START}",
-               f"episodes:={args.episodes}", "gui:=false", "real_time_factor:=0.0", "device:=cpu",
-               "--exit-on-first"]
+               f"episodes:={args.episodes}", "gui:=false", "real_time_factor:=0.0", "device:=cpu"]
     print(f"launching {launch_file.name}: {args.episodes} held-out {args.level} map(s), headless, lock-step",
           flush=True)
 
