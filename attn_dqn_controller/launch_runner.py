@@ -605,7 +605,9 @@ def _prefix_namespace(base: str | None, namespace: str | None) -> str | None:
 
 
 def _absolute_namespace(namespace: str | None) -> str | None:
-    return None if namespace is None or namespace.startswith("/") else "/" + namespace
+    if namespace is None or namespace.startswith("/"):
+        return namespace
+    return "/" + namespace
 
 
 def _checked_namespace(namespace: str | None, at: str) -> str | None:
