@@ -106,6 +106,19 @@ def started_pids(output: str) -> list[int]:
     return [int(p) for p in re.findall(r"process started with pid \[(\d+)\]", output)]
 
 
+def ros2_until(real, *args, wanted: str, patience: float = 30.0) -> str:
+    """A `ros2` verb, retried while its answer lacks ``wanted`` (without a daemon, a lookup right after
+    start-up can miss the node); returns the last answer, stdout and stderr."""
+    deadline = time.monotonic() + patience
+    while True:
+        done = subprocess.run([str(real["ros2"]), *args], env=real["env"], capture_output=True, text=True,
+                              timeout=60)
+        answer = done.stdout + done.stderr
+        if wanted in answer or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
 def run_real(real, *args, cwd, env=None, timeout=HANG_GUARD):
     proc = subprocess.Popen([str(real["ros2"]), "launch", *map(str, args)], cwd=cwd, env=env or real["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -160,10 +173,11 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
         listed = dict(re.findall(r"^(\S+) \[(\S+)\]$", topics, re.MULTILINE))
         for topic, kind in expected.items():
             assert listed.get(topic) == kind, (topic, topics)
-        params = {name: cli("param", "get", "/robot1/controller", name, "--no-daemon").stdout.strip()
-                  for name in ("device", "control_rate", "cmd_vel_stamped", "use_sim_time")}
-        assert params == {"device": "String value is: cpu", "control_rate": "Double value is: 10.0",
-                          "cmd_vel_stamped": "Boolean value is: True", "use_sim_time": "Boolean value is: False"}
+        expected_params = {"device": "String value is: cpu", "control_rate_hz": "Double value is: 10.0",
+                           "cmd_vel_stamped": "Boolean value is: True", "use_sim_time": "Boolean value is: False"}
+        for name, answer in expected_params.items():  # typed as the launch file and controller.yaml say
+            got = ros2_until(real, "param", "get", "/robot1/controller", name, "--no-daemon", wanted="value is")
+            assert got.strip() == answer, (name, got)
     finally:
         os.killpg(launch.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
         output, _ = launch.communicate(timeout=HANG_GUARD)
@@ -180,19 +194,14 @@ def test_managed_controller_through_ros2_lifecycle_set(real, tmp_path):
                             start_new_session=True)
     ros2 = [str(real["ros2"]), "lifecycle"]
     try:
-        deadline = time.monotonic() + HANG_GUARD
-        state = ""
-        while time.monotonic() < deadline and "unconfigured [1]" not in state:
-            state = subprocess.run([*ros2, "get", "/lc/controller", "--no-daemon"], env=real["env"],
-                                   capture_output=True, text=True, timeout=60).stdout
+        state = ros2_until(real, "lifecycle", "get", "/lc/controller", "--no-daemon", wanted="[1]", patience=HANG_GUARD)
         assert "unconfigured [1]" in state
         for transition, expected in (("configure", "inactive [2]"), ("activate", "active [3]"),
                                      ("deactivate", "inactive [2]"), ("cleanup", "unconfigured [1]")):
             done = subprocess.run([*ros2, "set", "/lc/controller", transition], env=real["env"],
                                   capture_output=True, text=True, timeout=60)
             assert "Transitioning successful" in done.stdout, (transition, done.stdout, done.stderr)
-            got = subprocess.run([*ros2, "get", "/lc/controller", "--no-daemon"], env=real["env"],
-                                 capture_output=True, text=True, timeout=60).stdout
+            got = ros2_until(real, "lifecycle", "get", "/lc/controller", "--no-daemon", wanted="]")
             assert expected in got, (transition, got)
     finally:
         os.killpg(node.pid, signal.SIGINT)
