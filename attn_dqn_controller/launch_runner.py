@@ -1111,6 +1111,7 @@ class _Child:
         self.exit_code: int | None = None  # as reported to the caller (see _Supervisor.record_exit)
         self.pumps: list[threading.Thread] = []
         self.sigterm_at: float | None = None
+        self.term_timeout = node.sigterm_timeout
         self.sigkill_at: float | None = None
 
 
@@ -1228,6 +1229,7 @@ class _Supervisor:
             self.log(f"shutting down ({reason}): sending SIGINT to {', '.join(repr(c.label) for c in running)}")
         for child in running:
             term = child.node.sigterm_timeout if self.grace_period is None else self.grace_period
+            child.term_timeout = term
             child.sigterm_at, child.sigkill_at = now + term, now + term + child.node.sigkill_timeout
             self.signal_child(child, signal.SIGINT)
 
@@ -1261,8 +1263,7 @@ class _Supervisor:
         for child in self.running():
             if child.sigterm_at is not None and now >= child.sigterm_at:
                 child.sigterm_at = None
-                self.log(f"process '{child.label}' still running {child.node.sigterm_timeout:g} s after "
-                         f"SIGINT: sending SIGTERM")
+                self.log(f"still running {child.term_timeout:g} s after SIGINT: sending SIGTERM to '{child.label}'")
                 self.signal_child(child, signal.SIGTERM)
             if child.sigkill_at is not None and now >= child.sigkill_at:
                 child.sigkill_at = None
