@@ -537,6 +537,15 @@ def test_exit_on_first_exit_shuts_the_others_down(tmp_path, fake_nodes):
     assert not alive(records(fake_nodes, "talker")["talker"]["pid"])
 
 
+def test_on_exit_shutdown_stops_the_others_when_that_node_exits(tmp_path, fake_nodes, capsys):
+    launch = write(tmp_path / "run.launch.yaml", RUN_LAUNCH.replace(
+        "    exec_name: listener\n", "    exec_name: listener\n    on_exit: shutdown\n"))
+    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--exit 0"}, timeout=HANG_GUARD)
+    assert code == 0
+    assert (fake_nodes / "talker.exit").read_text() == "SIGINT"  # the talker got the shutdown's SIGINT
+    assert "'listener' exited and has on_exit: shutdown" in capsys.readouterr().out
+
+
 def test_a_node_ignoring_sigint_is_terminated_after_the_grace_period(tmp_path, fake_nodes, capsys):
     launch = write(tmp_path / "run.launch.yaml", RUN_LAUNCH)
     stop = threading.Event()
@@ -584,6 +593,16 @@ def test_ctrl_c_on_the_runner_is_forwarded_and_leaves_no_process(runner_process,
         assert not alive(pid)
     for name in ("talker", "listener"):
         assert (fake_nodes / f"{name}.exit").read_text() == "SIGINT"
+
+
+def test_sigterm_on_the_runner_terminates_the_nodes(runner_process, fake_nodes):
+    runner = runner_process()
+    pids = [r["pid"] for r in records(fake_nodes, "talker", "listener").values()]
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=HANG_GUARD)
+    assert "SIGTERM received: sending SIGTERM to every node" in output
+    assert runner.returncode == 128 + signal.SIGTERM  # the nodes died of SIGTERM: not a clean exit
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_nodes_do_not_outlive_a_killed_runner(runner_process, fake_nodes):
