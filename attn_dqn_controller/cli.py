@@ -105,6 +105,7 @@ def cmd_launch(args) -> int:
 
 
 def _launch_with_ros2(args) -> int:
+    import hashlib
     import os
     import tempfile
     from pathlib import Path
@@ -114,7 +115,11 @@ def _launch_with_ros2(args) -> int:
 
     if not real_launch_available():
         raise CliError("--launcher ros2: the launch, launch_ros and ros2launch packages are not importable")
-    real_launch_environment(os.environ, Path(tempfile.gettempdir()) / f"attn_dqn_ament_{os.getuid()}")
+    # one small ament index per checkout and interpreter (the executables' shebang names the interpreter)
+    from attn_dqn_controller.launch_env import SOURCE_ROOT
+
+    key = hashlib.sha256(f"{SOURCE_ROOT}\0{sys.executable}".encode()).hexdigest()[:12]
+    real_launch_environment(os.environ, Path(tempfile.gettempdir()) / f"attn_dqn_ament_{os.getuid()}_{key}")
     import launch
     from ros2launch.api import launch_a_launch_file
 

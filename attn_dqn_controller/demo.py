@@ -1,7 +1,8 @@
 """The README's main job: the shipped policy driving in the simulator, through ROS 2, headless.
 
 `attn-dqn demo` launches `launch/sim.launch.yaml` (sim_node + controller_node,
-the same file `ros2 launch` would run) with the project's launch runner, and
+the same file `ros2 launch` would run) with `attn-dqn launch` (the real ROS 2
+launch system when it is importable, else the project's runner), and
 watches it from a small observer node: every episode's outcome from
 `/sim/episode`, the robot's path from `/odom`, and the controller's attention
 from `/controller/attention`. When the episodes are done it prints a summary
