@@ -86,6 +86,9 @@ def real(tmp_path_factory):
     recorder = bin_dir / "recorder"
     recorder.write_text(RECORDER.format(python=sys.executable))
     recorder.chmod(0o755)
+    packaged = overlay / "lib" / "attn_dqn_controller" / "recorder"  # for `pkg: attn_dqn_controller, exec: recorder`
+    packaged.write_text(recorder.read_text())
+    packaged.chmod(0o755)
     project_prefix = Path(sys.prefix)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                AMENT_PREFIX_PATH=os.pathsep.join([str(overlay), str(VENV), str(project_prefix)]),
@@ -273,7 +276,7 @@ CORPUS = {
         """,
     "scopes.launch.yaml": """\
         launch:
-        - arg: {name: use_a, default: "true"}
+        - arg: {name: use_a, default: "true", description: "whether group g1 starts its node"}
         - set_env: {name: CONF_TOP, value: "top"}
         - group:
           - push_ros_namespace: {namespace: "g1"}
@@ -281,6 +284,7 @@ CORPUS = {
           - let: {name: inner, value: "x"}
           - node: {exec: recorder, name: in_group, output: screen, if: "$(var use_a)"}
           - node: {exec: recorder, name: skipped, output: screen, unless: "$(var use_a)"}
+          - node: {pkg: attn_dqn_controller, exec: recorder, name: from_package, output: log, if: "1"}
         - group:
             scoped: false
             children:
@@ -293,7 +297,7 @@ CORPUS = {
             - push_ros_namespace: {namespace: "string_false"}
             - unset_env: {name: CONF_TOP}
             - node: {exec: recorder, name: in_string_false, output: screen, namespace: "sub"}
-        - node: {exec: recorder, name: after_string_false, output: screen}
+        - node: {exec: recorder, name: after_string_false, output: both}
         - include:
             file: included.launch.yaml
             arg: [{name: required, value: "given-$(var use_a)"}]
@@ -324,12 +328,16 @@ CORPUS = {
             param:
             - {name: answer, value: "$(var answer)"}
             - {name: command_text, value: "$(command 'echo hello')"}
+            - {name: command_ignoring_stderr, value: '$(command "echo 2.5" ignore)'}
         """,
 }
 REFUSED = {  # launch files the real launch system refuses (the runner must refuse them too)
     "mixed list": "- node: {exec: recorder, name: m, param: [{name: gains, value: [1, 2.5]}]}",
     "set-env spelling": "- set-env: {name: A, value: b}",
     "include without its required argument": "- include: {file: included.launch.yaml}",
+    "required argument set only by the includer": ("- let: {name: required, value: x}\n"
+                                                   "- include: {file: included.launch.yaml}"),
+    "quote spanning a substitution in args": "- node: {exec: recorder, name: q, args: \"'$(env HOME) x'\"}",
     "var never defined": "- node: {exec: recorder, name: v, args: '$(var nowhere)'}",
     "other on_exit": "- node: {exec: recorder, name: o, on_exit: restart}",
     "substitution with a dict result": "- node: {exec: recorder, name: d, param: [{name: p, value: \"$(env CONF_DICT)\"}]}",
