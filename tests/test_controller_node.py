@@ -252,7 +252,7 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
     import yaml
 
     with open(CONFIG) as f:
-        values = yaml.safe_load(f)["controller"]["ros__parameters"]
+        values = yaml.safe_load(f)["/**/controller"]["ros__parameters"]
     table = {name: (default, descriptor) for name, default, descriptor in parameter_table()}
     assert set(values) == set(table)
     for name, (default, descriptor) in table.items():
