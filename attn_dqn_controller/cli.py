@@ -98,9 +98,13 @@ def cmd_launch(args) -> int:
             raise CliError(f"{', '.join(runner_only)}: options of the project's runner only; "
                            f"add --launcher runner (or drop them) to run with the real ROS 2 launch")
         return _launch_with_ros2(args)
-    print("attn-dqn launch: the project's launch runner (a ROS 2 YAML launch subset; the real launch "
-          "package is " + ("importable but --launcher runner was given" if real_launch_available()
-                           else "not importable") + ")", flush=True)
+    if not real_launch_available():
+        why = "the real launch package is not importable"
+    elif args.print_plan:
+        why = "--print is an option of the runner"
+    else:
+        why = "--launcher runner"
+    print(f"attn-dqn launch: the project's launch runner (a ROS 2 YAML launch subset; {why})", flush=True)
     return launch_command(args)
 
 
