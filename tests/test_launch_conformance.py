@@ -13,6 +13,7 @@ keeps testing the project's runner. Here:
 Skipped, with the reason, where ../shared/ros2-launch is absent.
 """
 
+import io
 import json
 import os
 import re
@@ -374,11 +375,12 @@ def test_corpus_means_the_same_under_the_runner_and_real_launch(real, tmp_path, 
     monkeypatch.chdir(tmp_path)  # relative includes and parameter files: from the working directory
     differences = []
     for name in ("params.launch.yaml", "scopes.launch.yaml", "substitutions.launch.yaml"):
-        code, output = run_real(real, tmp_path / name, cwd=tmp_path, env=env)
+        code, output = run_real(real, tmp_path / name, cwd=tmp_path, env=env, timeout=60.0)
         assert code == 0 and "Traceback" not in output, output[-3000:]
         by_real = _collect(records)
         assert by_real, f"{name}: no node recorded itself under real launch\n{output[-2000:]}"
-        assert run_launch(tmp_path / name, timeout=HANG_GUARD) == 0
+        printed = io.StringIO()
+        assert run_launch(tmp_path / name, timeout=60.0, out=printed) == 0, printed.getvalue()[-3000:]
         by_runner = _collect(records)
         for node in sorted(set(by_real) | set(by_runner)):
             real_record, runner_record = by_real.get(node, {}), by_runner.get(node, {})
