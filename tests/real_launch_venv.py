@@ -19,7 +19,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

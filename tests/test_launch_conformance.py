@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from attn_dqn_controller.launch_env import package_overlay
 from attn_dqn_controller.launch_runner import LaunchError, run_launch
@@ -141,10 +140,15 @@ def ros2_until(real, *args, wanted: str, patience: float = 30.0) -> str:
 
 
 def run_real(real, *args, cwd, env=None, timeout=HANG_GUARD):
+    """`ros2 launch ARGS`: (exit code, output); the exit code is None when it was still running at ``timeout``."""
     proc = subprocess.Popen([str(real["ros2"]), "launch", *map(str, args)], cwd=cwd, env=env or real["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return None, output
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -375,7 +379,13 @@ def test_corpus_means_the_same_under_the_runner_and_real_launch(real, tmp_path, 
     monkeypatch.chdir(tmp_path)  # relative includes and parameter files: from the working directory
     differences = []
     for name in ("params.launch.yaml", "scopes.launch.yaml", "substitutions.launch.yaml"):
-        code, output = run_real(real, tmp_path / name, cwd=tmp_path, env=env, timeout=60.0)
+        code, output = run_real(real, tmp_path / name, cwd=tmp_path, env=env, timeout=30.0)
+        if code is None and not any(alive(pid) for pid in started_pids(output)):
+            # Every node exited but launch 3.7.1 did not notice one exit (seen about once in ten runs of
+            # eight quickly exiting nodes on a loaded 2-core machine; the runner never missed one in the
+            # same loop). What the nodes recorded is complete, so the comparison goes on.
+            print(f"{name}: real ros2 launch missed a node's exit and was stopped after 30 s")
+            code = 0
         assert code == 0 and "Traceback" not in output, output[-3000:]
         by_real = _collect(records)
         assert by_real, f"{name}: no node recorded itself under real launch\n{output[-2000:]}"
