@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from attn_dqn_controller.nodes.isolation import isolate_dds  # noqa: E402
+from attn_dqn_controller.isolation import isolate_dds  # noqa: E402
 
 isolate_dds(os.environ)  # before rclpy: loopback only, private domain (inherited by the child processes)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
 
@@ -36,6 +36,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from attn_dqn_controller.actions import ActionTable  # noqa: E402
 from attn_dqn_controller.model import ModelConfig, build_model  # noqa: E402
@@ -251,7 +252,7 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
     import yaml
 
     with open(CONFIG) as f:
-        values = yaml.safe_load(f)["controller"]["ros__parameters"]
+        values = yaml.safe_load(f)["/**/controller"]["ros__parameters"]
     table = {name: (default, descriptor) for name, default, descriptor in parameter_table()}
     assert set(values) == set(table)
     for name, (default, descriptor) in table.items():
@@ -346,6 +347,7 @@ class Client:
     diagnostics: list = field(default_factory=list)
     attention: list = field(default_factory=list)
     q_values: list = field(default_factory=list)
+    markers: list = field(default_factory=list)
     sent_stamps: set = field(default_factory=set)
     """Stamps of every scan this client sent (the node stamps its DRIVING commands with them)."""
 
@@ -369,6 +371,7 @@ class Client:
                               lambda m: self.attention.append(np.array(m.data)), QoSProfile(depth=10))
         n.create_subscription(Float32MultiArray, "controller/q_values",
                               lambda m: self.q_values.append(np.array(m.data)), QoSProfile(depth=10))
+        n.create_subscription(MarkerArray, "controller/attention_markers", self.markers.append, QoSProfile(depth=10))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         """Only our controller's entries (/diagnostics is shared by every node in the domain)."""
@@ -495,6 +498,9 @@ def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared
     for weights in c.attention[-3:]:
         assert weights.shape == (SPEC.num_sectors,) and weights.sum() == pytest.approx(1.0, abs=1e-3)
     assert all(q.shape == (len(NODE_ACTIONS),) and np.isfinite(q).all() for q in c.q_values[-3:])
+    assert c.markers, "no ~/attention_markers for RViz"
+    wedges = c.markers[-1].markers  # one per sector, drawn in the scan's frame
+    assert len(wedges) == SPEC.num_sectors and {w.header.frame_id for w in wedges} == {"base_scan"}
 
 
 @pytest.mark.parametrize("scan", [full_scan(n=720), partial_scan(228, 270.0)], ids=["720_beams", "270deg_228_beams"])

@@ -56,6 +56,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Float32MultiArray, String
 
+from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
 from attn_dqn_controller.nodes.ros_conversions import (
     MessageError,
@@ -284,7 +285,14 @@ class ControllerNode(Node):
         if self.config.publish_attention:
             self._attention_pub = create_command_publisher(Float32MultiArray, "~/attention", DEBUG_QOS)
             self._q_pub = create_command_publisher(Float32MultiArray, "~/q_values", DEBUG_QOS)
-        self._command_publishers = [p for p in (self._cmd_pub, self._attention_pub, self._q_pub) if p is not None]
+        self._markers_pub = None
+        if self.config.publish_attention:  # RViz: the attention as wedges around the robot (config/attn_dqn.rviz)
+            from visualization_msgs.msg import MarkerArray
+
+            self._markers_pub = create_command_publisher(MarkerArray, "~/attention_markers", DEBUG_QOS)
+            self._scan_frame = "base_scan"
+        self._command_publishers = [p for p in (self._cmd_pub, self._attention_pub, self._q_pub, self._markers_pub)
+                                    if p is not None]
         self._report_publishers = [self._status_pub, self._diag_pub]
         self._subscriptions_opened = [
             self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos()),
@@ -408,6 +416,7 @@ class ControllerNode(Node):
 
     def _on_scan(self, msg: LaserScan) -> None:
         now = self._now()
+        self._scan_frame = msg.header.frame_id or "base_scan"  # where the attention wedges are drawn
         problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
         if problem is not None:
             self.get_logger().warning(f"unusable scan: {problem}", throttle_duration_sec=2.0)
@@ -468,6 +477,13 @@ class ControllerNode(Node):
             self._q_pub.publish(_float_array(decision.q_values))
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))
+                self._publish_attention_markers(decision)
+
+    def _publish_attention_markers(self, decision: Decision) -> None:
+        stamp = decision.scan_stamp or self.get_clock().now().to_msg()
+        spec = self.policy.spec
+        self._markers_pub.publish(attention_markers(decision.attention, spec.fov, spec.angle_min,
+                                                    self._scan_frame, stamp))
 
     def _publish_command(self, decision: Decision) -> None:
         stamp = decision.scan_stamp
