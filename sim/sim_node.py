@@ -181,7 +181,9 @@ class SimNode(Node):
         t = self.sim_time
         from builtin_interfaces.msg import Time
 
-        return Time(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)
+        # Whole nanoseconds first: t = 100.9999999999 must give 101 s, not 100 s + (rounded) 0 ns.
+        sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)
+        return Time(sec=sec, nanosec=nanosec)
 
     def publish_sensors(self) -> None:
         stamp = self._stamp()

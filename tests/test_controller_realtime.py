@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -373,6 +374,62 @@ def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_pa
         # ros2 param describe prints "Read only: true" for read-only parameters only.
         assert "Read only: true" not in ros2_param("describe", "/rt/controller", "goal_tolerance")
         assert "Read only: true" in ros2_param("describe", "/rt/controller", "model_path")
+    finally:
+        node.stop()
+    assert node.proc.returncode == 0, node.output()
+
+
+# ======================================================================================
+# The node over real DDS: simulated time, the decision rate and a frozen /clock
+# ======================================================================================
+def test_node_on_sim_time_decides_at_the_training_rate_and_stops_when_clock_and_inputs_freeze(
+        tmp_path, checkpoint, client):  # noqa: F811
+    """Scans at 20 Hz of /clock for a policy trained at 10 Hz: about every second scan is decided on, with a
+    warning. Then /clock freezes and the sensors go quiet: the node-clock loop no longer runs, yet the
+    steady-clock watchdog still stops the robot (before, the last command stood for ever)."""
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    node = start_node(tmp_path, *node_params(checkpoint), "use_sim_time:=true", name="simtime")
+    try:
+        c = client(node)
+        clock_pub = c.node.create_publisher(Clock, "/clock", 10)
+        c.wait_for_node(node)
+        sim_t, sent = 100.0, []
+
+        def tick(sensors: bool) -> None:
+            sec, nanosec = divmod(int(round(sim_t * 1e9)), 1_000_000_000)
+            stamp = Time(sec=sec, nanosec=nanosec)
+            clock_pub.publish(Clock(clock=stamp))
+            if sensors:
+                c.odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=stamp))
+                c.scan_pub.publish(scan_to_msg(full_scan(), stamp=stamp, frame_id="base_scan"))
+                c.goal_pub.publish(pose_stamped(4.0, 2.0, stamp=stamp))
+                sent.append((stamp.sec, stamp.nanosec))
+
+        deadline = time.monotonic() + WAIT
+        decided = set()
+        while time.monotonic() < deadline and (len(decided) < 20 or "scans arrive at" not in node.output()):
+            tick(sensors=True)
+            sim_t += 0.05  # 20 Hz of simulated time, paced at 20 Hz of wall time
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                c.executor.spin_once(timeout_sec=0.005)
+            decided = {cmd.stamp for cmd in c.commands if cmd.stamp in set(sent) and cmd.v != 0.0}
+        assert len(decided) >= 20, node.output()
+        # One decision per training period: not every scan (scans the node dropped only lower the count).
+        assert len(decided) <= 0.75 * len(sent), (len(decided), len(sent))
+        assert re.search(r"scans arrive at [\d.]+ Hz, but the policy decides at 10 Hz", node.output())
+
+        frozen_at = time.monotonic()
+        while time.monotonic() < frozen_at + WAIT and not (c.status or "").startswith("stale_input"):
+            tick(sensors=False)  # /clock stays where it was
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                c.executor.spin_once(timeout_sec=0.005)
+        assert (c.status or "").startswith("stale_input: no ") and "steady time" in c.status, c.status
+        c.run(0.5, odom=False)
+        assert c.commands[-1].values == (0.0,) * 6
     finally:
         node.stop()
     assert node.proc.returncode == 0, node.output()

@@ -80,3 +80,13 @@ def test_clock_is_monotonic_across_episodes_and_odometry_shares_the_scans_stamp(
     assert clocks[-1] >= (steps - 1) * 0.1 - 1e-6, (clocks[-1], steps)
     # Every scan has the odometry of its instant: the same stamp.
     assert scans and set(scans) <= set(odoms), sorted(set(scans) - set(odoms))[:5]
+
+
+def test_stamps_carry_into_the_next_second_instead_of_jumping_back():
+    from types import SimpleNamespace
+
+    from sim.sim_node import SimNode
+
+    for t, expected in ((100.9999999999, (101, 0)), (0.30000000000000004, (0, 300_000_000)), (7.0, (7, 0))):
+        stamp = SimNode._stamp(SimpleNamespace(sim_time=t))
+        assert (stamp.sec, stamp.nanosec) == expected

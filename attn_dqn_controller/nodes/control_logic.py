@@ -239,12 +239,16 @@ class ControlLogic:
 
     def set_goal(self, x: float, y: float, frame: str = "odom") -> None:
         """A new goal in ``frame`` (odom, or map once localized): re-arms goal_reached and restarts the
-        observation history."""
+        observation history. The goal being followed, sent again (as some senders repeat it), changes
+        nothing: the history and the decision rate go on."""
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"goal must be finite, got ({x}, {y})")
         if frame not in GOAL_FRAMES:
             raise ValueError(f"goal frame must be one of {GOAL_FRAMES}, got {frame!r}")
-        self._goal = (float(x), float(y))
+        goal = (float(x), float(y))
+        if goal == self._goal and frame == self._goal_frame and not self._goal_reached:
+            return
+        self._goal = goal
         self._goal_frame = frame
         self._goal_reached = False
         self._needs_reset = True
