@@ -433,3 +433,43 @@ def test_node_on_sim_time_decides_at_the_training_rate_and_stops_when_clock_and_
     finally:
         node.stop()
     assert node.proc.returncode == 0, node.output()
+
+
+def test_a_held_command_obeys_limits_lowered_since_the_decision(shipped_policy):
+    logic = ControlLogic(shipped_policy, Limits(), decision_period=0.1)
+    logic.set_goal(2.0, 0.0)
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 3.0, stamp=3.0)
+    logic.on_scan(full_scan(2.0), 3.0, stamp=3.0)
+    assert logic.step(3.0).command == (0.22, 0.0)
+    logic.limits = Limits(max_linear_speed=0.05)  # what a run-time parameter change does
+    held = logic.step(3.02)
+    assert not held.new and held.command == (0.05, 0.0)
+
+
+def test_runtime_change_is_validated_with_the_whole_configuration(tmp_path, checkpoint):  # noqa: F811
+    """The node's own check, behind rclpy's range and type checks: a value that passes those but not the
+    configuration's (non-finite) is refused with the reason, and nothing changes."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from attn_dqn_controller.nodes.controller_node import ControllerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ControllerNode(context=context, namespace="/validate", parameter_overrides=[
+            Parameter("model_path", value=str(checkpoint)), Parameter("device", value="cpu"),
+            Parameter("inference_backend", value="torch")])
+        try:
+            result = node._validate_runtime_change([Parameter("max_linear_speed", value=math.nan)])
+            assert not result.successful
+            assert result.reason == "invalid parameter 'max_linear_speed': must be finite, got nan"
+            assert node.config.limits.max_linear_speed == 0.22
+            ok = node.set_parameters([Parameter("goal_tolerance", value=0.3)])[0]
+            assert ok.successful and node.logic.limits.goal_tolerance == 0.3 == node.config.limits.goal_tolerance
+            refused = node.set_parameters([Parameter("device", value="cuda")])[0]
+            assert not refused.successful and "read-only" in refused.reason
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -372,7 +372,8 @@ class ControlLogic:
             self._goal_reached = True
             return self._stop(ControlState.GOAL_REACHED, "")
         if not self._needs_reset and not self._scan_due():  # hold: one frame per scan, at the decision rate
-            return Decision(ControlState.DRIVING, "", self.last_command, self._last_decision_stamp, new=False)
+            held = clamp_command(*self.last_command, self.limits)  # limits may have been lowered since
+            return Decision(ControlState.DRIVING, "", held, self._last_decision_stamp, new=False)
         scan = self._scan
         match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
         if match is None or match.gap > self.limits.odom_timeout:

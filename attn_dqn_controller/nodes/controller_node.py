@@ -1,7 +1,8 @@
 """controller_node: drive to a goal with the Transformer Q-network policy, safely.
 
-Subscribes ``scan`` (LaserScan), ``odom`` (Odometry) and ``goal_pose``
-(PoseStamped in the odometry frame); publishes ``cmd_vel`` (TwistStamped, or
+Subscribes ``scan`` (LaserScan), ``odom`` (Odometry), ``goal_pose``
+(PoseStamped in the odometry frame, or in ``map_frame`` when ``localization_topic``
+names a PoseWithCovarianceStamped such as AMCL's ``amcl_pose``); publishes ``cmd_vel`` (TwistStamped, or
 Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics`` and, on
 request, ``~/attention`` and ``~/q_values``. All topic names are relative, so
 a launch file remaps them to the robot's.
@@ -17,6 +18,12 @@ Why it is built this way:
   when no scan-driven command went out within its period (no double
   publishing). The scan subscription keeps depth 1: at 100 Hz the node
   always acts on the newest scan, never on a backlog.
+* Real time: each decision pairs a scan with the odometry of its stamp and comes
+  at most once per period of the policy's training rate (``control_logic``); a
+  steady-clock watchdog stops the robot when the node clock (``/clock``) stalls.
+* Limits (speeds, timeouts, goal tolerance) are settable at run time: a flag per
+  entry of ``parameter_table``; a change is validated with the whole configuration
+  and handed to the decisions at once.
 * Commands are stamped with the stamp of the scan they were computed from,
   so a consumer (or bench/bench_node_latency.py) can measure sensor ->
   command latency end to end.
