@@ -37,6 +37,8 @@ GOAL_FEATURES = 3
 EGO_FEATURES = 4
 FULL_CIRCLE = 2.0 * math.pi
 _ANGLE_TOLERANCE = 1e-6
+MIN_ANGLE_INCREMENT = 1e-9
+"""Radians; real scanners resolve about 1e-4. Smaller increments are refused (resampling rounds them to 0)."""
 
 
 class ScanError(ValueError):
@@ -166,6 +168,9 @@ def validate_scan(scan: LaserScanData) -> np.ndarray:
     for name in ("angle_min", "angle_increment", "range_min", "range_max"):
         if not math.isfinite(float(getattr(scan, name))):
             raise ScanError(f"scan field '{name}' is not finite ({getattr(scan, name)!r})")
+    if 0.0 < abs(scan.angle_increment) < MIN_ANGLE_INCREMENT:  # found by fuzzing: it broke the resampling
+        raise ScanError(f"scan angle_increment {scan.angle_increment!r} is too small: below "
+                        f"{MIN_ANGLE_INCREMENT:g} rad its beams cannot be told apart")
     if scan.angle_increment <= 0.0:
         raise ScanError(f"scan angle_increment must be > 0, got {scan.angle_increment!r}")
     if scan.range_max <= scan.range_min or scan.range_min < 0.0:

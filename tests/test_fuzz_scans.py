@@ -211,3 +211,33 @@ def test_fuzz_node_callbacks_never_raise_and_never_publish_a_bad_command(node, o
 
     check()
     assert counted["cases"] >= CASES
+
+
+def test_regression_a_vanishing_increment_is_a_scan_error_not_a_crash(policies):
+    """Found by the node fuzz: an increment of 4.4e-32 rad rounded to 0 in the resampling (IndexError)."""
+    scan = LaserScanData(np.linspace(0.5, 3.0, 9, dtype=np.float32), 0.0, 4.415788609902079e-32, 0.12, 3.5)
+    with pytest.raises(ScanError, match="too small"):
+        ObservationBuilder(SPECS[0]).observe(scan, (1.0, 0.0), 0.0, 0.0, (0.0, 0.0))
+    logic = ControlLogic(policies[SPECS[0]], LIMITS)
+    logic.set_goal(2.0, 0.0)
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
+    assert "too small" in logic.on_scan(scan, 0.0)
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.STALE_INPUT and decision.command == (0.0, 0.0)
+
+
+def test_a_defect_inside_a_decision_stops_the_robot_instead_of_raising(policies):
+    class Broken:
+        spec = SPECS[0]
+
+        def act(self, obs):  # noqa: ARG002
+            raise AssertionError("a bug")
+
+    logic = ControlLogic(Broken(), LIMITS)
+    logic.builder = None  # any defect in the decision path, not only in inference
+    logic.set_goal(2.0, 0.0)
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
+    logic.on_scan(LaserScanData(np.full(360, 2.0, np.float32), -math.pi, 2 * math.pi / 360, 0.12, 3.5), 0.0)
+    decision = logic.step(0.0)
+    assert decision.state is ControlState.ERROR and decision.command == (0.0, 0.0)
+    assert decision.reason.startswith("internal error: AttributeError")

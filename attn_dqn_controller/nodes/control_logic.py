@@ -336,7 +336,10 @@ class ControlLogic:
     # --- the step -----------------------------------------------------------------------
     def step(self, now: float) -> Decision:
         """Decide the state and the command for this instant (the only place a command comes from)."""
-        decision = self._decide(now)
+        try:
+            decision = self._decide(now)
+        except Exception as exc:  # noqa: BLE001 - a defect must stop the robot, never the node
+            decision = self._stop(ControlState.ERROR, f"internal error: {type(exc).__name__}: {exc}")
         if decision.state is not ControlState.DRIVING:
             # After any pause the next drive starts a fresh history, as an episode does in training.
             self._needs_reset = True
