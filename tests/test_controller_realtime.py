@@ -139,6 +139,9 @@ class RecordingPolicy:
 
 
 class FakeSteadyClock:
+    """The logic's steady clock under the test's control (still unless moved): a slow step on a loaded
+    machine must not make inputs stale by wall time in tests about something else."""
+
     def __init__(self):
         self.t = 1000.0
 
@@ -154,7 +157,7 @@ def shipped_policy() -> Policy:
 def test_decision_pairs_the_scan_with_the_odometry_of_its_instant(shipped_policy):
     """The newest odometry is a period after the scan and elsewhere: the observation uses the scan-time pose."""
     recorder = RecordingPolicy(shipped_policy)
-    logic = ControlLogic(recorder, Limits())
+    logic = ControlLogic(recorder, Limits(), steady_clock=FakeSteadyClock())
     logic.set_goal(2.0, 1.0)
     scan = full_scan(2.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.1, 0.0), 10.0, stamp=10.0)
@@ -171,7 +174,7 @@ def test_one_new_frame_per_scan_at_the_decision_rate(shipped_policy):
     """Scans at 20 Hz, trained at 10 Hz: every second scan is decided on; a step without a new scan holds
     the last command without a new frame (a history-token model never sees a duplicate)."""
     recorder = RecordingPolicy(shipped_policy)
-    logic = ControlLogic(recorder, Limits(), decision_period=0.1)
+    logic = ControlLogic(recorder, Limits(), decision_period=0.1, steady_clock=FakeSteadyClock())
     logic.set_goal(3.0, 0.0)
     new = []
     for i in range(8):
@@ -201,7 +204,7 @@ def test_frozen_node_clock_still_lets_inputs_go_stale(shipped_policy):
 
 
 def test_an_old_header_stamp_is_stale_even_when_the_message_just_arrived(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(scan_timeout=0.5, odom_timeout=0.5))
+    logic = ControlLogic(shipped_policy, Limits(scan_timeout=0.5, odom_timeout=0.5), steady_clock=FakeSteadyClock())
     logic.set_goal(3.0, 0.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 20.0, stamp=20.0)
     logic.on_scan(full_scan(2.0), 20.0, stamp=18.0)  # a lagging driver: taken 2 s ago
@@ -210,7 +213,7 @@ def test_an_old_header_stamp_is_stale_even_when_the_message_just_arrived(shipped
 
 
 def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits())
+    logic = ControlLogic(shipped_policy, Limits(), steady_clock=FakeSteadyClock())
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 1.0, stamp=1.0)
     logic.on_scan(full_scan(2.0), 1.1, stamp=1.1)
     assert logic.scan_awaits_odometry(max_wait=0.05)
@@ -219,7 +222,7 @@ def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
 
 
 def test_map_goal_waits_for_localization_then_follows_the_correction(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits())
+    logic = ControlLogic(shipped_policy, Limits(), steady_clock=FakeSteadyClock())
     logic.on_odometry((3.0, -1.0, 1.2), (0.0, 0.0), 1.0, stamp=1.0)
     logic.on_scan(full_scan(2.0), 1.0, stamp=1.0)
     logic.set_goal(2.0, 0.0, frame="map")
@@ -436,7 +439,7 @@ def test_node_on_sim_time_decides_at_the_training_rate_and_stops_when_clock_and_
 
 
 def test_a_held_command_obeys_limits_lowered_since_the_decision(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(), decision_period=0.1)
+    logic = ControlLogic(shipped_policy, Limits(), decision_period=0.1, steady_clock=FakeSteadyClock())
     logic.set_goal(2.0, 0.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 3.0, stamp=3.0)
     logic.on_scan(full_scan(2.0), 3.0, stamp=3.0)

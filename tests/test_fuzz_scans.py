@@ -98,7 +98,7 @@ def test_fuzz_contract_and_control_logic(policies, one_torch_thread):  # noqa: A
             contract_error = None
             assert obs.shape == (spec.size,) and obs.dtype == np.float32 and np.isfinite(obs).all()
         # The control logic: finite, clamped command; the scan error and a zero command when unusable.
-        logic = ControlLogic(policies[spec], LIMITS, decision_period=0.1)
+        logic = ControlLogic(policies[spec], LIMITS, decision_period=0.1, steady_clock=lambda: 0.0)
         logic.set_goal(goal[0] + 0.5, goal[1])  # never within the goal tolerance of the pose below
         logic.on_odometry((goal[0] - 1.0, goal[1], pose[2]), twist, 0.0)
         problem = logic.on_scan(scan, 0.0)
@@ -218,7 +218,7 @@ def test_regression_a_vanishing_increment_is_a_scan_error_not_a_crash(policies):
     scan = LaserScanData(np.linspace(0.5, 3.0, 9, dtype=np.float32), 0.0, 4.415788609902079e-32, 0.12, 3.5)
     with pytest.raises(ScanError, match="too small"):
         ObservationBuilder(SPECS[0]).observe(scan, (1.0, 0.0), 0.0, 0.0, (0.0, 0.0))
-    logic = ControlLogic(policies[SPECS[0]], LIMITS)
+    logic = ControlLogic(policies[SPECS[0]], LIMITS, steady_clock=lambda: 0.0)
     logic.set_goal(2.0, 0.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
     assert "too small" in logic.on_scan(scan, 0.0)
@@ -233,7 +233,7 @@ def test_a_defect_inside_a_decision_stops_the_robot_instead_of_raising(policies)
         def act(self, obs):  # noqa: ARG002
             raise AssertionError("a bug")
 
-    logic = ControlLogic(Broken(), LIMITS)
+    logic = ControlLogic(Broken(), LIMITS, steady_clock=lambda: 0.0)
     logic.builder = None  # any defect in the decision path, not only in inference
     logic.set_goal(2.0, 0.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
