@@ -306,6 +306,8 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
         ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]
         assert all((cmd.v, cmd.w) == (0.22, 0.0) for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
         assert "localized: map -> odom" in node.output()
+        assert c.run(WAIT, odom=False, until=lambda: any(
+            kv.key == "map -> odom" and kv.value.startswith("(") for d in c.diagnostics for kv in d.values))
         # The same numbers as an odometry-frame goal lie behind and to the left of where odometry puts the
         # robot: it turns. So it was the correction that made it drive straight.
         c.commands.clear()

@@ -600,6 +600,9 @@ class ControllerNode(Node):
             "decision rate [Hz]": f"{self.control_rate_hz:g}",
             "odom age [s]": fmt(self.logic.odom_age(now)),
             "goal distance [m]": fmt(self.logic.goal_distance()),
+            "goal frame": self.logic.goal_frame if self.logic.goal is not None else "n/a",
+            "map -> odom": "n/a" if self.logic.map_to_odom is None else
+            "({0.x:.3f}, {0.y:.3f}, {0.yaw:.3f} rad)".format(self.logic.map_to_odom),
             "last inference [ms]": fmt(self.logic.last_inference_ms),
             "inputs": self.logic.input_problem(now) or "ok",
             "device": str(self.policy.device),
