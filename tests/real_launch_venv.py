@@ -21,6 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from attn_dqn_controller.isolation import without_isolation_proxy  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-launch"
 PINNED_HELPERS = ["osrf-pycommon==2.0.2", "argcomplete==3.7.2", "psutil==7.2.2"]  # README: osrf-pycommon, argcomplete, psutil
@@ -71,7 +74,8 @@ def ensure_launch_venv(project_python: str = sys.executable, venv: Path = VENV) 
     base_python, project_site = info[0], info[1]
 
     def run(*command: str) -> None:
-        done = subprocess.run(list(command), capture_output=True, text=True)
+        # pip must reach the package index: drop the dead proxy the test session set for Ray.
+        done = subprocess.run(list(command), capture_output=True, text=True, env=without_isolation_proxy())
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 

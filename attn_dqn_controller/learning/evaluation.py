@@ -8,7 +8,6 @@ are never sampled in training.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -104,9 +103,9 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
              record_trajectories: int = 0, progress: bool = True) -> tuple[EvalSummary, list[EpisodeRecord]]:
     """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them."""
     import gymnasium as gym
-    from tqdm import tqdm
 
     import sim  # noqa: F401  (registers AttnNav-v0)
+    from attn_dqn_controller.progress import progress_bar
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -115,8 +114,7 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     env = gym.make("AttnNav-v0", level=level, **(env_kwargs or {}))
     records: list[EpisodeRecord] = []
     try:
-        bar = tqdm(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        bar = progress_bar(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False)
         for i in bar:
             records.append(run_episode(env, agent, seed + i, record_trajectory=i < record_trajectories))
             done = [r.outcome for r in records]
