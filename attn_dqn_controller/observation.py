@@ -232,9 +232,11 @@ def validate_scan(scan: LaserScanData) -> np.ndarray:
     for name in ("angle_min", "angle_increment", "range_min", "range_max"):
         if not math.isfinite(float(getattr(scan, name))):
             raise ScanError(f"scan field '{name}' is not finite ({getattr(scan, name)!r})")
-    if abs(scan.angle_increment) < MIN_ANGLE_INCREMENT:  # found by fuzzing: tiny ones broke the resampling
-        raise ScanError(f"scan angle_increment {scan.angle_increment!r} is invalid: its magnitude must be at "
-                        f"least {MIN_ANGLE_INCREMENT:g} rad (0 or smaller cannot tell beams apart)")
+    if scan.angle_increment == 0.0:
+        raise ScanError(f"scan angle_increment must not be 0, got {scan.angle_increment!r}")
+    if abs(scan.angle_increment) < MIN_ANGLE_INCREMENT:  # found by fuzzing: it broke the resampling
+        raise ScanError(f"scan angle_increment {scan.angle_increment!r} is too small: below "
+                        f"{MIN_ANGLE_INCREMENT:g} rad its beams cannot be told apart")
     if scan.range_max <= scan.range_min or scan.range_min < 0.0:
         raise ScanError(f"scan range limits are invalid: range_min={scan.range_min!r}, range_max={scan.range_max!r}")
     increment = abs(scan.angle_increment)

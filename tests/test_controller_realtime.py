@@ -332,6 +332,8 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
 # ======================================================================================
 def test_runtime_parameters_are_the_behavioural_limits():
     assert set(runtime_parameters()) == {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
+                                         "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio",
+                                         "max_linear_accel", "max_angular_accel",
                                          "goal_tolerance"}
 
 
@@ -342,9 +344,15 @@ def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_pa
     env = ros2cli_environ(python)
 
     def ros2_param(*args: str) -> str:
-        result = subprocess.run([*ros2_command(python), "param", *args], env=env, capture_output=True, text=True,
-                                timeout=60)
-        return (result.stdout + result.stderr).strip()
+        """A `ros2 param` verb without a daemon (a daemon would detach and outlive the suite), retried while
+        discovery has not yet seen the node."""
+        for _ in range(5):
+            result = subprocess.run([*ros2_command(python), "param", *args, "--no-daemon"], env=env,
+                                    capture_output=True, text=True, timeout=60)
+            out = (result.stdout + result.stderr).strip()
+            if "Node not found" not in out:
+                break
+        return out
 
     node = start_node(tmp_path, *node_params(checkpoint), name="rt")
     try:
