@@ -123,6 +123,9 @@ class TrainConfig:
     torch_threads: int = 1
     """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
     simulator subprocesses already keep the other cores busy."""
+    overlap_collection: bool = True
+    """Step the simulator subprocesses while the learner updates (step_async / updates / step_wait).
+    The same seed gives the same run with or without it; off: step, then update, as before."""
     env: EnvSection = field(default_factory=EnvSection)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64))
     """The Q-network's architecture (attn_dqn_controller.model.ModelConfig documents each key)."""
