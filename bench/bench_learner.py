@@ -56,6 +56,9 @@ COMPILE_PATHS = (("torch.compile, 1 thread", 1, False, True),
 def compare_cpu_learner(config: ModelConfig, batch_size: int, updates: int, rounds: int, compile_: bool) -> None:
     """Reference vs faster learner paths, interleaved round by round so machine load hits them alike."""
     paths = CPU_PATHS + (COMPILE_PATHS if compile_ else ())
+    if compile_:   # every compiled learner here shares one forward: fresh guards, room for all their graphs
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     batch = random_batch(np.random.default_rng(0), batch_size)
     learners, times = [], {name: [] for name, *_ in paths}
     threads_before = torch.get_num_threads()

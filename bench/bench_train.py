@@ -36,6 +36,8 @@ SETTINGS = {
                      "the new defaults plus torch.compile (warm-up printed apart, before the timed window)"),
     "fast+2threads": (["overlap_collection=true", "torch_threads=2"],
                       "the new defaults with 2 learner threads (OpenMP threads stall when a core is busy)"),
+    "fast+compile+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true"],
+                              "the new defaults plus torch.compile and 2 learner threads"),
     "reference+2threads": (["overlap_collection=false", "torch_threads=2"], "step, then update; 2 learner threads"),
 }
 
