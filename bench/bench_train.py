@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {
     # name: (--set overrides, what it is)
     "reference": (["overlap_collection=false", "torch_threads=1"],
-                  "step, then update; 1 learner thread (the shipped run's settings)"),
+                  "updates, then step, no overlap; 1 learner thread (the shipped run's settings)"),
     "fast": (["overlap_collection=true", "torch_threads=1"],
              "simulators step while the learner updates; 1 learner thread (the new defaults)"),
     "fast+compile": (["overlap_collection=true", "torch_threads=1", "learner.compile=true"],
@@ -38,7 +38,8 @@ SETTINGS = {
                       "the new defaults with 2 learner threads (OpenMP threads stall when a core is busy)"),
     "fast+compile+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true"],
                               "the new defaults plus torch.compile and 2 learner threads"),
-    "reference+2threads": (["overlap_collection=false", "torch_threads=2"], "step, then update; 2 learner threads"),
+    "reference+2threads": (["overlap_collection=false", "torch_threads=2"],
+                           "updates, then step, no overlap; 2 learner threads"),
 }
 
 

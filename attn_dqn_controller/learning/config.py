@@ -125,7 +125,8 @@ class TrainConfig:
     simulator subprocesses already keep the other cores busy."""
     overlap_collection: bool = True
     """Step the simulator subprocesses while the learner updates (step_async / updates / step_wait).
-    The same seed gives the same run with or without it; off: step, then update, as before."""
+    Off: the same updates run just before the step, not during it. Either way a vector step's updates
+    see the replay up to the previous step, so a seed gives the same run with or without overlap."""
     env: EnvSection = field(default_factory=EnvSection)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64))
     """The Q-network's architecture (attn_dqn_controller.model.ModelConfig documents each key)."""
