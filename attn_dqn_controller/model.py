@@ -126,6 +126,16 @@ class QHead(nn.Module):
         return self.value(h) + advantage - advantage.mean(dim=-1, keepdim=True)
 
 
+def float32_head(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The Q head in float32 even inside bf16 autocast: bf16 keeps 8 significant bits, so Q near 10
+    would come out in steps of 0.0625 while per-step rewards are 0.01-0.05. Outside autocast (and
+    under ONNX export, where autocast is never on) this is just ``head(features)``."""
+    if not torch.is_autocast_enabled(features.device.type):
+        return head(features)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return head(features.float())
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Scaled dot-product attention written out, so the weights come with the output.
 
@@ -146,7 +156,10 @@ class MultiHeadSelfAttention(nn.Module):
         # (N, T, d) -> (N, heads, T, head_dim)
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, query_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, query_only: bool = False,
+                need_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output (N, Tq, d) and weights (N, h, Tq, T); without ``need_weights`` the fused kernel runs
+        (``F.scaled_dot_product_attention``, the same math in fewer ops) and the weights are None."""
         d = x.shape[-1]
         if query_only:
             q = F.linear(x[:, :1], self.qkv.weight[:d], self.qkv.bias[:d])
@@ -154,8 +167,13 @@ class MultiHeadSelfAttention(nn.Module):
         else:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)  # (N, h, Tq, T)
-        out = torch.matmul(self.dropout(weights), v)                                       # (N, h, Tq, hd)
+        if need_weights:
+            weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)  # (N, h, Tq, T)
+            out = torch.matmul(self.dropout(weights), v)                                       # (N, h, Tq, hd)
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale,
+                                                 dropout_p=self.dropout.p if self.training else 0.0)
         out = out.transpose(1, 2).reshape(x.shape[0], q.shape[2], d)
         return self.out(out), weights
 
@@ -206,8 +224,9 @@ class EncoderBlock(nn.Module):
         make_gate = (lambda: GRUGate(d)) if config.gating == "gru" else ResidualGate
         self.gate_attn, self.gate_ff = make_gate(), make_gate()
 
-    def forward(self, x: torch.Tensor, query_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        attended, weights = self.attn(self.norm_attn(x), query_only=query_only)
+    def forward(self, x: torch.Tensor, query_only: bool = False,
+                need_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attn(self.norm_attn(x), query_only=query_only, need_weights=need_weights)
         if query_only:
             x = x[:, :1]
         x = self.gate_attn(x, self.dropout(attended))
@@ -225,6 +244,12 @@ class TransformerQNetwork(nn.Module):
     """
 
     has_attention = True
+    fused_attention: bool | None = None
+    """Fused ``scaled_dot_product_attention`` wherever the weights are not returned (training, batched
+    acting): True, False, or None = on CUDA only. On a 2-core CPU at these sizes (27 tokens, head
+    width 12-16) the fused kernel measured slower than the hand-written one (bench/bench_learner.py).
+    ``return_attention`` and ONNX export always take the hand-written path; both give the same
+    outputs within float rounding (tests/test_model.py)."""
 
     def __init__(self, spec: ObservationSpec, num_actions: int, config: ModelConfig | None = None):
         super().__init__()
@@ -280,9 +305,13 @@ class TransformerQNetwork(nn.Module):
         x = self.tokens(obs)
         weights = None
         last = len(self.blocks) - 1
+        # Published attention (and the exported graph) keep the hand-written kernel in every block, so
+        # what the node and the ONNX file compute is unchanged; training needs no weights at all.
+        fused = self.fused_attention if self.fused_attention is not None else obs.is_cuda
+        hand_written = return_attention or not fused or torch.onnx.is_in_onnx_export()
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, query_only=(i == last))
-        q = self.head(self.norm(x[:, 0]))
+            x, weights = block(x, query_only=(i == last), need_weights=hand_written)
+        q = float32_head(self.head, self.norm(x[:, 0]))
         if return_attention:
             return q, weights[:, :, 0].mean(dim=1)
         return q
@@ -314,7 +343,7 @@ class MLPQNetwork(nn.Module):
     def forward(self, obs: torch.Tensor, return_attention: bool = False):
         """Q-values (N, A); with ``return_attention`` returns (q, None): an MLP has no attention."""
         _check_obs(obs, self.spec)
-        q = self.head(self.body(obs))
+        q = float32_head(self.head, self.body(obs))
         return (q, None) if return_attention else q
 
     def sector_attention(self, attention) -> None:

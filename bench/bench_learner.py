@@ -2,16 +2,20 @@
 
     .venv/bin/python bench/bench_learner.py            # full run (fills a 1M-transition buffer, ~1.5 GB)
     .venv/bin/python bench/bench_learner.py --quick    # smaller buffer and fewer repetitions
+    .venv/bin/python bench/bench_learner.py --learner-only --compile   # the CPU learner paths, torch.compile too
 
-Figures: learner updates/s at batch 256 (CPU; on CUDA with and without bf16
-autocast and torch.compile, naming the card), PER sampling time for 256 from a
-full buffer, single-observation Policy.act latency (eager torch and onnxruntime
-on CPU, torch on CUDA), and replay memory for one million default transitions.
+Figures: CPU learner updates/s of the reference path against each faster path, timed
+interleaved in one run (medians of per-update times and the ratio, batch 256 on the default
+model and batch 128 on the shipped config/train_nav.yaml model); on CUDA with and without bf16
+autocast and torch.compile, naming the card; PER sampling time for 256 from a full buffer,
+single-observation Policy.act latency (eager torch and onnxruntime on CPU, torch on CUDA), and
+replay memory for one million default transitions.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -39,6 +43,53 @@ def random_batch(rng: np.random.Generator, n: int) -> dict:
             "next_obs": rng.random((n, SPEC.size), dtype=np.float32),
             "done": (rng.random(n) < 0.05).astype(np.float32), "discount": np.full(n, 0.99 ** 3, np.float32),
             "weights": rng.random(n).astype(np.float32)}
+
+
+# CPU learner paths: (name, torch threads, fused attention, torch.compile). The first is the reference.
+CPU_PATHS = (("reference (eager, hand-written attention, 1 thread)", 1, False, False),
+             ("fused SDPA attention, 1 thread", 1, True, False),
+             ("eager, hand-written attention, 2 threads", 2, False, False))
+COMPILE_PATHS = (("torch.compile, 1 thread", 1, False, True),
+                 ("torch.compile, 2 threads", 2, False, True))
+
+
+def compare_cpu_learner(config: ModelConfig, batch_size: int, updates: int, rounds: int, compile_: bool) -> None:
+    """Reference vs faster learner paths, interleaved round by round so machine load hits them alike."""
+    paths = CPU_PATHS + (COMPILE_PATHS if compile_ else ())
+    if compile_:   # every compiled learner here shares one forward: fresh guards, room for all their graphs
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    batch = random_batch(np.random.default_rng(0), batch_size)
+    learners, times = [], {name: [] for name, *_ in paths}
+    threads_before = torch.get_num_threads()
+    for name, threads, fused, compiled in paths:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = build_model(SPEC, len(ACTIONS), config)
+        model.fused_attention = fused
+        learner = DQNLearner(model, LearnerConfig(batch_size=batch_size, compile=compiled), "cpu")
+        start = time.perf_counter()
+        for _ in range(3):                                      # warm-up (and compilation, if any)
+            learner.update(batch)
+        if compiled:
+            print(f"  {name}: warm-up (compilation) {time.perf_counter() - start:.1f} s", flush=True)
+        learners.append(learner)
+    for _ in range(rounds):
+        for (name, threads, _, _), learner in zip(paths, learners):
+            torch.set_num_threads(threads)
+            for _ in range(updates):
+                t0 = time.perf_counter()
+                learner.update(batch)
+                times[name].append(time.perf_counter() - t0)
+    torch.set_num_threads(threads_before)
+    reference = float(np.median(times[paths[0][0]]))
+    print(f"learner updates/s, CPU, batch {batch_size}, d_model {config.d_model} "
+          f"({count_parameters(learners[0].online):,} params), median of {rounds} x {updates} updates each, "
+          f"load average {os.getloadavg()[0]:.2f}:")
+    for name, *_ in paths:
+        median = float(np.median(times[name]))
+        print(f"  {name:55s} {1.0 / median:6.1f} updates/s  ({median * 1e3:6.1f} ms)  "
+              f"{reference / median:4.2f}x reference")
 
 
 def bench_learner(device: str, config: ModelConfig, updates: int, **learner_kwargs) -> float:
@@ -105,6 +156,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k buffer, fewer repetitions")
     parser.add_argument("--capacity", type=int, default=None, help="replay capacity to fill (default 1M)")
     parser.add_argument("--updates", type=int, default=None, help="learner updates to time per setting")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile on CPU (about a minute of compilation per path)")
+    parser.add_argument("--learner-only", action="store_true", help="only the CPU learner comparison")
     args = parser.parse_args()
     capacity = args.capacity or (100_000 if args.quick else 1_000_000)
     updates = args.updates or (20 if args.quick else 100)
@@ -114,6 +168,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, CUDA: {torch.cuda.is_available()}")
     default = ModelConfig()
+    rounds = 3 if args.quick else 5
+    for config, batch_size in ((default, 256), (ModelConfig(d_model=48), 128)):   # bench default, shipped recipe
+        compare_cpu_learner(config, batch_size, max(5, updates // 2), rounds, args.compile)
+    if args.learner_only:
+        return
     for config in (default, ModelConfig(gating="gru"), ModelConfig(kind="mlp")):
         bench_act(config, calls)
     bench_act(default, calls, backend="onnxruntime")
@@ -125,11 +184,6 @@ def main() -> None:
         bench_act(default, calls)
         torch.set_num_threads(threads)
 
-    for n in sorted({threads, 1}, reverse=True):
-        torch.set_num_threads(n)
-        rate = bench_learner("cpu", default, updates)
-        print(f"learner updates/s, batch 256, transformer, CPU ({n} threads): {rate:.1f}")
-    torch.set_num_threads(threads)
     if torch.cuda.is_available():
         card = torch.cuda.get_device_name(0)
         for compile_ in (False, True):

@@ -88,6 +88,7 @@ def our_config(args, contender: str, level: str, budget: int, seed: int):
         overrides.append(f"env.max_steps={args.max_steps}")
     if args.num_envs:
         overrides.append(f"num_envs={args.num_envs}")
+    overrides += args.set   # last: e.g. overlap_collection=false to time the old loop
     config = load_config(args.config, overrides)
     if config.log_interval > budget:
         config = load_config(args.config, [*overrides, f"log_interval={budget}"])
@@ -363,6 +364,9 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.8, help="success rate for 'steps to reach' (0.8)")
     parser.add_argument("--config", default=str(REPO / "config" / "train_nav.yaml"),
                         help="our learner's settings (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of our learner's config (ours/history/mlp), e.g. learner.compile=true; "
+                             "use a separate --out per setting (runs are cached by contender/level/budget/seed)")
     parser.add_argument("--num-envs", type=int, help="override our collector's simulator count (config: 4)")
     parser.add_argument("--max-steps", type=int, help="episode time limit for every contender (default: config, 500)")
     parser.add_argument("--device", default="auto", help="training device for ours and SB3: auto | cpu | cuda")

@@ -251,10 +251,73 @@ def test_config_validation_names_the_field():
 
 def test_cuda_only_options_are_off_on_cpu(caplog):
     with caplog.at_level(logging.INFO, logger="attn_dqn_controller.learning.learner"):
-        learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
-                             LearnerConfig(amp_bf16=True, compile=True), "cpu")
-    assert learner.use_bf16 is False and learner._online_fn is learner.online
+        learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(amp_bf16=True), "cpu")
+    assert learner.use_bf16 is False and learner._online_fn is learner.online   # compile stays opt-in
     assert "CUDA only" in caplog.text
+    compiled = DQNLearner(LinearQ([[1.0, 0.0]]), LearnerConfig(compile=True), "cpu")   # wrapped, compiled lazily
+    assert compiled._online_fn is not compiled.online and compiled.compile_seconds is None
+
+
+def transformer_batch(spec, n, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"obs": rng.random((n, spec.size), dtype=np.float32), "action": rng.integers(0, 21, n),
+            "reward": rng.standard_normal(n).astype(np.float32),
+            "next_obs": rng.random((n, spec.size), dtype=np.float32),
+            "done": (rng.random(n) < 0.2).astype(np.float32), "discount": np.full(n, 0.99 ** 3, np.float32),
+            "weights": rng.random(n).astype(np.float32)}
+
+
+def test_fused_attention_path_gives_the_reference_targets_and_gradients():
+    """The fused-kernel training path and the hand-written reference: same TD targets, same gradients."""
+    spec = ObservationSpec()
+    batch = transformer_batch(spec, 32)
+    results = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = build_model(spec, 21, ModelConfig(d_model=32, num_layers=2))
+        model.fused_attention = fused
+        learner = DQNLearner(model, LearnerConfig(lr=1e-3, target_update_interval=1), "cpu")
+        learner.update(batch)            # a step so the target differs from the online net (synced each update)
+        learner.update(transformer_batch(spec, 32, seed=1))
+        target = learner.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
+        stats = learner.update(batch)
+        grads = [p.grad.clone() for p in learner.online.parameters()]
+        results[fused] = target, stats, grads
+    (t_ref, s_ref, g_ref), (t_fast, s_fast, g_fast) = results[False], results[True]
+    assert torch.count_nonzero(t_ref).item() > 0 and s_ref["grad_norm"] > 0
+    torch.testing.assert_close(t_fast, t_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s_fast["td_errors"], s_ref["td_errors"], rtol=1e-5, atol=1e-6)
+    assert s_fast["loss"] == pytest.approx(s_ref["loss"], rel=1e-5)
+    for fast, ref in zip(g_fast, g_ref):
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_bf16_autocast_keeps_q_head_and_td_target_in_float32():
+    """Inside bf16 autocast (CPU autocast here; CUDA's rounds the same way) Q near 9.8 keeps float32
+    resolution: bf16 would return it in steps of 0.0625, larger than a step's reward."""
+    spec = ObservationSpec()
+    torch.manual_seed(0)
+    model = build_model(spec, 21, ModelConfig(d_model=32, num_layers=1))
+    with torch.no_grad():
+        model.head.value.bias.fill_(9.8)
+    learner = DQNLearner(model, LearnerConfig(), "cpu")
+    learner.use_bf16 = True      # what amp_bf16 turns on on CUDA
+    obs = torch.from_numpy(transformer_batch(spec, 16)["obs"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = model(obs)
+        features = model.norm(model.blocks[0](model.tokens(obs), query_only=True)[0][:, 0])
+    assert q.dtype == torch.float32
+    with torch.no_grad():   # the head applied in float32 to the (bf16-computed) features
+        expected = model.head(features.float())
+    torch.testing.assert_close(q, expected, rtol=0, atol=1e-5)
+    spacing = np.diff(np.unique(q.detach().numpy().round(6)))
+    assert spacing.min() < 0.01, "Q-values come out quantised"
+    done, discount = np.zeros(16, np.float32), np.full(16, 0.97, np.float32)
+    y = learner.td_targets(np.full(16, 0.01, np.float32), obs.numpy(), done, discount)
+    assert y.dtype == torch.float32
+    with torch.no_grad(), learner._autocast():
+        q_next = learner.target(obs).gather(1, learner.online(obs).argmax(1, keepdim=True)).squeeze(1)
+    torch.testing.assert_close(y, 0.01 + 0.97 * q_next, rtol=0, atol=1e-5)
 
 
 def test_resolve_device():

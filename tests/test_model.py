@@ -180,3 +180,28 @@ def test_config_validation_and_round_trip():
         ModelConfig.from_dict({"width": 3})
     with pytest.raises(ValueError, match="num_actions"):
         build_model(SPEC, 0)
+
+
+def test_fused_attention_equals_hand_written_and_publishes_nothing_new():
+    """The fused kernel (training path) and the hand-written one (published attention, ONNX) agree,
+    on the shipped policy too, so it acts exactly as before whichever path runs."""
+    from pathlib import Path
+
+    from attn_dqn_controller.checkpoint import load_checkpoint
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "attn_dqn_nav.pt"
+    ckpt = load_checkpoint(shipped)
+    for model, spec in ((build_model(SPEC, 21, SMALL), SPEC), (ckpt.build_model(), ckpt.spec)):
+        model.eval()
+        obs = obs_batch(spec, 64, seed=3)
+        with torch.no_grad():
+            q_attn, attention = model(obs, return_attention=True)   # always the hand-written kernel
+            model.fused_attention = False
+            q_hand = model(obs)
+            model.fused_attention = True
+            q_fused = model(obs)
+        torch.testing.assert_close(q_hand, q_attn, rtol=0, atol=0)
+        torch.testing.assert_close(q_fused, q_hand, rtol=1e-5, atol=1e-5)
+        assert torch.equal(q_fused.argmax(1), q_hand.argmax(1))
+        torch.testing.assert_close(attention.sum(-1), torch.ones(64))
+    assert TransformerQNetwork.fused_attention is None   # default: fused on CUDA only

@@ -142,6 +142,10 @@ class TrainConfig:
     torch_threads: int = 1
     """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
     simulator subprocesses already keep the other cores busy."""
+    overlap_collection: bool = True
+    """Step the simulator subprocesses while the learner updates (step_async / updates / step_wait).
+    Off: the same updates run just before the step, not during it. Either way a vector step's updates
+    see the replay up to the previous step, so a seed gives the same run with or without overlap."""
     env: EnvSection = field(default_factory=EnvSection)
     robot: RobotSection = field(default_factory=RobotSection)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=64))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -55,9 +56,11 @@ class LearnerConfig:
     double_dqn: bool = True
     """Pick the next action with the online net, evaluate it with the target net."""
     amp_bf16: bool = False
-    """bfloat16 autocast for forward passes (CUDA only; ignored on CPU)."""
+    """bfloat16 autocast for the Transformer body (CUDA only; ignored on CPU). The Q head, the TD
+    target and the loss stay float32: bf16 would round Q near 10 to steps of 0.0625."""
     compile: bool = False
-    """torch.compile the online and target nets (CUDA only; ignored on CPU)."""
+    """torch.compile the online and target nets for the update, on CPU too. The first updates pay a
+    one-off compilation (about a minute on 2 cores), reported in the progress output."""
 
     def __post_init__(self) -> None:
         def fail(name: str, allowed: str) -> None:
@@ -118,11 +121,12 @@ class DQNLearner:
 
         on_cuda = self.device.type == "cuda"
         self.use_bf16 = self.config.amp_bf16 and on_cuda
-        use_compile = self.config.compile and on_cuda
-        if (self.config.amp_bf16 or self.config.compile) and not on_cuda:
-            logger.info("amp_bf16/compile apply on CUDA only; running eager float32 on %s", self.device)
-        self._online_fn = torch.compile(self.online) if use_compile else self.online
-        self._target_fn = torch.compile(self.target) if use_compile else self.target
+        if self.config.amp_bf16 and not on_cuda:
+            logger.info("amp_bf16 applies on CUDA only; running float32 on %s", self.device)
+        self._online_fn = torch.compile(self.online) if self.config.compile else self.online
+        self._target_fn = torch.compile(self.target) if self.config.compile else self.target
+        self.compile_seconds: float | None = None
+        """Wall time of the first update when compiled (compilation dominates it); None before it."""
 
     @property
     def model(self) -> nn.Module:
@@ -130,7 +134,8 @@ class DQNLearner:
         return self.online
 
     def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.use_bf16)
+        """bf16 autocast around the network bodies; the networks run their Q head in float32 inside it."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
     def _tensor(self, value, dtype: torch.dtype) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
@@ -143,14 +148,13 @@ class DQNLearner:
         next_obs = self._tensor(next_obs, torch.float32)
         done = self._tensor(done, torch.float32).reshape(-1)
         discount = self._tensor(discount, torch.float32).reshape(-1)
-        with torch.no_grad(), self._autocast():
-            q_next_target = self._target_fn(next_obs).float()
-            if self.config.double_dqn:
-                best = self._online_fn(next_obs).argmax(dim=1, keepdim=True)
-                q_next = q_next_target.gather(1, best).squeeze(1)
-            else:
-                q_next = q_next_target.max(dim=1).values
-            return reward + discount * (1.0 - done) * q_next
+        with torch.no_grad():
+            with self._autocast():
+                q_next_target = self._target_fn(next_obs)
+                best = self._online_fn(next_obs).argmax(dim=1, keepdim=True) if self.config.double_dqn else None
+            q_next_target = q_next_target.float()
+            q_next = q_next_target.gather(1, best).squeeze(1) if best is not None else q_next_target.max(dim=1).values
+            return reward + discount * (1.0 - done) * q_next   # float32, outside autocast
 
     def update(self, batch: dict) -> dict:
         """One gradient step on a replay batch; returns loss, td_errors (numpy, signed), q_mean, grad_norm."""
@@ -169,6 +173,7 @@ class DQNLearner:
 
         if not self.online.training:  # e.g. Policy.from_model(learner.model) switched it to eval for evaluation
             self.online.train()
+        started = time.perf_counter() if self.config.compile and self.compile_seconds is None else None
         target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
         with self._autocast():
             q_all = self._online_fn(obs)
@@ -182,6 +187,9 @@ class DQNLearner:
         self.optimizer.step()
         self.updates += 1
         self._sync_target()
+        if started is not None:
+            self.compile_seconds = time.perf_counter() - started
+            logger.info("torch.compile warm-up (first update): %.1f s", self.compile_seconds)
         return {"loss": float(loss.detach()), "td_errors": td.detach().float().cpu().numpy(),
                 "q_mean": float(q.detach().mean()), "grad_norm": float(grad_norm)}
 

@@ -169,6 +169,8 @@ class TrainingRun:
         self.recent_success: deque = deque(maxlen=100)
         self.last_stats: dict = {}
         self.best_eval: float = -1.0
+        self.collector_overlapped = False
+        """Set by a collector whose simulators step while the learner updates."""
         self.started = time.monotonic()
         self.wall_time_before = 0.0
         if resume:
@@ -319,7 +321,14 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
 
 
 class VectorEnvCollector:
-    """Steps N simulators in subprocesses with epsilon-greedy actions and emits n-step transitions."""
+    """Steps N simulators in subprocesses with epsilon-greedy actions and emits n-step transitions.
+
+    ``step(during=...)`` runs ``during`` (the learner's due updates) while the simulators compute
+    the step: actions are chosen first, sent with ``step_async``, and collected with ``step_wait``
+    afterwards. The order of the computation is the same with or without overlap (the updates never
+    see this step's transitions, and the next actions come from the updated network), so a seed
+    gives the same run either way; only the wall-clock changes.
+    """
 
     def __init__(self, run: TrainingRun):
         import gymnasium as gym
@@ -340,6 +349,10 @@ class VectorEnvCollector:
         self.rng = np.random.default_rng(config.seed + run.counters.env_steps)
         self.autoreset = np.zeros(self.num_envs, dtype=bool)
         self.returns = np.zeros(self.num_envs)
+        self.overlaps_learning = True
+        """run_training hands this collector the learner's updates to run during each step."""
+        self._can_overlap = config.overlap_collection and hasattr(self.envs, "step_async")
+        run.collector_overlapped = self._can_overlap
 
     def select_actions(self, epsilon: float) -> np.ndarray:
         with torch.no_grad():
@@ -349,11 +362,20 @@ class VectorEnvCollector:
         explore = self.rng.random(self.num_envs) < epsilon
         return np.where(explore, random_actions, greedy)
 
-    def step(self) -> int:
-        """One vector step; returns the environment steps taken (resets excluded)."""
+    def step(self, during=None) -> int:
+        """One vector step, running ``during()`` while the simulators work; returns the environment
+        steps taken (resets excluded)."""
         run = self.run
         actions = self.select_actions(run.epsilon(run.counters.env_steps))
-        next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
+        if self._can_overlap:
+            self.envs.step_async(actions)
+            if during is not None:
+                during()
+            next_obs, rewards, terminated, truncated, infos = self.envs.step_wait()
+        else:
+            if during is not None:
+                during()
+            next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
         valid = ~self.autoreset  # a step right after an episode end only resets that env (NEXT_STEP autoreset)
         batch = self.nstep.add(self.obs, actions, rewards, next_obs, terminated, truncated, valid=valid)
         if len(batch["action"]):
@@ -390,14 +412,18 @@ class Cadence:
         self.next_eval = ((steps // config.eval.interval + 1) * config.eval.interval
                           if config.eval.interval else math.inf)
         self.window_start, self.window_steps = time.monotonic(), 0
+        self.compile_reported = False
 
-    def on_steps(self, taken: int) -> None:
-        """Account for `taken` new environment steps: learn what is due, then log/evaluate/checkpoint."""
+    def on_steps(self, taken: int, learn: bool = True) -> None:
+        """Account for `taken` new environment steps: learn what is due (unless the collector runs the
+        updates itself, overlapped with its next step), then log/evaluate/checkpoint."""
         run, config = self.run, self.run.config
         run.counters.env_steps += taken
         self.window_steps += taken
         self.bar.update(taken)
-        run.learn(run.updates_due())
+        if learn:
+            run.learn(run.updates_due())
+        self._report_compile()
         steps = run.counters.env_steps
         if steps >= self.next_log:
             sps = self.window_steps / max(time.monotonic() - self.window_start, 1e-9)
@@ -421,6 +447,12 @@ class Cadence:
             run.save()
             self.next_ckpt += config.checkpoint_interval
 
+    def _report_compile(self) -> None:
+        seconds = getattr(self.run.learner, "compile_seconds", None)
+        if seconds is not None and not self.compile_reported:
+            self.compile_reported = True
+            self.bar.write(f"torch.compile warm-up: {seconds:.1f} s (first update, paid once per run)")
+
     def close(self) -> None:
         self.bar.close()
 
@@ -432,15 +464,24 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001
 def run_training(run: TrainingRun, collector, progress: bool = True) -> TrainingRun:
     """The loop every trainer shares: collect, learn what is due, log/evaluate/checkpoint, until done.
 
-    `collector.step()` returns the environment steps it added to `run.replay`;
-    Ctrl-C or SIGTERM stops cleanly, keeping the last complete checkpoint as the resume point.
+    `collector.step()` returns the environment steps it added to `run.replay`; a collector with
+    ``overlaps_learning`` takes the due updates as ``step(during=...)`` and runs them while its
+    simulators step (the updates then see the replay up to the previous step, the same at every
+    run of a seed). Ctrl-C or SIGTERM stops cleanly, keeping the last complete checkpoint as the
+    resume point.
     """
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     cadence = None
+    overlap = bool(getattr(collector, "overlaps_learning", False))
     try:
         cadence = Cadence(run, progress)
         while run.counters.env_steps < run.config.total_steps:
-            cadence.on_steps(collector.step())
+            if overlap:
+                cadence.on_steps(collector.step(during=lambda: run.learn(run.updates_due())), learn=False)
+            else:
+                cadence.on_steps(collector.step())
+        if overlap:
+            run.learn(run.updates_due())   # the last step's updates: the run ends at the exact ratio
         cadence.close()
         run.save()
         run.plot()
