@@ -24,6 +24,34 @@ FURNITURE_MAX_SIDE = 1.6
 """m: a box no longer than this (and thicker than a wall) is furniture; longer ones are walls or shelving."""
 
 
+def parse_level(entry: str) -> tuple[str, dict]:
+    """'office' -> ('office', {}); 'office@scan_map' -> ('office', {'route': 'scan_map'});
+    'office@map:0.3' -> ('office', {'route': 'map', 'unmapped_obstacle_fraction': 0.3}).
+
+    How a training config gives one worker (or one evaluation row) its own route source."""
+    if not isinstance(entry, str) or not entry:
+        raise ValueError(f"level entry {entry!r} is invalid: allowed forms are LEVEL, LEVEL@ROUTE, LEVEL@map:FRACTION")
+    level, _, route = entry.partition("@")
+    if not route:
+        return level, {}
+    route, _, fraction = route.partition(":")
+    if route not in ROUTE_MODES:
+        raise ValueError(f"level entry {entry!r} names route {route!r}: allowed routes are {', '.join(ROUTE_MODES)}")
+    options = {"route": route}
+    if fraction:
+        try:
+            value = float(fraction)
+        except ValueError:
+            value = -1.0
+        if route != "map" or not 0.0 <= value <= 1.0:
+            raise ValueError(f"level entry {entry!r} is invalid: an unmapped fraction (LEVEL@map:F) needs route map "
+                             f"and F in [0, 1]")
+        options["unmapped_obstacle_fraction"] = value
+    elif route != "map":
+        options["unmapped_obstacle_fraction"] = 0.0
+    return level, options
+
+
 def is_furniture(obstacle, config: MapConfig) -> bool:
     """Whether a static obstacle is furniture a map may not know: a cylinder, or a box thicker than a wall
     and at most FURNITURE_MAX_SIDE long (walls, maze walls and shelving racks are structure)."""
