@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)
 

@@ -122,6 +122,19 @@ class RouteGuidance:
             self.planner.set_map(grid)
             self._map_changed = True
 
+    def retarget(self, goal) -> None:
+        """A new goal for the same world (the controller node): keeps the map and the rolling map, re-plans at
+        the next ``update``."""
+        if self.goal is None and self.config.source == "scan_map":
+            raise RuntimeError("RouteGuidance.retarget() called before reset()")
+        self.goal = check_point("goal", goal)
+        self.tracker = None
+        self._last_plan_time = -math.inf
+
+    def replan_soon(self) -> None:
+        """Re-plan at the next ``update`` (a new map arrived)."""
+        self._last_plan_time = -math.inf
+
     def observe_scan(self, scan, pose) -> None:
         """Fold a LaserScanData (its mount applied) taken at base `pose` into the rolling map (source 'scan_map')."""
         if self.scan_map is None:
