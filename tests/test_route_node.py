@@ -250,3 +250,235 @@ def test_guided_route_plans_around_a_wall_in_its_worker_and_hands_the_route_over
     finally:
         guided.close()
     assert not guided._thread.is_alive()
+
+
+# ======================================================================================
+# the node over real DDS
+# ======================================================================================
+class RouteClient(Client):
+    """The robot side plus a planner: publishes ``plan``; records ~/route, ~/map and ~/footprint."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.routes, self.maps, self.footprints = [], [], []
+        n = self.node
+        self.plan_pub = n.create_publisher(PathMsg, "plan", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        n.create_subscription(PathMsg, "controller/route", self.routes.append, QoSProfile(depth=10))
+        n.create_subscription(PolygonStamped, "controller/footprint", self.footprints.append, QoSProfile(depth=10))
+        n.create_subscription(OccupancyGridMsg, "controller/map", self.maps.append, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def run_with_plan(self, seconds: float, plan, until, frame: str = "odom", scan=None) -> bool:
+        """Publish scans, odometry and (every tick, as a replanning planner would) the plan until ``until()``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if plan is not None:
+                self.plan_pub.publish(path_to_msg(plan, self.node.get_clock().now(), frame))
+            if self.run(0.1, scan=full_scan() if scan is None else scan, until=until):
+                return True
+        return bool(until())
+
+
+@pytest.fixture
+def route_client():
+    made = []
+
+    def make(node: NodeProcess) -> RouteClient:
+        made.append(RouteClient(node.namespace))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def start_process(tmp_path: Path, module: str, name: str, params: list[str], remaps: tuple[str, ...] = ()) -> NodeProcess:
+    """A node (controller or sim) in its own session, namespace /<name>."""
+    log = tmp_path / f"{module.rsplit('.', 1)[-1]}.log"
+    args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{name}"]
+    for remap in remaps:
+        args += ["-r", remap]
+    for param in params:
+        args += ["-p", param]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return NodeProcess(proc, log, f"/{name}")
+
+
+def route_node_params(checkpoint: Path, source: str, *extra: str) -> list[str]:
+    return [f"model_path:={checkpoint}", "device:=cpu", "inference_backend:=torch", f"route_source:={source}",
+            *extra]
+
+
+def expected_q_values(checkpoint: Path, route_features_of, previous_commands) -> list[np.ndarray]:
+    """Q-values of the checkpoint (loaded here) for the observation the node must have built: the test's scan,
+    robot at rest at the origin, goal BENT_LEFT's end, one of the previous commands, the given route."""
+    from attn_dqn_controller.observation import ObservationBuilder
+
+    policy = Policy.load(checkpoint, device="cpu", backend="torch")
+    out = []
+    for previous in previous_commands:
+        obs = ObservationBuilder(policy.spec).observe(full_scan(), tuple(BENT_LEFT[-1]), 0.0, 0.0, previous,
+                                                      route=route_features_of)
+        out.append(np.asarray(policy.act(obs).q_values, dtype=np.float32))
+    return out
+
+
+def test_node_follows_a_published_plan_and_stops_on_a_stale_or_malformed_one(tmp_path, route_checkpoint,
+                                                                              route_client):
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "plan",
+                         route_node_params(route_checkpoint, "plan", "publish_attention:=true", "plan_timeout:=1.0"))
+    try:
+        c = route_client(node)
+        assert c.run(WAIT, odom=False, until=lambda: not node.alive() or (
+            c.statuses and c.plan_pub.get_subscription_count() > 0 and c.scan_pub.get_subscription_count() > 0
+            and c.cmd_sub.get_publisher_count() > 0)), node.output()
+        assert c.goal_pub.get_subscription_count() == 0  # with a plan, the plan's last pose is the goal
+        assert c.run(WAIT, scan=full_scan(), until=lambda: c.status and "no plan yet" in c.status), c.statuses
+        # Driven by the plan: its ~/route echoes the route ahead, and the policy received its route tokens.
+        assert c.run_with_plan(WAIT, BENT_LEFT, until=lambda: len(c.q_values) >= 3 and c.routes), node.output()
+        route = c.routes[-1]
+        assert route.header.frame_id == "odom"
+        np.testing.assert_allclose(path_points(route), BENT_LEFT, atol=1e-9)  # the robot sits at the route's start
+        assert c.footprints and len(c.footprints[-1].polygon.points) == 24
+        previous = [(0.0, 0.0)] + sorted({(cmd.v, cmd.w) for cmd in c.commands})
+        waypoints = BENT_LEFT_FEATURES.reshape(3, 2) * 1.5  # robot-frame metres
+        expected = expected_q_values(route_checkpoint, waypoints, previous)
+        straight = expected_q_values(route_checkpoint, np.array([(0.5, 0.0), (1.0, 0.0), (1.5, 0.0)]), previous)
+        assert min(np.abs(a - b).max() for a in expected for b in straight) > 1e-4  # the route changes the Q-values
+        for q in c.q_values:
+            assert min(np.abs(q - e).max() for e in expected) < 1e-4, (q, expected)
+        # The planner goes quiet: the plan goes stale after plan_timeout, the robot stops and says why.
+        t0 = time.monotonic()
+        assert c.run(WAIT, scan=full_scan(), until=lambda: c.status and "plan older than 1 s" in c.status), c.statuses
+        assert c.status == "stale_input: route: plan older than 1 s (plan_timeout)"
+        assert c.run(1.0, scan=full_scan(), until=lambda: len(c.commands_since(t0 + 1.6)) >= 2)
+        assert all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(time.monotonic() - 0.3))
+        assert c.run(WAIT, scan=full_scan(), until=lambda: any(
+            v.key == "route" and "plan older than" in v.value for d in c.diagnostics for v in d.values))
+        # A malformed plan (NaN, wrong frame) stops the robot with the reason; the node keeps running.
+        nan_plan = BENT_LEFT.copy()
+        nan_plan[1, 0] = math.nan
+        assert c.run_with_plan(WAIT, nan_plan, until=lambda: c.status and "unusable plan" in c.status), c.statuses
+        assert "non-finite" in c.status
+        assert c.run_with_plan(WAIT, BENT_LEFT, frame="base_link",
+                               until=lambda: c.status and "frame 'base_link'" in c.status), c.statuses
+        t1 = time.monotonic()
+        assert c.run(0.5, scan=full_scan())
+        assert all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(t1 + 0.2))
+        assert node.alive(), node.output()
+        assert c.run_with_plan(WAIT, BENT_LEFT, until=lambda: c.status == "driving"), c.statuses
+    finally:
+        node.stop()
+
+
+def test_node_refuses_a_route_token_model_without_a_route_source(tmp_path, route_checkpoint):
+    for params, words in (([], "takes route_points=3 route tokens, but route_source is 'goal'"),
+                          (["route_source:=gps"], "invalid parameter 'route_source': 'gps' is not one of")):
+        node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "refuse",
+                             [f"model_path:={route_checkpoint}", "device:=cpu", *params])
+        try:
+            assert node.proc.wait(timeout=60) == 1
+            assert words in node.output(), node.output()
+        finally:
+            node.stop()
+
+
+def save_wall_map(tmp_path: Path) -> Path:
+    from attn_dqn_controller.planning.map_io import save_map
+
+    return save_map(tmp_path / "wall.yaml", wall_map(), start=(1.0, 1.0, 0.0), goal=(3.0, 1.0))
+
+
+def test_node_plans_around_a_wall_on_the_map_sim_node_publishes(tmp_path, route_checkpoint, route_client):
+    """sim_node serves the map file's map on /map (transient local, like map_server); the controller plans on it."""
+    map_file = save_wall_map(tmp_path)
+    sim = start_process(tmp_path, "sim.sim_node", "mapped", [
+        f"map_file:={map_file}", "real_time_factor:=1.0", "startup_timeout:=60.0", "max_steps:=100000"])
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "mapped",
+                         route_node_params(route_checkpoint, "map", "use_sim_time:=true"), remaps=("map:=/map",))
+    try:
+        c = route_client(node)
+        maps = []
+        c.node.create_subscription(OccupancyGridMsg, "/map", maps.append, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        assert c.run(2 * WAIT, odom=False, until=lambda: not node.alive() or not sim.alive() or (
+            maps and c.routes)), f"{node.output()}\n{sim.output()}"
+        grid = grid_from_msg(maps[-1])
+        np.testing.assert_array_equal(grid.occupied(), wall_map().occupied())
+        points = path_points(c.routes[-1])
+        assert c.routes[-1].header.frame_id == "odom"
+        np.testing.assert_allclose(points[-1], (3.0, 1.0), atol=1e-6)
+        assert points[:, 1].max() > 3.0  # around the wall's free end
+        dense = np.concatenate([np.linspace(a, b, 50) for a, b in zip(points[:-1], points[1:])])
+        rows, cols = np.floor(dense[:, 1] / 0.05).astype(int), np.floor(dense[:, 0] / 0.05).astype(int)
+        assert not grid.occupied()[rows, cols].any()  # feasible: never through an occupied cell
+        assert node.alive() and sim.alive()
+    finally:
+        node.stop()
+        sim.stop()
+
+
+def wall_scan(distance: float = 1.0) -> LaserScanData:
+    """A straight wall across the robot's way, ``distance`` m ahead (x = distance), 360 beams."""
+    n = 360
+    angles = -math.pi + np.arange(n) * 2.0 * math.pi / n
+    with np.errstate(divide="ignore"):
+        ranges = np.where(np.cos(angles) > 0.05, distance / np.cos(angles), np.inf)
+    return LaserScanData(np.where(ranges <= 3.5, ranges, np.inf).astype(np.float32), -math.pi, 2.0 * math.pi / n,
+                         0.12, 3.5)
+
+
+def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_client):
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "scanmap",
+                         route_node_params(route_checkpoint, "scan_map"))
+    try:
+        c = route_client(node)
+        assert c.run(WAIT, odom=False, until=lambda: not node.alive() or (
+            c.statuses and c.goal_pub.get_subscription_count() > 0 and c.scan_pub.get_subscription_count() > 0)), \
+            node.output()
+
+        def wall_mapped() -> bool:
+            if not c.maps:
+                return False
+            grid = grid_from_msg(c.maps[-1])
+            row, col = grid.geometry.world_to_cell(1.02, 0.0)
+            return bool(grid.occupied()[row, col - 1:col + 2].any())
+
+        assert c.run(WAIT, scan=wall_scan(1.0), goal=(3.0, 0.0), until=wall_mapped), node.output()
+        grid = grid_from_msg(c.maps[-1])
+        assert c.maps[-1].header.frame_id == "odom"
+        free_row, free_col = grid.geometry.world_to_cell(0.5, 0.0)
+        assert grid.data[free_row, free_col] == 0  # seen free between the robot and the wall
+        assert c.routes and path_points(c.routes[-1])[-1] == pytest.approx((3.0, 0.0))
+    finally:
+        node.stop()
+
+
+def test_route_guided_model_reaches_its_goals_in_a_maze(tmp_path, route_client):
+    """End to end: sim_node (maze) + controller with route_source map and scan_map reach their goals."""
+    model = Path(os.environ.get(ROUTE_MODEL_ENV, SHIPPED_ROUTE_MODEL))
+    if not model.exists():
+        pytest.skip(f"no route-guided model: {model} is absent (set {ROUTE_MODEL_ENV} or ship "
+                    f"models/attn_dqn_route.pt)")
+    import json
+
+    from std_msgs.msg import String
+
+    for source in ("map", "scan_map"):
+        sim = start_process(tmp_path, "sim.sim_node", f"maze_{source}", [
+            "level:=maze", "episodes:=3", "real_time_factor:=0.0", "startup_timeout:=60.0", "seed:=1000000"])
+        node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", f"maze_{source}",
+                             route_node_params(model, source, "use_sim_time:=true"), remaps=("map:=/map",))
+        try:
+            c = route_client(node)
+            episodes = []
+            c.node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)),
+                                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                                  durability=DurabilityPolicy.TRANSIENT_LOCAL))
+            assert c.run(600.0, odom=False, until=lambda: len(episodes) >= 3 or not sim.alive()), sim.output()
+            assert [e["outcome"] for e in episodes[:3]] == ["success"] * 3, (source, episodes)
+        finally:
+            node.stop()
+            sim.stop()
