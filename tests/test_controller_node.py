@@ -64,7 +64,9 @@ MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
 MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
-RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "goal_tolerance"}
+RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "goal_tolerance",
+                    "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio", "max_linear_accel",
+                    "max_angular_accel", "plan_timeout"}
 """The behavioural limits an operator may change while the node runs; model, topics, backend stay read-only."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 

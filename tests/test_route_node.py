@@ -482,3 +482,34 @@ def test_route_guided_model_reaches_its_goals_in_a_maze(tmp_path, route_client):
         finally:
             node.stop()
             sim.stop()
+
+
+def test_node_plans_on_a_map_file_and_refuses_a_bad_one(tmp_path, route_checkpoint, route_client):
+    """map_file (robot.launch.yaml's map:=): the controller reads the map_server map itself."""
+    from attn_dqn_controller.planning.map_io import save_map
+
+    shifted = wall_map()
+    shifted = OccupancyGrid(GridGeometry(0.05, 80, 80, -1.0, -1.0), shifted.data)  # the robot (0, 0) at (1, 1)
+    map_file = save_map(tmp_path / "shifted.yaml", shifted)
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "mapfile",
+                         route_node_params(route_checkpoint, "map", f"map_file:={map_file}"))
+    try:
+        c = route_client(node)
+        assert c.run(2 * WAIT, scan=full_scan(), goal=(2.0, 0.0), until=lambda: not node.alive() or c.routes), \
+            node.output()
+        points = path_points(c.routes[-1])
+        np.testing.assert_allclose(points[-1], (2.0, 0.0), atol=1e-6)
+        assert points[:, 1].max() > 2.0  # around the wall's free end (y = 2 in this frame)
+    finally:
+        node.stop()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image: missing.pgm\nresolution: 0.05\norigin: [0, 0, 0]\n")
+    for params, words in (([f"map_file:={bad}"], "invalid parameter 'map_file'"),
+                          ([f"map_file:={map_file}", "route_source:=scan_map"], "only used with route_source map")):
+        node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "badmap",
+                             route_node_params(route_checkpoint, "map") + params)
+        try:
+            assert node.proc.wait(timeout=60) == 1
+            assert words in node.output(), node.output()
+        finally:
+            node.stop()

@@ -226,6 +226,10 @@ def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "used); map (subscribe 'map', nav_msgs/OccupancyGrid as map_server publishes it, and plan on it); "
             "scan_map (plan on a rolling map built from the robot's own scans). A checkpoint with route tokens "
             "needs plan, map or scan_map.")),
+        ("map_file", "", _plain(
+            "route_source map: a map_server map (YAML with its PGM/PNG image) loaded at start-up and planned on, "
+            "instead of subscribing 'map'. Its frame is map_frame when localization_topic is set, else the "
+            "odometry frame. Empty: subscribe 'map'.")),
         ("plan_timeout", 2.0, _float(
             "route_source plan: a plan that arrived longer ago than this (s, node clock or steady clock) is stale: "
             "the robot stops until a new one arrives. 0: a plan never goes stale.", 0.0, 3600.0, runtime=True)),
@@ -305,6 +309,7 @@ class ControllerConfig:
     footprint: object = None  # robot.Footprint
     lidar_mount: object = None  # observation.LidarMount
     route_source: str = "goal"
+    map_file: str = ""
     plan_timeout: float = 2.0
     replan_rate_hz: float = 0.0
     route_stray_distance: float = 0.75
@@ -486,6 +491,10 @@ class ControllerNode(Node):
         if values["route_source"] not in ROUTE_SOURCES:
             raise StartupError(f"invalid parameter 'route_source': {values['route_source']!r} is not one of "
                                f"{', '.join(ROUTE_SOURCES)}")
+        values["map_file"] = values["map_file"].strip()
+        if values["map_file"] and values["route_source"] != "map":
+            raise StartupError(f"invalid parameter 'map_file': {values['map_file']!r} is only used with route_source "
+                               f"map, not {values['route_source']!r}")
         for name in ("plan_timeout", "replan_rate_hz", "route_stray_distance", "route_clearance", "scan_map_extent",
                      "route_publish_rate_hz"):
             if not math.isfinite(values[name]):
@@ -521,6 +530,8 @@ class ControllerNode(Node):
                 self.logic.safety.config = self.config.safety
             if self.logic.smoother is not None and self.config.smoother is not None:
                 self.logic.smoother.config = self.config.smoother
+        if isinstance(getattr(self, "route_input", None), PlanRoute):
+            self.route_input.timeout = self.config.plan_timeout
         changed = ", ".join(f"{p.name}={p.value!r}" for p in parameters)
         self.get_logger().info(f"parameters changed at run time: {changed}")
 
@@ -625,10 +636,27 @@ class ControllerNode(Node):
         self._report_publishers += [p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
         if source == "plan":
             self._subscriptions_opened.append(self.create_subscription(PathMsg, "plan", self._on_plan, PLAN_QOS))
+        elif source == "map" and self.config.map_file:
+            self._load_map_file(self.config.map_file)
         elif source == "map":
             self._subscriptions_opened.append(self.create_subscription(OccupancyGridMsg, "map", self._on_map, MAP_QOS))
         self._timers_opened.append(
             self.create_timer(1.0 / self.config.route_publish_rate_hz, self._on_route_timer, clock=steady))
+
+    def _load_map_file(self, path: str) -> None:
+        """route_source map with map_file: the map_server map, read once (StartupError names the problem)."""
+        from attn_dqn_controller.planning.map_io import load_map
+
+        try:
+            grid = load_map(path).grid
+        except (ValueError, OSError) as exc:
+            self._close_route_input()
+            raise StartupError(f"invalid parameter 'map_file': {exc}") from None
+        frame = "map" if self._map_frame() else "odom"
+        self.route_input.on_map(grid, frame)
+        g = grid.geometry
+        self.get_logger().info(f"map file '{path}': {g.width} x {g.height} cells at {g.resolution:g} m, in the "
+                               f"{frame} frame")
 
     def _close_route_input(self) -> None:
         route_input, self.route_input = getattr(self, "route_input", None), None
