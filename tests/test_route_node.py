@@ -234,6 +234,7 @@ def test_guided_route_plans_around_a_wall_in_its_worker_and_hands_the_route_over
         assert guided.problem(0.0) == "no map received yet"
         guided.on_map(wall_map(), "odom")
         guided.observe(None, (1.0, 1.0, 0.0), (3.0, 1.0), 0.0)
+        guided.wake()
         assert wait_for(lambda: guided.problem(0.0) is None), guided.problem(0.0)
         route = guided.route
         assert route.length > 4.5 and route.points[:, 1].max() > 3.0  # around the wall's end, not through it
@@ -242,6 +243,7 @@ def test_guided_route_plans_around_a_wall_in_its_worker_and_hands_the_route_over
         np.testing.assert_allclose(waypoints, [route.points_at(s) - (1.0, 1.0) for s in (0.5, 1.0, 1.5)],
                                    atol=1e-9)
         guided.observe(None, (1.0, 1.0, 0.0), (3.0, 2.0), 0.1)  # a new goal: no route until re-planned
+        guided.wake()
         assert guided.problem(0.1) in (None, "waiting for the first route to the goal")
         assert wait_for(lambda: guided.problem(0.1) is None)
         assert guided.route.goal == (3.0, 2.0)
@@ -337,7 +339,8 @@ def test_node_follows_a_published_plan_and_stops_on_a_stale_or_malformed_one(tmp
         assert c.goal_pub.get_subscription_count() == 0  # with a plan, the plan's last pose is the goal
         assert c.run(WAIT, scan=full_scan(), until=lambda: c.status and "no plan yet" in c.status), c.statuses
         # Driven by the plan: its ~/route echoes the route ahead, and the policy received its route tokens.
-        assert c.run_with_plan(WAIT, BENT_LEFT, until=lambda: len(c.q_values) >= 3 and c.routes), node.output()
+        assert c.run_with_plan(WAIT, BENT_LEFT, until=lambda: len(c.q_values) >= 3 and c.routes and c.footprints), \
+            node.output()
         route = c.routes[-1]
         assert route.header.frame_id == "odom"
         np.testing.assert_allclose(path_points(route), BENT_LEFT, atol=1e-9)  # the robot sits at the route's start

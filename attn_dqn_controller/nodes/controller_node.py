@@ -140,6 +140,8 @@ PLAN_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
 """As Nav2's planner_server publishes ``plan`` (reliable, volatile): the newest plan only."""
 MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """As map_server publishes ``map`` (reliable, transient local): a map published once, before we started, arrives."""
+PLANNER_SWITCH_INTERVAL = 0.0005
+"""s: the interpreter's thread switch interval while a planner thread runs (route_source map/scan_map)."""
 DEFAULT_REPLAN_PERIOD = {"map": 1.0, "scan_map": 2.0}
 """Seconds between re-plans when replan_rate_hz is 0: the env's defaults (sim/env.py ROUTE_REPLAN_PERIOD), so the
 node re-plans as the policy's training did."""
@@ -625,6 +627,9 @@ class ControllerNode(Node):
                 if source == "scan_map" else None)
         except ValueError as exc:
             raise StartupError(f"invalid route parameters: {exc}") from None
+        # The planner thread and the decisions share the GIL: a short switch interval (5 ms by default) bounds
+        # how long a scan callback waits for a planner busy in Python code.
+        sys.setswitchinterval(min(sys.getswitchinterval(), PLANNER_SWITCH_INTERVAL))
         return GuidedRoute(guidance, on_route=self._on_route_planned)
 
     def _open_route_topics(self, steady: Clock) -> None:
@@ -859,6 +864,8 @@ class ControllerNode(Node):
         if from_scan and not decision.new:
             return  # a scan skipped to keep the training decision rate: the last command stands
         self._publish_command(decision)
+        if self.route_input is not None:
+            self.route_input.wake()  # the planner works after the command is out, not during the decision
         if from_scan:
             self._last_scan_command = now
         if decision.status != self._status:

@@ -113,6 +113,9 @@ class PlanRoute:
     def observe(self, scan, pose, goal, now: float) -> None:
         """Nothing to plan: the plan comes from outside."""
 
+    def wake(self) -> None:
+        pass
+
     def problem(self, now: float) -> str | None:
         with self._lock:
             if self._error is not None:
@@ -195,7 +198,8 @@ class GuidedRoute:
 
     def observe(self, scan, pose, goal, now: float) -> None:
         """The decision path's hand-off: the decided scan (folded into the rolling map once), the pose of its
-        instant and the goal, both in ``frame``. Constant time; the worker does the work."""
+        instant and the goal, both in ``frame``. Constant time; the worker does the work after ``wake`` (the
+        node calls it once the command is out, so the planner does not compete with the decision for the GIL)."""
         with self._cv:
             if self.source == "scan_map" and scan is not None and id(scan) != self._last_scan_id:
                 self._scans.append((scan, pose))
@@ -205,6 +209,10 @@ class GuidedRoute:
                                                                       goal[1] - self._goal[1]) > RETARGET_DISTANCE):
                 self._goal = (float(goal[0]), float(goal[1]))
                 self._goal_version += 1
+
+    def wake(self) -> None:
+        """Let the worker fold the handed-over scans and re-plan now (else it looks every min_replan_gap s)."""
+        with self._cv:
             self._cv.notify()
 
     # --- outputs (decision path) --------------------------------------------------------------------
