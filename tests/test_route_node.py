@@ -25,7 +25,7 @@ from attn_dqn_controller.isolation import isolate_dds
 isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
 
 import rclpy  # noqa: E402
-from geometry_msgs.msg import PolygonStamped, PoseStamped  # noqa: E402
+from geometry_msgs.msg import PolygonStamped  # noqa: E402
 from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -49,14 +49,7 @@ from attn_dqn_controller.policy import Policy  # noqa: E402
 from attn_dqn_controller.robot import Footprint  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_controller_node import (  # noqa: E402,F401  (fixtures and helpers of the node tests)
-    WAIT,
-    Client,
-    NodeProcess,
-    client,
-    full_scan,
-    start_node,
-)
+from test_controller_node import WAIT, Client, NodeProcess, full_scan  # noqa: E402  (helpers of the node tests)
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTE_SPEC = ObservationSpec(num_beams=24, num_sectors=4, route_points=3, route_spacing=0.5)  # reach 1.5 m
@@ -264,7 +257,8 @@ class RouteClient(Client):
         super().__post_init__()
         self.routes, self.maps, self.footprints = [], [], []
         n = self.node
-        self.plan_pub = n.create_publisher(PathMsg, "plan", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self.plan_pub = n.create_publisher(PathMsg, "plan",
+                                           QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         n.create_subscription(PathMsg, "controller/route", self.routes.append, QoSProfile(depth=10))
         n.create_subscription(PolygonStamped, "controller/footprint", self.footprints.append, QoSProfile(depth=10))
         n.create_subscription(OccupancyGridMsg, "controller/map", self.maps.append, QoSProfile(
@@ -294,7 +288,8 @@ def route_client():
         c.close()
 
 
-def start_process(tmp_path: Path, module: str, name: str, params: list[str], remaps: tuple[str, ...] = ()) -> NodeProcess:
+def start_process(tmp_path: Path, module: str, name: str, params: list[str],
+                  remaps: tuple[str, ...] = ()) -> NodeProcess:
     """A node (controller or sim) in its own session, namespace /<name>."""
     log = tmp_path / f"{module.rsplit('.', 1)[-1]}.log"
     args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{name}"]
@@ -354,7 +349,8 @@ def test_node_follows_a_published_plan_and_stops_on_a_stale_or_malformed_one(tmp
             assert min(np.abs(q - e).max() for e in expected) < 1e-4, (q, expected)
         # The planner goes quiet: the plan goes stale after plan_timeout, the robot stops and says why.
         t0 = time.monotonic()
-        assert c.run(WAIT, scan=full_scan(), until=lambda: c.status and "plan older than 1 s" in c.status), c.statuses
+        assert c.run(WAIT, scan=full_scan(),
+                     until=lambda: c.status and "plan older than 1 s" in c.status), c.statuses
         assert c.status == "stale_input: route: plan older than 1 s (plan_timeout)"
         assert c.run(1.0, scan=full_scan(), until=lambda: len(c.commands_since(t0 + 1.6)) >= 2)
         assert all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(time.monotonic() - 0.3))
@@ -516,3 +512,30 @@ def test_node_plans_on_a_map_file_and_refuses_a_bad_one(tmp_path, route_checkpoi
             assert words in node.output(), node.output()
         finally:
             node.stop()
+
+
+def test_sim_node_map_leaves_out_the_unmapped_furniture():
+    """sim_node's /map is the episode's map less the furniture the env leaves unmapped (route map, fraction 1)."""
+    from sim.sim_node import SimNode
+
+    context_args = ["--ros-args", "-p", "level:=cluttered", "-p", "route:=map", "-p",
+                    "unmapped_obstacle_fraction:=1.0", "-p", "seed:=1000003"]
+    rclpy.init(args=context_args)
+    node = None
+    try:
+        node = SimNode()
+        sent = []
+        node.map_pub = type("Recorder", (), {"publish": lambda self, msg: sent.append(msg)})()
+        node._publish_map()
+        (msg,) = sent
+        assert msg.header.frame_id == "odom"
+        published = grid_from_msg(msg).occupied()
+        full = node.env.navmap.occupancy_grid().occupied()
+        assert node.env.unmapped, "cluttered maps have furniture to leave out"
+        assert not (published & ~full).any() and published.sum() < full.sum()
+        assert published[[0, -1], :].all() and published[:, [0, -1]].all()  # the walls stay on the map
+    finally:
+        if node is not None:
+            node.env.close()
+            node.destroy_node()
+        rclpy.try_shutdown()

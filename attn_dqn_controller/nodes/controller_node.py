@@ -638,7 +638,8 @@ class ControllerNode(Node):
         self._route_pub = self.create_publisher(PathMsg, "~/route", DEBUG_QOS)
         self._footprint_pub = self.create_publisher(PolygonStamped, "~/footprint", DEBUG_QOS)
         self._map_pub = self.create_publisher(OccupancyGridMsg, "~/map", MAP_QOS) if source == "scan_map" else None
-        self._report_publishers += [p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
+        self._report_publishers += [
+            p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
         if source == "plan":
             self._subscriptions_opened.append(self.create_subscription(PathMsg, "plan", self._on_plan, PLAN_QOS))
         elif source == "map" and self.config.map_file:
