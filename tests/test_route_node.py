@@ -539,3 +539,31 @@ def test_sim_node_map_leaves_out_the_unmapped_furniture():
             node.env.close()
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def test_node_stops_on_a_malformed_map_and_plans_once_a_good_one_replaces_it(tmp_path, route_checkpoint,
+                                                                              route_client):
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "badmapmsg",
+                         route_node_params(route_checkpoint, "map"))
+    try:
+        c = route_client(node)
+        map_pub = c.node.create_publisher(OccupancyGridMsg, "map", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        shifted = OccupancyGrid(GridGeometry(0.05, 80, 80, -1.0, -1.0), wall_map().data)  # robot (0, 0) at (1, 1)
+        bad = grid_to_msg(shifted, frame_id="odom")
+        bad.info.width = 79  # size mismatch
+        map_pub.publish(bad)
+        assert c.run(WAIT, scan=full_scan(), goal=(2.0, 0.0),
+                     until=lambda: c.status and "unusable map" in c.status), (c.statuses, node.output())
+        assert c.status == "stale_input: route: unusable map: map data has 6400 cells, but info.width x " \
+                           "info.height = 79 x 80 = 6320"
+        t0 = time.monotonic()
+        assert c.run(0.6, scan=full_scan(), goal=(2.0, 0.0))
+        assert all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(t0 + 0.2))
+        assert node.alive(), node.output()
+        map_pub.publish(grid_to_msg(shifted, frame_id="odom"))
+        assert c.run(WAIT, scan=full_scan(), goal=(2.0, 0.0), until=lambda: c.status == "driving" and c.routes), \
+            (c.statuses, node.output())
+        assert path_points(c.routes[-1])[:, 1].max() > 2.0  # around the wall
+    finally:
+        node.stop()
