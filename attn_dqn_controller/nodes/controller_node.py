@@ -7,6 +7,14 @@ Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics`` and, on
 request, ``~/attention`` and ``~/q_values``. All topic names are relative, so
 a launch file remaps them to the robot's.
 
+Route guidance (``route_source``, for checkpoints with route tokens): ``plan`` subscribes
+``plan`` (nav_msgs/Path; its last pose is the goal), ``map`` subscribes ``map``
+(nav_msgs/OccupancyGrid, transient local) or reads ``map_file`` and plans itself,
+``scan_map`` plans on a rolling map of its own scans; ``~/route``, ``~/footprint`` and
+(scan_map) ``~/map`` are published for RViz. Planning runs in a worker thread
+(``route_input``), never on the scan -> command path; an unusable or stale plan or map
+stops the robot like a stale scan.
+
 Why it is built this way:
 
 * Safety follows the Nav2 collision monitor / twist_mux idea: a fixed-rate
