@@ -51,7 +51,7 @@ DEFAULT_CONTROL_RATE_HZ = 10.0
 """The control rate of checkpoints that do not store one (every run before the rate was recorded)."""
 
 MODEL_BOUNDS = {"d_model": 2048, "num_layers": 48, "num_heads": 64, "ff_mult": 16, "mlp_width": 16384,
-                "mlp_layers": 16, "num_beams": 8192, "num_sectors": 1024, "history_length": 64, "actions": 4096,
+                "mlp_layers": 16, "num_beams": 8192, "num_sectors": 1024, "history_length": 64, "route_points": 256, "actions": 4096,
                 "parameters": 200_000_000}
 """Upper limits on what a checkpoint file may ask this code to build (far above any useful controller)."""
 
@@ -254,12 +254,13 @@ def check_model_bounds(config: ModelConfig, spec: ObservationSpec, num_actions: 
               ("observation_spec.num_beams", spec.num_beams, b["num_beams"]),
               ("observation_spec.num_sectors", spec.num_sectors, b["num_sectors"]),
               ("observation_spec.history_length", spec.history_length, b["history_length"]),
+              ("observation_spec.route_points", spec.route_points, b["route_points"]),
               ("actions", num_actions, b["actions"])]
     for name, value, limit in checks:
         if value > limit:
             raise CheckpointError(f"checkpoint {source} field '{name}' is {value}, above the limit {limit}: "
                                   f"refusing to build such a model")
-    d, tokens = config.d_model, spec.history_length * (spec.num_sectors + 2)
+    d, tokens = config.d_model, spec.history_length * (spec.num_sectors + 2 + spec.route_points)
     estimate = config.num_layers * d * d * (4 + 2 * config.ff_mult) + spec.beams_per_sector * d + tokens * d
     if config.kind == "mlp":
         widths = [spec.size, *config.mlp_hidden, num_actions]

@@ -25,14 +25,42 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"first map seed (held-out range starts at {EVAL_SEED_START})")
     parser.add_argument("--json", metavar="OUT", help="write the summary as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="draw a few trajectories")
+    parser.add_argument("--route", choices=["none", "map", "scan_map"], default=None,
+                        help="route source: none (goal only), map (planned on the known map, re-planned), scan_map "
+                             "(planned on a rolling map of the robot's scans); default: map for a policy with "
+                             "route tokens, none otherwise")
+    parser.add_argument("--unmapped-fraction", type=float, default=0.0, metavar="F",
+                        help="with --route map: leave this fraction (0..1) of the furniture out of the planner's map")
+    parser.add_argument("--map-file", action="append", default=[], metavar="F.yaml",
+                        help="a ROS map_server map as the level (repeat for several); with start and goal keys in "
+                             "the file one episode per map, otherwise --episodes seeded episodes; the JSON lists "
+                             "per-map outcomes")
+
+
+def _route_kwargs(args, default: str) -> tuple[dict, str]:
+    """The env's route keywords from --route / --unmapped-fraction, and their words for a title."""
+    route = args.route or default
+    fraction = args.unmapped_fraction
+    if not 0.0 <= fraction <= 1.0:
+        raise CliError(f"--unmapped-fraction {fraction} is invalid: allowed values are in [0, 1]")
+    if fraction > 0.0 and route != "map":
+        raise CliError(f"--unmapped-fraction {fraction} needs --route map (the planner's prior map), not {route}")
+    kwargs = {"route": route}
+    if fraction > 0.0:
+        kwargs["unmapped_obstacle_fraction"] = fraction
+    words = f"route {route}" + (f", {fraction:.0%} of the furniture unmapped" if fraction > 0.0 else "")
+    return kwargs, words
 
 
 def cmd_baseline(args) -> int:
     from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent
 
+    route, words = _route_kwargs(args, "none")
     if args.controller == "dwa":
-        return _run_evaluation(DWAAgent(), args, title="DWA (Nav2 DWB-style) on the map's route", env_kwargs={})
-    return _run_evaluation(BaselineAgent(), args, title="privileged A* + pure-pursuit baseline", env_kwargs={})
+        source = "the map's route" if route["route"] == "none" else f"the env's route ({words})"
+        return _run_evaluation(DWAAgent(), args, title=f"DWA (Nav2 DWB-style) on {source}", env_kwargs=route)
+    return _run_evaluation(BaselineAgent(), args, title=f"privileged A* + pure-pursuit baseline (true map; {words})",
+                           env_kwargs=route)
 
 
 def cmd_eval(args) -> int:
@@ -40,26 +68,50 @@ def cmd_eval(args) -> int:
     from attn_dqn_controller.policy import Policy
 
     agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
-    env_kwargs = {**agent.env_kwargs(), "safety": args.safety == "on", "smoothing": args.smoothing == "on"}
-    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing})"
+    route, words = _route_kwargs(args, "map" if agent.policy.spec.route_points > 0 else "none")
+    env_kwargs = {**agent.env_kwargs(), "safety": args.safety == "on", "smoothing": args.smoothing == "on", **route}
+    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing}, {words})"
     return _run_evaluation(agent, args, title=title, env_kwargs=env_kwargs)
+
+
+def _evaluation_rows(args) -> list[tuple[str, str, dict, int]]:
+    """(row name, level, extra env kwargs, episodes) of every evaluation row: the levels, then the map files."""
+    from pathlib import Path
+
+    from attn_dqn_controller.planning.map_io import load_map
+
+    if args.episodes < 1:
+        raise CliError(f"--episodes {args.episodes} is invalid: allowed values are integers >= 1")
+    rows = []
+    if args.level or not args.map_file:
+        rows += [(level, level, {}, args.episodes) for level in args.level or ["sparse", "cluttered", "maze"]]
+    for path in args.map_file:
+        map_file = load_map(path)  # a bad file fails here, naming the file and the field
+        fixed_task = map_file.start is not None and map_file.goal is not None
+        rows.append((Path(path).name, "map_file", {"map_file": map_file}, 1 if fixed_task else args.episodes))
+    return rows
 
 
 def _run_evaluation(agent, args, title: str, env_kwargs: dict) -> int:
     from attn_dqn_controller.learning.evaluation import evaluate, format_table, write_json
 
-    levels = args.level or ["sparse", "cluttered", "maze"]
-    summaries, examples = [], {}
-    for level in levels:
-        summary, records = evaluate(agent, level, args.episodes, args.seed, env_kwargs=env_kwargs,
+    rows = _evaluation_rows(args)
+    summaries, examples, per_map = [], {}, []
+    for name, level, extra, episodes in rows:
+        summary, records = evaluate(agent, level, episodes, args.seed, env_kwargs={**env_kwargs, **extra},
                                     record_trajectories=4 if args.plot else 0)
+        summary.level = name
         summaries.append(summary)
-        examples[level] = records[:4]
-        print(format_table([summary]) if len(levels) == 1 else f"{level}: success {summary.success_rate:.1%}",
+        examples[name] = records[:4]
+        if level == "map_file":
+            per_map.append({"map_file": str(extra["map_file"].path), **summary.to_json_dict(),
+                            "outcomes": [{"map_seed": r.map_seed, "outcome": r.outcome, "steps": r.steps,
+                                          "path_length": r.path_length, "spl": r.spl} for r in records]})
+        print(format_table([summary]) if len(rows) == 1 else f"{name}: success {summary.success_rate:.1%}",
               flush=True)
     print(format_table(summaries, title=title))
     if args.json:
-        write_json(args.json, summaries)
+        write_json(args.json, summaries, per_map=per_map)
     if args.plot:
         from attn_dqn_controller.plots import plot_trajectories
 

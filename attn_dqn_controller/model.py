@@ -5,9 +5,13 @@ Both take the flat observation of the contract (``observation.py``), shape
 tokens happens inside ``forward`` with torch ops only, so the same module
 exports to ONNX and runs in the ROS node unchanged.
 
-Token layout of the Transformer (T = 1 + H * (K + 2) tokens)::
+Token layout of the Transformer (T = 1 + H * (K + 2 + R) tokens, R = spec.route_points)::
 
-    [Q] [frame 0: sector_0 .. sector_{K-1}, goal, ego] ... [frame H-1: ...]
+    [Q] [frame 0: sector_0 .. sector_{K-1}, goal, ego, route_0 .. route_{R-1}] ... [frame H-1: ...]
+
+Route tokens (R > 0 only; a goal-only spec builds exactly the original network and
+parameters) are Linear(2 -> d) of a waypoint's features plus a learned embedding of
+its index along the route, so the Q token attends over lidar sectors and route together.
 
 The Q token is learned; its output after the last block feeds the dueling
 head, and its attention row in the last block is what ``return_attention``
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attn_dqn_controller.observation import EGO_FEATURES, GOAL_FEATURES, ObservationSpec
+from attn_dqn_controller.observation import EGO_FEATURES, GOAL_FEATURES, ROUTE_FEATURES, ObservationSpec
 
 MODEL_KINDS = ("transformer", "mlp")
 GATINGS = ("residual", "gru")
@@ -263,6 +267,9 @@ class TransformerQNetwork(nn.Module):
         self.goal_embed = nn.Linear(GOAL_FEATURES, d)
         self.ego_embed = nn.Linear(EGO_FEATURES, d)
         self.time_embed = nn.Parameter(torch.randn(H, 1, d) * 0.02) if H > 1 else None
+        R = spec.route_points
+        self.route_embed = nn.Linear(ROUTE_FEATURES, d) if R > 0 else None
+        self.route_index_embed = nn.Parameter(torch.randn(R, d) * 0.02) if R > 0 else None
         self.q_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(d)
@@ -270,7 +277,7 @@ class TransformerQNetwork(nn.Module):
 
     @property
     def tokens_per_frame(self) -> int:
-        return self.spec.num_sectors + 2
+        return tokens_per_frame(self.spec)
 
     @property
     def num_tokens(self) -> int:
@@ -281,6 +288,7 @@ class TransformerQNetwork(nn.Module):
         names = ["q"]
         for t in range(self.spec.history_length):
             names += [f"t{t}/sector{k}" for k in range(self.spec.num_sectors)] + [f"t{t}/goal", f"t{t}/ego"]
+            names += [f"t{t}/route{r}" for r in range(self.spec.route_points)]
         return names
 
     def tokens(self, obs: torch.Tensor) -> torch.Tensor:
@@ -290,13 +298,17 @@ class TransformerQNetwork(nn.Module):
         frames = obs.reshape(-1, H, spec.frame_size)
         lidar = frames[..., :nb].reshape(-1, H, K, B)
         goal = frames[..., nb:nb + GOAL_FEATURES]
-        ego = frames[..., nb + GOAL_FEATURES:]
-        tokens = torch.cat([self.lidar_embed(lidar) + self.sector_embed,
-                            self.goal_embed(goal).unsqueeze(2),
-                            self.ego_embed(ego).unsqueeze(2)], dim=2)           # (N, H, K+2, d)
+        ego = frames[..., nb + GOAL_FEATURES:nb + GOAL_FEATURES + EGO_FEATURES]
+        parts = [self.lidar_embed(lidar) + self.sector_embed,
+                 self.goal_embed(goal).unsqueeze(2),
+                 self.ego_embed(ego).unsqueeze(2)]
+        if self.route_embed is not None:
+            route = frames[..., nb + GOAL_FEATURES + EGO_FEATURES:].reshape(-1, H, spec.route_points, ROUTE_FEATURES)
+            parts.append(self.route_embed(route) + self.route_index_embed)
+        tokens = torch.cat(parts, dim=2)                                        # (N, H, K+2+R, d)
         if self.time_embed is not None:
             tokens = tokens + self.time_embed
-        tokens = tokens.reshape(-1, H * (K + 2), d)
+        tokens = tokens.reshape(-1, H * self.tokens_per_frame, d)
         return torch.cat([self.q_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
 
     def forward(self, obs: torch.Tensor, return_attention: bool = False):
@@ -350,13 +362,20 @@ class MLPQNetwork(nn.Module):
         return None
 
 
+def tokens_per_frame(spec: ObservationSpec) -> int:
+    """Transformer tokens per frame: K sectors, goal, ego and the R route waypoints."""
+    return spec.num_sectors + 2 + spec.route_points
+
+
 def sector_attention(attention: torch.Tensor, spec: ObservationSpec) -> torch.Tensor:
-    """Slice the newest frame's K sector tokens out of (N, T) attention and renormalise to sum 1."""
-    K, H = spec.num_sectors, spec.history_length
-    expected = 1 + H * (K + 2)
+    """Slice the newest frame's K sector tokens out of (N, T) attention and renormalise to sum 1.
+
+    Only the lidar part: goal, ego and route tokens' weights are left out."""
+    K, H, per_frame = spec.num_sectors, spec.history_length, tokens_per_frame(spec)
+    expected = 1 + H * per_frame
     if attention.dim() != 2 or attention.shape[-1] != expected:
         raise ValueError(f"attention must have shape (N, {expected}) for this spec, got {tuple(attention.shape)}")
-    start = 1 + (H - 1) * (K + 2)
+    start = 1 + (H - 1) * per_frame
     weights = attention[:, start:start + K]
     return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
 

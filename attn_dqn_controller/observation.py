@@ -8,7 +8,7 @@ Layout of one observation (a flat float32 vector, so any replay buffer, SB3 or
 ONNX consumer can take it as it is)::
 
     [frame_0, frame_1, ..., frame_{H-1}]      oldest frame first, newest last
-    frame = [lidar (K sectors x B beams), goal (3), ego (4)]
+    frame = [lidar (K sectors x B beams), goal (3), ego (4), route (2 x R waypoints)]
 
 * lidar: ranges resampled to the spec's beam layout, clipped to
   [range_min, range_max] and scaled to [0, 1] (0 = at range_min, 1 = free to
@@ -18,6 +18,15 @@ ONNX consumer can take it as it is)::
   with the goal in the robot frame (REP-103: x forward, y left).
 * ego: [v / max_linear_speed, w / max_angular_speed,
   previous commanded v / max_linear_speed, previous commanded w / max_angular_speed].
+* route (only when the spec's ``route_points`` R > 0; R = 0 is the goal-only format of
+  the first checkpoints, whose frames end after ego): the next R waypoints along the
+  route ahead of the robot, ``route_spacing`` metres of arc length apart, in the robot
+  frame, each as [x / reach, y / reach] with reach = R * route_spacing (the arc length
+  to the last waypoint), so a route driven exactly lies within the unit disc. A
+  waypoint farther than 2 * reach (the robot has strayed far off the route) is pulled
+  in along its bearing to norm 2, so every feature stays in [-2, 2] and its direction
+  is kept. Cartesian rather than distance + bearing: a waypoint at the robot has no
+  bearing, and (x, y) is continuous there.
 
 Range conventions (REP-117 and sensor_msgs/LaserScan): +inf means no return (free
 to range_max), -inf means closer than range_min (contact), finite readings above
@@ -51,6 +60,9 @@ import numpy as np
 
 GOAL_FEATURES = 3
 EGO_FEATURES = 4
+ROUTE_FEATURES = 2
+"""Features per route waypoint: x / reach, y / reach (robot frame)."""
+ROUTE_FEATURE_BOUND = 2.0
 FULL_CIRCLE = 2.0 * math.pi
 _ANGLE_TOLERANCE = 1e-6
 INVALID_BORROW_WINDOW = 0.1
@@ -82,6 +94,10 @@ class ObservationSpec:
     goal_distance_scale: float = 5.0
     max_linear_speed: float = 0.22
     max_angular_speed: float = 2.84
+    route_points: int = 0
+    """Route waypoints in every frame (0: goal only, the original format)."""
+    route_spacing: float = 0.5
+    """Arc length (m) between consecutive route waypoints, and from the robot's progress to the first."""
 
     def __post_init__(self) -> None:
         def fail(field: str, value, allowed: str) -> None:
@@ -102,7 +118,10 @@ class ObservationSpec:
                  f"must divide num_beams ({self.num_beams}) so every sector has the same beam count")
         if not isinstance(self.history_length, (int, np.integer)) or self.history_length < 1:
             fail("history_length", self.history_length, "an integer >= 1 is required")
-        for name in ("goal_distance_scale", "max_linear_speed", "max_angular_speed"):
+        if isinstance(self.route_points, (bool, np.bool_)) or not isinstance(self.route_points, (int, np.integer)) \
+                or self.route_points < 0:
+            fail("route_points", self.route_points, "an integer >= 0 is required (0 = goal only)")
+        for name in ("goal_distance_scale", "max_linear_speed", "max_angular_speed", "route_spacing"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 fail(name, value, "must be a finite number > 0")
@@ -140,8 +159,18 @@ class ObservationSpec:
         return self.num_beams
 
     @property
+    def route_size(self) -> int:
+        """Route features per frame (ROUTE_FEATURES per waypoint; 0 for a goal-only spec)."""
+        return ROUTE_FEATURES * self.route_points
+
+    @property
+    def route_reach(self) -> float:
+        """Arc length (m) to the last route waypoint: the scale of the route features."""
+        return self.route_points * self.route_spacing
+
+    @property
     def frame_size(self) -> int:
-        return self.num_beams + GOAL_FEATURES + EGO_FEATURES
+        return self.num_beams + GOAL_FEATURES + EGO_FEATURES + self.route_size
 
     @property
     def size(self) -> int:
@@ -154,6 +183,7 @@ class ObservationSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ObservationSpec":
+        """The spec of a saved dict; dicts from before route tokens (no route keys) load as goal-only (R = 0)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -492,14 +522,59 @@ def ego_features(linear_velocity: float, angular_velocity: float,
     return np.clip(np.array(values, dtype=np.float64) / np.array(scale), -2.0, 2.0)
 
 
+def check_route(route, spec: ObservationSpec) -> np.ndarray:
+    """The route waypoints as a (route_points, 2) float64 array, or ValueError naming the problem.
+
+    A spec with route_points R > 0 needs exactly R finite robot-frame waypoints (x forward, y left, m);
+    a goal-only spec (R = 0) takes none.
+    """
+    R = spec.route_points
+    if R == 0:
+        if route is not None and np.size(route) != 0:
+            raise ValueError(f"route given ({np.shape(route)}) but the observation spec is goal-only "
+                             f"(route_points=0): pass route=None")
+        return np.zeros((0, ROUTE_FEATURES))
+    if route is None:
+        raise ValueError(f"route is missing: the observation spec needs route_points={R} robot-frame waypoints "
+                         f"(an array of shape ({R}, 2), e.g. RouteTracker.waypoints_ahead(x, y, yaw, {R}, "
+                         f"{spec.route_spacing}))")
+    try:
+        array = np.asarray(route, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"route={route!r} is invalid: allowed values are ({R}, 2) arrays of finite numbers") from None
+    if array.shape != (R, ROUTE_FEATURES):
+        raise ValueError(f"route has shape {array.shape}, the observation spec needs ({R}, 2) "
+                         f"(route_points={R} robot-frame waypoints)")
+    if not np.isfinite(array).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(array))[:, 0]})
+        raise ValueError(f"route waypoint(s) {bad} are not finite: allowed values are finite metres")
+    return array
+
+
+def route_features(route, spec: ObservationSpec) -> np.ndarray:
+    """Route tokens' features, shape (2 * route_points,): [x_0, y_0, x_1, y_1, ...] / reach, norm clipped to 2.
+
+    `route`: the next route_points waypoints in the robot frame (m), nearest first, as
+    ``RouteTracker.waypoints_ahead(x, y, yaw, spec.route_points, spec.route_spacing)`` gives them.
+    """
+    points = check_route(route, spec)
+    if points.size == 0:
+        return np.zeros(0)
+    scaled = points / spec.route_reach
+    norm = np.hypot(scaled[:, 0], scaled[:, 1])
+    factor = np.where(norm > ROUTE_FEATURE_BOUND, ROUTE_FEATURE_BOUND / np.maximum(norm, 1e-12), 1.0)
+    return (scaled * factor[:, None]).reshape(-1)
+
+
 def build_frame(scan: LaserScanData, goal_in_robot: tuple[float, float], linear_velocity: float,
                 angular_velocity: float, previous_command: tuple[float, float],
-                spec: ObservationSpec) -> np.ndarray:
-    """One frame of the observation (float32, length spec.frame_size)."""
+                spec: ObservationSpec, route=None) -> np.ndarray:
+    """One frame of the observation (float32, length spec.frame_size); `route` as for ``route_features``."""
+    route = route_features(route, spec)  # checked first: a bad route fails before any scan work
     lidar = lidar_features(resample_scan(scan, spec), spec)
     goal = goal_features(goal_in_robot[0], goal_in_robot[1], spec)
     ego = ego_features(linear_velocity, angular_velocity, previous_command, spec)
-    return np.concatenate([lidar, goal, ego]).astype(np.float32)
+    return np.concatenate([lidar, goal, ego, route]).astype(np.float32)
 
 
 class ObservationBuilder:
@@ -518,8 +593,11 @@ class ObservationBuilder:
         self._started = False
 
     def observe(self, scan: LaserScanData, goal_in_robot: tuple[float, float], linear_velocity: float,
-                angular_velocity: float, previous_command: tuple[float, float]) -> np.ndarray:
-        frame = build_frame(scan, goal_in_robot, linear_velocity, angular_velocity, previous_command, self.spec)
+                angular_velocity: float, previous_command: tuple[float, float], route=None) -> np.ndarray:
+        """The next flat observation; `route`: (route_points, 2) robot-frame waypoints, required when the
+        spec has route_points > 0 (ValueError naming the problem when missing or malformed)."""
+        frame = build_frame(scan, goal_in_robot, linear_velocity, angular_velocity, previous_command, self.spec,
+                            route=route)
         return self.push(frame)
 
     def push(self, frame: np.ndarray) -> np.ndarray:
@@ -532,13 +610,18 @@ class ObservationBuilder:
         return self._frames.reshape(-1).copy()
 
 
-def split_observation(obs: np.ndarray, spec: ObservationSpec):
-    """Views of a (..., spec.size) batch as lidar (..., H, K, B), goal (..., H, 3), ego (..., H, 4)."""
+def split_observation(obs: np.ndarray, spec: ObservationSpec, with_route: bool = False):
+    """Views of a (..., spec.size) batch as lidar (..., H, K, B), goal (..., H, 3), ego (..., H, 4)
+    and, with ``with_route``, route (..., H, route_points, 2) (route features, see ``route_features``)."""
     obs = np.asarray(obs)
     if obs.shape[-1] != spec.size:
         raise ValueError(f"observation has {obs.shape[-1]} features, the spec needs {spec.size}")
     frames = obs.reshape(*obs.shape[:-1], spec.history_length, spec.frame_size)
     lidar = frames[..., : spec.num_beams].reshape(*frames.shape[:-1], spec.num_sectors, spec.beams_per_sector)
     goal = frames[..., spec.num_beams: spec.num_beams + GOAL_FEATURES]
-    ego = frames[..., spec.num_beams + GOAL_FEATURES:]
-    return lidar, goal, ego
+    ego_start = spec.num_beams + GOAL_FEATURES
+    ego = frames[..., ego_start: ego_start + EGO_FEATURES]
+    if not with_route:
+        return lidar, goal, ego
+    route = frames[..., ego_start + EGO_FEATURES:].reshape(*frames.shape[:-1], spec.route_points, ROUTE_FEATURES)
+    return lidar, goal, ego, route

@@ -23,11 +23,22 @@ Set-up (every process on loopback, private domain: isolate_dds):
   controller; latency of a scan = middleware receive time of its command
   (rmw ``received_timestamp``) - the scan's stamp (set just before publish).
 
+Route guidance (``--route scan_map``): a second controller per backend runs
+``route_source scan_map`` with a route-token checkpoint (the same model config, 8
+route tokens 0.5 m apart, as config/train_route.yaml): every decided scan goes to
+the planner thread, which folds it into the rolling map (12 m window, 0.05 m cells)
+and re-plans (every 2 s, at once when the route is blocked) while the decisions go
+on. The goal is then 1.5 m ahead (inside the scan's 2 m ring, so every plan succeeds);
+its added latency against the goal-only controller of the same run is what route
+guidance costs on the scan -> command path (GIL sharing with the planner thread,
+the route tokens' inference).
+
 Backlog check at 100 Hz: median of the first vs last quarter of the run (a
 queue would make it grow) and commands answered vs scans sent (depth 1 means
 an overloaded node drops scans instead of queueing them).
 
     .venv/bin/python bench/bench_node_latency.py [--seconds 10] [--device cpu|cuda] [--backends ...] [--model PATH]
+                                                 [--route scan_map]
 """
 
 from __future__ import annotations
@@ -68,9 +79,13 @@ from attn_dqn_controller.observation import LaserScanData, ObservationSpec  # no
 ECHO_NS = "/bench_echo"
 
 
-def controller_ns(backend: str) -> str:
-    return f"/bench_ctl_{backend}"
+def controller_ns(backend: str, route: bool = False) -> str:
+    return f"/bench_ctl_{backend}" + ("_route" if route else "")
+
+
 FAR_GOAL = (100.0, 0.0)
+ROUTE_GOAL = (1.5, 0.0)
+"""--route: inside the driver's 2 m ring of returns, so the route controllers' plans succeed."""
 
 
 # --- the echo node (child process) ------------------------------------------------------------
@@ -105,8 +120,9 @@ def stamp_ns(stamp: Time) -> int:
 class Driver:
     """Publishes scans/odom/goal to one namespace at a time and records when each command came back."""
 
-    def __init__(self, controllers: list[str]):
+    def __init__(self, controllers: list[str], goal: tuple[float, float] = FAR_GOAL):
         self.controllers = controllers  # controller namespaces
+        self.goal = goal
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.pub_node = rclpy.create_node("bench_driver", context=self.context)
@@ -118,6 +134,7 @@ class Driver:
         self.other_commands = dict.fromkeys(namespaces, 0)
         self.status: dict[str, str] = {}
         self.inference_ms: dict[str, str] = {}
+        self.route_state: dict[str, tuple] = {}
         self.pubs = {}
         self.subs = {}
         spec = ObservationSpec()
@@ -164,7 +181,9 @@ class Driver:
         for status in msg.status:
             ns = status.hardware_id.removesuffix("/controller")
             if ns in self.controllers:
-                self.inference_ms[ns] = {kv.key: kv.value for kv in status.values}.get("last inference [ms]")
+                values = {kv.key: kv.value for kv in status.values}
+                self.inference_ms[ns] = values.get("last inference [ms]")
+                self.route_state[ns] = (values.get("route replans"), values.get("route"))
 
     def matched(self, ns: str) -> bool:
         scan_pub, _, goal_pub = self.pubs[ns]
@@ -177,7 +196,7 @@ class Driver:
         stamp = Time(sec=now_ns // 1_000_000_000, nanosec=now_ns % 1_000_000_000)
         odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=stamp))
         if goal:
-            goal_pub.publish(pose_stamped(*FAR_GOAL, stamp=stamp))
+            goal_pub.publish(pose_stamped(*self.goal, stamp=stamp))
         msg = scan_to_msg(self.scan, stamp=stamp, frame_id="base_scan")
         with self.lock:
             self.sent[now_ns] = now_ns
@@ -228,8 +247,9 @@ class Driver:
 
 
 # --- orchestration ------------------------------------------------------------------------------
-def make_checkpoint(directory: str) -> str:
-    """An untrained Transformer with the default spec and actions: same inference cost as a trained one."""
+def make_checkpoint(directory: str, route_points: int = 0) -> str:
+    """An untrained Transformer with the default spec (plus ``route_points`` route tokens) and actions: same
+    inference cost as a trained one."""
     import torch
 
     from attn_dqn_controller.actions import ActionTable
@@ -237,8 +257,8 @@ def make_checkpoint(directory: str) -> str:
     from attn_dqn_controller.policy import Policy
 
     torch.manual_seed(0)
-    spec, actions = ObservationSpec(), ActionTable.default()
-    path = os.path.join(directory, "bench_policy.pt")
+    spec, actions = ObservationSpec(route_points=route_points, route_spacing=0.5), ActionTable.default()
+    path = os.path.join(directory, f"bench_policy_route{route_points}.pt")
     Policy.from_model(build_model(spec, len(actions), ModelConfig()), spec, actions, device="cpu").save(path)
     return path
 
@@ -298,6 +318,8 @@ def main() -> int:
                         help="inference backends, one controller each, measured in the same run "
                              "(default: onnxruntime torch on cpu, torch on cuda)")
     parser.add_argument("--model", default=None, help="checkpoint (default: an untrained model of the default spec)")
+    parser.add_argument("--route", choices=["none", "scan_map"], default="none",
+                        help="scan_map: also one route_source scan_map controller per backend (route-token model)")
     args = parser.parse_args()
     if args.role == "echo":
         return run_echo()
@@ -307,22 +329,28 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         model = args.model or make_checkpoint(tmp)
+        routed = args.route != "none"
+        variants = [(b, False) for b in backends] + ([(b, True) for b in backends] if routed else [])
         driver = None
         try:
             procs.append(start([sys.executable, __file__, "--role", "echo"], os.path.join(tmp, "echo.log")))
-            for backend in backends:
+            for backend, route in variants:
+                extra = ["-p", f"model_path:={make_checkpoint(tmp, 8)}", "-p", f"route_source:={args.route}"] \
+                    if route else ["-p", f"model_path:={model}"]
                 procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
-                                    "-r", f"__ns:={controller_ns(backend)}", "-p", f"model_path:={model}",
+                                    "-r", f"__ns:={controller_ns(backend, route)}", *extra,
                                     "-p", f"device:={args.device}", "-p", f"inference_backend:={backend}",
                                     "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15",
                                     # decide on every scan at every rate measured (the node's default is the
                                     # policy's training rate, which would answer only every n-th scan)
                                     "-p", f"control_rate_hz:={float(max(args.rates))}"],
-                                   os.path.join(tmp, f"controller_{backend}.log")))
-            driver = Driver([controller_ns(b) for b in backends])
+                                   os.path.join(tmp, f"controller_{backend}{'_route' if route else ''}.log")))
+            driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if routed else FAR_GOAL)
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
                   f"backends {', '.join(backends)} (one controller each), act_on_scan, LaserScan(360); "
-                  f"{args.seconds:g} s per phase after 1 s warm-up; phases interleaved per rate")
+                  f"{args.seconds:g} s per phase after 1 s warm-up; phases interleaved per rate"
+                  + (f"; route: + route_source {args.route} controllers (8 route tokens), goal {ROUTE_GOAL}"
+                     if routed else ""))
             results = {}
             for rate in args.rates:
                 for ns in (ECHO_NS, *driver.controllers):
@@ -334,17 +362,18 @@ def main() -> int:
             for rate in args.rates:
                 echo = results[(ECHO_NS, rate)]
                 print(f"{rate:5.0f}Hz {'echo':<22} {describe(echo)}")
-                for backend in backends:
-                    ctl = results[(controller_ns(backend), rate)]
-                    print(f"{rate:5.0f}Hz {'controller ' + backend:<22} {describe(ctl)}")
+                for backend, route in variants:
+                    label = backend + (f" {args.route}" if route else "")
+                    ctl = results[(controller_ns(backend, route), rate)]
+                    print(f"{rate:5.0f}Hz {'controller ' + label:<22} {describe(ctl)}")
                     if echo["latency_ms"].size and ctl["latency_ms"].size:
                         added_med = np.median(ctl["latency_ms"]) - np.median(echo["latency_ms"])
                         added_p99 = np.percentile(ctl["latency_ms"], 99) - np.percentile(echo["latency_ms"], 99)
-                        print(f"{rate:5.0f}Hz {'  added ' + backend:<22} median {added_med:+6.3f} ms  "
+                        print(f"{rate:5.0f}Hz {'  added ' + label:<22} median {added_med:+6.3f} ms  "
                               f"p99 {added_p99:+6.3f} ms (controller - echo)")
             top = max(args.rates)
-            for backend in backends:
-                ns = controller_ns(backend)
+            for backend, route in variants:
+                ns = controller_ns(backend, route)
                 ctl = results[(ns, top)]["latency_ms"]
                 if ctl.size >= 8:
                     quarter = ctl.size // 4
@@ -352,9 +381,11 @@ def main() -> int:
                     print(f"\nbacklog check at {top:g} Hz ({backend}): first-quarter median {first:.3f} ms, "
                           f"last-quarter median {last:.3f} ms (ratio {last / first:.2f}); commands answered "
                           f"{results[(ns, top)]['answered']}/{results[(ns, top)]['sent']} scans")
-                print(f"{backend}: controller-reported last inference {driver.inference_ms.get(ns)} ms; duplicate "
+                print(f"{backend}{' ' + args.route if route else ''}: controller-reported last inference {driver.inference_ms.get(ns)} ms; duplicate "
                       f"answers (control loop repeating a scan's command): {driver.duplicates[ns]}; other commands "
-                      f"(watchdog zeros, stale answers): {driver.other_commands[ns]}")
+                      f"(watchdog zeros, stale answers): {driver.other_commands[ns]}"
+                      + (f"; route replans {driver.route_state.get(ns, (None,))[0]}, route "
+                         f"{driver.route_state.get(ns, (None, None))[1]}" if route else ""))
         finally:
             if driver is not None:
                 driver.close()

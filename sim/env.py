@@ -46,6 +46,19 @@ so robustness evaluation and domain-randomised training use the same code):
   and this upper end. Draws come from ``self.np_random``, so a seeded env repeats them;
   a nominal env draws nothing extra, so its episodes are exactly what they were.
 
+Route guidance (``sim.route_source``; planning and re-planning by the planning layer's ``RouteGuidance``):
+
+* ``route``: ``none`` (default; no route), ``map`` (planned on the known map, re-planned every
+  ``route_replan_period`` s of simulated time (default 1 s; 2 s for scan_map, which also re-plans
+  when a newly seen obstacle blocks the route) and at once when the robot strays
+  ``route_stray_distance`` m from it) or ``scan_map`` (planned on a rolling map of the robot's own
+  scans, unknown cells traversable; no prior map).
+* ``unmapped_obstacle_fraction`` (``map`` only): this fraction of the level's furniture (not walls,
+  see ``route_source.is_furniture``) is left out of the planner's map, drawn per episode; the world keeps it.
+* ``route_points`` / ``route_spacing``: the observation's route tokens (K waypoints, spacing in m); K > 0
+  needs a route other than ``none``. ``goal_distance_scale``: the goal token's saturation distance (m).
+  ``info`` carries ``route_replans``; ``route_guidance`` exposes the planner's map and route.
+
 The robot and what runs between the policy and the wheels (all off / TurtleBot3 by default):
 
 * ``robot``: a ``RobotProfile`` or a shipped profile's name (``turtlebot3_burger``, ``jackal``).
@@ -82,10 +95,14 @@ from sim.maps import EVAL_SEED_START, MapConfig, NavMap
 from sim.perturbations import (CommandDelay, EpisodePerturbation, Perturbations, add_range_noise, apply_dropout,
                                dropout_mask, slip_command)
 from sim.render import Scene, render_topdown
+from sim.route_source import ROUTE_MODES, choose_unmapped, known_map, make_guidance
 from sim.world import LidarConfig, SimConfig, SimWorld
 
 OBSERVATION_BOUND = 2.0
 RESET_OPTIONS = ("map_seed", "start", "goal")
+ROUTE_REPLAN_PERIOD = {"none": 1.0, "map": 1.0, "scan_map": 2.0}
+"""Default seconds between re-plans; scan_map re-plans also when a seen obstacle blocks the route, and each of
+its plans searches a new graph (about 12 ms on a 5 m level, more on buildings), so its period is longer."""
 _MAP_CACHE_SIZE = 16  # maps are immutable; re-generating one costs ~10 ms
 
 
@@ -122,7 +139,10 @@ class AttnNavEnv(gymnasium.Env):
                  wheel_slip: float = 0.0, lidar_noise_std_max: float | None = None,
                  lidar_dropout_max: float | None = None, action_delay_max: int | None = None,
                  wheel_slip_max: float | None = None, map_file=None, robot: RobotProfile | str | None = None,
-                 safety: SafetyConfig | bool | None = None, smoothing: SmootherConfig | bool | None = None):
+                 safety: SafetyConfig | bool | None = None, smoothing: SmootherConfig | bool | None = None,
+                 route: str = "none", unmapped_obstacle_fraction: float = 0.0, route_points: int | None = None,
+                 route_spacing: float | None = None, goal_distance_scale: float | None = None,
+                 route_replan_period: float | None = None, route_stray_distance: float = 0.75):
         if not isinstance(level, str) or level not in ALL_LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
         self.level = level
@@ -161,8 +181,17 @@ class AttnNavEnv(gymnasium.Env):
 
         self.observation_spec = self._observation_spec(observation_spec, self.robot, num_beams=num_beams, fov=fov,
                                                        range_min=range_min, range_max=range_max,
-                                                       num_sectors=num_sectors, history_length=history_length)
+                                                       num_sectors=num_sectors, history_length=history_length,
+                                                       route_points=route_points, route_spacing=route_spacing,
+                                                       goal_distance_scale=goal_distance_scale)
         obs_spec = self.observation_spec
+        self.route = self._route_mode(route, unmapped_obstacle_fraction, obs_spec)
+        self.unmapped_obstacle_fraction = _number("unmapped_obstacle_fraction", unmapped_obstacle_fraction)
+        self.route_guidance = make_guidance(self.route, self.map_config, obs_spec.range_max,
+                                            _number("route_replan_period", route_replan_period if route_replan_period is not None
+                                                    else ROUTE_REPLAN_PERIOD[self.route], allow_equal=False),
+                                            _number("route_stray_distance", route_stray_distance, allow_equal=False))
+        self.unmapped: tuple[int, ...] = ()
         if actions is None:
             actions = self.robot.scaled_actions()
         if not isinstance(actions, ActionTable):
@@ -211,6 +240,22 @@ class AttnNavEnv(gymnasium.Env):
         from attn_dqn_controller.planning.map_io import MapFile, load_map
 
         return map_file if isinstance(map_file, MapFile) else load_map(map_file)
+
+    @staticmethod
+    def _route_mode(route, unmapped_obstacle_fraction, spec: ObservationSpec) -> str:
+        if route not in ROUTE_MODES:
+            raise ValueError(f"route={route!r} is invalid: allowed values are {', '.join(ROUTE_MODES)}")
+        fraction = unmapped_obstacle_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"unmapped_obstacle_fraction={fraction!r} is invalid: allowed values are numbers in "
+                             f"[0, 1]")
+        if fraction > 0.0 and route != "map":
+            raise ValueError(f"unmapped_obstacle_fraction={fraction!r} needs route='map' (the planner's prior map), "
+                             f"not route={route!r}")
+        if spec.route_points > 0 and route == "none":
+            raise ValueError(f"the observation spec has route_points={spec.route_points} route tokens but "
+                             f"route='none' gives no route: allowed routes are 'map' or 'scan_map'")
+        return route
 
     @staticmethod
     def _observation_spec(observation_spec, robot: RobotProfile, **sensor) -> ObservationSpec:
@@ -302,6 +347,7 @@ class AttnNavEnv(gymnasium.Env):
         self._scan = self._sense()
         self._path.append((self._odometry.x, self._odometry.y))
         self._geodesic = navmap.geodesic_distance(self._odometry.x, self._odometry.y)
+        self._reset_route()
         observation = self._observe()
         return observation, self._info(success=False, collision=False, episode_over=False)
 
@@ -333,6 +379,7 @@ class AttnNavEnv(gymnasium.Env):
         before = self._odometry
         odometry = self._odometry = self.world.odometry()
         self._scan = self._sense()
+        self._update_route()
         collision = self.world.in_collision()
         self._path_length += math.hypot(odometry.x - before.x, odometry.y - before.y)
         self._path.append((odometry.x, odometry.y))
@@ -441,10 +488,38 @@ class AttnNavEnv(gymnasium.Env):
             v, w = slip_command(v, w, factors, self.world.wheel_separation)
         return v, w
 
+    def _reset_route(self) -> None:
+        """A new episode's route: the unmapped furniture drawn, the first plan made."""
+        guidance = self.route_guidance
+        self.unmapped = ()
+        if guidance is None:
+            return
+        navmap, pose = self.navmap, self.pose
+        grid = None
+        if self.route == "map":
+            if self.unmapped_obstacle_fraction > 0.0:
+                self.unmapped = choose_unmapped(navmap, self.unmapped_obstacle_fraction, self.np_random)
+            grid = known_map(navmap, self.unmapped)
+        guidance.reset(navmap.goal, pose, grid)
+        guidance.observe_scan(self._scan, pose)
+        guidance.update(pose, 0.0)
+
+    def _update_route(self) -> None:
+        guidance = self.route_guidance
+        if guidance is None:
+            return
+        pose = self.pose
+        guidance.observe_scan(self._scan, pose)
+        guidance.update(pose, self._steps * self.sim_config.control_period)
+
     def _observe(self) -> np.ndarray:
         odometry = self._odometry
         goal = to_robot_frame(odometry.x, odometry.y, odometry.yaw, *self.navmap.goal)
-        return self._builder.observe(self._scan, goal, odometry.v, odometry.w, self._previous_command)
+        spec = self.observation_spec
+        route = None
+        if spec.route_points > 0:
+            route = self.route_guidance.waypoints(self.pose, spec.route_points, spec.route_spacing)
+        return self._builder.observe(self._scan, goal, odometry.v, odometry.w, self._previous_command, route=route)
 
     def _info(self, success: bool, collision: bool, episode_over: bool) -> dict:
         odometry = self._odometry
@@ -459,6 +534,8 @@ class AttnNavEnv(gymnasium.Env):
             "distance_to_goal": float(math.hypot(self.navmap.goal[0] - odometry.x, self.navmap.goal[1] - odometry.y)),
             "steps": int(self._steps),
         }
+        if self.route_guidance is not None:
+            info["route_replans"] = int(self.route_guidance.replans)
         if self.safety is not None:
             info["safety"] = self.safety.last_state.action.value
             info["safety_interventions"] = int(self.safety.interventions)

@@ -1,7 +1,10 @@
 """sim_node: the PyBullet world of the Gymnasium environment, speaking ROS 2 like a real robot.
 
-Publishes ``scan`` (sensor-data QoS), ``odom``, ``/clock`` and the episode's
-``goal_pose`` (once per episode, transient-local, so a late subscriber still gets it); drives the robot from ``cmd_vel`` (TwistStamped or Twist);
+Publishes ``scan`` (sensor-data QoS), ``odom``, ``/clock``, the episode's
+``goal_pose`` (once per episode, transient-local, so a late subscriber still gets it) and
+the episode's map on ``/map`` (nav_msgs/OccupancyGrid, reliable transient-local, as map_server
+publishes it; without the obstacles the env leaves unmapped, ``unmapped_obstacle_fraction``);
+drives the robot from ``cmd_vel`` (TwistStamped or Twist);
 starts a new episode on ``~/reset`` (std_srvs/Trigger) or by itself after
 success, collision or time-out, and reports each outcome as JSON on
 ``~/episode`` (std_msgs/String).
@@ -28,6 +31,7 @@ import time
 
 import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
@@ -39,7 +43,8 @@ from sensor_msgs.msg import LaserScan
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg, sensor_qos
+from attn_dqn_controller.nodes.ros_conversions import (grid_to_msg, odometry_to_msg, pose_stamped, scan_to_msg,
+                                                      sensor_qos)
 
 
 def _float_range(low: float, high: float) -> list[FloatingPointRange]:
@@ -56,7 +61,16 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim")
         p = self._declare
-        self.level = p("level", "cluttered", "Map level: empty, sparse, cluttered, maze or dynamic")
+        self.level = p("level", "cluttered", "Map level: empty, sparse, cluttered, maze, dynamic, office, warehouse "
+                                             "or map_file (with map_file)")
+        map_file = p("map_file", "", "A map_server map (YAML) as the level; sets level to map_file. Empty: none")
+        route = p("route", "none", "The env's route option: none, map or scan_map (the env's own route; the "
+                                   "controller plans its own from /map or its scans)")
+        unmapped = p("unmapped_obstacle_fraction", 0.0,
+                     "With route map: this fraction of the furniture is left out of the map (and of /map)",
+                     float_range=_float_range(0.0, 1.0))
+        self.publish_map = p("publish_map", True, "Publish the episode's map on /map (transient local)")
+        self.map_frame = p("map_frame", "", "frame_id of /map; empty: odom_frame (the simulator's world frame)")
         self.seed = p("seed", 1_000_000, "First map seed; episodes use seed, seed+1, ... (>= 1000000: held out)",
                       integer_range=_int_range(0, 2**31 - 1))
         self.episodes = p("episodes", 0, "Episodes to run before exiting (0: until stopped)",
@@ -92,10 +106,13 @@ class SimNode(Node):
         import sim  # noqa: F401  (registers AttnNav-v0)
 
         num_sectors = math.gcd(int(num_beams), 24)
+        if map_file:
+            self.level = "map_file"
         self.env = gym.make("AttnNav-v0", level=self.level, seed=int(self.seed), max_steps=max_steps,
                             goal_tolerance=goal_tolerance, gui=gui, num_beams=num_beams, fov=fov,
                             range_min=range_min, range_max=range_max, num_sectors=num_sectors,
-                            lidar_noise_std=noise).unwrapped
+                            lidar_noise_std=noise, map_file=map_file or None, route=route,
+                            unmapped_obstacle_fraction=unmapped).unwrapped
         self.control_period = 1.0 / self.env.sim_config.control_rate_hz
 
         reliable_latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -105,6 +122,8 @@ class SimNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.goal_pub = self.create_publisher(type(pose_stamped(0, 0)), "goal_pose", reliable_latched)
         self.episode_pub = self.create_publisher(String, "~/episode", reliable_latched)
+        self.map_pub = self.create_publisher(OccupancyGridMsg, "/map", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         cmd_type = TwistStamped if self.cmd_vel_stamped else Twist
         self.create_subscription(cmd_type, "cmd_vel", self._on_cmd_vel, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -162,6 +181,16 @@ class SimNode(Node):
         self.get_logger().info(f"episode {self.episode_index}: level {self.level}, map seed {seed}, "
                                f"goal {tuple(round(g, 2) for g in self.env.navmap.goal)}")
         self._publish_goal()
+        self._publish_map()
+
+    def _publish_map(self) -> None:
+        """The episode's map as map_server would serve it: static obstacles less the unmapped ones."""
+        if not self.publish_map:
+            return
+        from sim.route_source import known_map
+
+        grid = known_map(self.env.navmap, tuple(self.env.unmapped))
+        self.map_pub.publish(grid_to_msg(grid, self._stamp(), frame_id=self.map_frame or self.odom_frame))
 
     def _publish_goal(self) -> None:
         gx, gy = self.env.navmap.goal

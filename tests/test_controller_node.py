@@ -66,7 +66,7 @@ MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
 RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "goal_tolerance",
                     "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio", "max_linear_accel",
-                    "max_angular_accel"}
+                    "max_angular_accel", "plan_timeout"}
 """The behavioural limits an operator may change while the node runs; model, topics, backend stay read-only."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
@@ -101,7 +101,7 @@ def malformed_scans() -> dict[str, LaserScanData]:
     good = full_scan()
     return {
         "no ranges": LaserScanData(np.zeros(0, np.float32), -math.pi, 0.01, 0.12, 3.5),
-        "angle_increment must not be 0": LaserScanData(good.ranges, math.pi, 0.0, 0.12, 3.5),
+        "angle_increment 0.0 is invalid": LaserScanData(good.ranges, math.pi, 0.0, 0.12, 3.5),
         "no valid reading": LaserScanData(np.full(360, np.nan, np.float32), -math.pi, good.angle_increment, 0.12, 3.5),
         "range limits are invalid": LaserScanData(good.ranges, -math.pi, good.angle_increment, 3.5, 0.12),
         "'angle_min' is not finite": LaserScanData(good.ranges, float("nan"), good.angle_increment, 0.12, 3.5),

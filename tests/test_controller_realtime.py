@@ -332,9 +332,9 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
 # ======================================================================================
 def test_runtime_parameters_are_the_behavioural_limits():
     assert set(runtime_parameters()) == {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
-                                         "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio",
-                                         "max_linear_accel", "max_angular_accel",
-                                         "goal_tolerance"}
+                                         "goal_tolerance", "safety_stop_distance", "safety_slowdown_distance",
+                                         "safety_slowdown_ratio", "max_linear_accel", "max_angular_accel",
+                                         "plan_timeout"}
 
 
 def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_path, checkpoint, client):  # noqa: F811

@@ -199,7 +199,8 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
         for topic, kind in expected.items():
             assert listed.get(topic) == kind, (topic, topics)
         expected_params = {"device": "String value is: cpu", "control_rate_hz": "Double value is: 0.0",
-                           "cmd_vel_stamped": "Boolean value is: True", "use_sim_time": "Boolean value is: False"}
+                           "cmd_vel_stamped": "Boolean value is: True", "use_sim_time": "Boolean value is: False",
+                           "route_source": "String value is: goal"}
         for name, answer in expected_params.items():  # typed as the launch file and controller.yaml say
             got = ros2_until(real, "param", "get", "/robot1/controller", name, "--no-daemon", wanted="value is")
             assert got.strip() == answer, (name, got)

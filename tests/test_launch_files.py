@@ -43,10 +43,25 @@ def test_robot_launch_remaps_topics_to_the_robots():
         "cmd_vel_topic": "/diff_drive/cmd_vel", "device": "cpu", "namespace": "robot1"})
     (node,) = plan.nodes
     assert dict(node.remappings) == {"scan": "/base_scan", "odom": "/wheel/odom", "goal_pose": "/goal",
-                                     "cmd_vel": "/diff_drive/cmd_vel"}
+                                     "cmd_vel": "/diff_drive/cmd_vel", "plan": "plan", "map": "map"}
     assert node.namespace.strip("/") == "robot1"
     params = {k: v for p in node.parameters if isinstance(p, dict) for k, v in p.items()}
     assert params["device"] == "cpu" and params["use_sim_time"] is False
+    assert params["route_source"] == "goal" and params["map_file"] == ""  # defaults: today's goal-only behaviour
+
+
+def test_launch_files_take_route_source_and_map():
+    """route_source:= and map:= reach the controller (and, in simulation, sim_node, which serves the map)."""
+    plan = parse_launch_file(LAUNCH / "robot.launch.yaml", {
+        "route_source": "map", "map": "/maps/office.yaml", "plan_topic": "/plan", "map_topic": "/global_map"})
+    params = {k: v for p in plan.nodes[0].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert (params["route_source"], params["map_file"]) == ("map", "/maps/office.yaml")
+    assert dict(plan.nodes[0].remappings)["map"] == "/global_map"
+    plan = parse_launch_file(LAUNCH / "sim.launch.yaml", {"route_source": "scan_map", "map": "/maps/office.yaml"})
+    nodes = {node.name: node for node in plan.nodes}
+    sim_params = {k: v for p in nodes["sim"].parameters if isinstance(p, dict) for k, v in p.items()}
+    ctrl_params = {k: v for p in nodes["controller"].parameters if isinstance(p, dict) for k, v in p.items()}
+    assert sim_params["map_file"] == "/maps/office.yaml" and ctrl_params["route_source"] == "scan_map"
 
 
 @pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="no shipped policy in models/")

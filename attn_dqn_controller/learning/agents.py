@@ -25,12 +25,15 @@ class BaselineAgent:
 
 
 class DWAAgent:
-    """Nav2-DWB-style local planner (baselines.dwa) on the scan, following a route planned on the known map.
+    """Nav2-DWB-style local planner (baselines.dwa) on the scan, following the same route as the policy.
 
-    The route is planned once per episode by the planning layer on the map's static
-    obstacles (what a Nav2 user's global planner would give); control sees only the
-    scan and the pose. It commands continuous (v, w) within the action table's limits,
-    returned as a tuple that the evaluation loop sends through env.step_command.
+    With the env's route guidance on (``route`` map or scan_map) it follows that route,
+    re-planned by the same RouteGuidance the policy's route tokens come from (so with
+    scan_map it plans on the rolling map of its own scans, and with unmapped furniture it
+    sees only the planner's map). With route 'none' the route is planned once per episode
+    on the map's static obstacles (what a Nav2 user's global planner would give). Control
+    sees only the scan and the pose. It commands continuous (v, w) within the action
+    table's limits, returned as a tuple that the evaluation loop sends through env.step_command.
     """
 
     def __init__(self, actions: ActionTable | None = None, config=None):
@@ -44,19 +47,27 @@ class DWAAgent:
         self.route = None
 
     def reset(self, env) -> None:
-        from attn_dqn_controller.planning.planner import GridPlanner, PlannerConfig
+        from attn_dqn_controller.planning.guidance import planner_config_for
+        from attn_dqn_controller.planning.planner import GridPlanner
 
-        navmap = env.unwrapped.navmap
-        config = navmap.config
-        planner = GridPlanner(PlannerConfig(robot_radius=config.inflation_radius,
-                                            inflation_radius=config.inflation_radius + 0.4, cost_scaling_factor=5.0,
-                                            cost_weight=3.0))
+        unwrapped = env.unwrapped
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None:
+            self.route = guidance.route
+            self.dwa.set_route(self.route)
+            return
+        navmap = unwrapped.navmap
+        planner = GridPlanner(planner_config_for(navmap.config.inflation_radius))
         planner.set_map(navmap.occupancy_grid())
         self.route = planner.plan(navmap.start[:2], navmap.goal).points
         self.dwa.set_route(self.route)
 
     def act(self, observation: np.ndarray, env) -> tuple[float, float]:
         unwrapped = env.unwrapped
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None and guidance.route is not self.route:  # re-planned since the last step
+            self.route = guidance.route
+            self.dwa.set_route(self.route, keep_velocity=True)
         return self.dwa.command(unwrapped.pose, unwrapped.last_scan)
 
 
@@ -73,6 +84,8 @@ class PolicyAgent:
         return {"num_beams": spec.num_beams, "fov": spec.fov, "range_min": spec.range_min,
                 "range_max": spec.range_max, "num_sectors": spec.num_sectors,
                 "history_length": spec.history_length, "actions": self.policy.actions,
+                "route_points": spec.route_points, "route_spacing": spec.route_spacing,
+                "goal_distance_scale": spec.goal_distance_scale,
                 "robot": getattr(self.policy, "robot", None)}
 
     def reset(self, env) -> None:

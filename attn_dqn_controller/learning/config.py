@@ -25,9 +25,13 @@ class ConfigError(ValueError):
 @dataclass
 class EnvSection:
     levels: list = field(default_factory=lambda: ["sparse", "cluttered", "maze"])
-    """Levels the training environments cycle through (one level per vector-env worker)."""
-    max_steps: int = 500
-    """Time limit per episode (control steps at 10 Hz)."""
+    """Levels the training environments cycle through (one level per vector-env worker): the 5 m levels
+    (empty, sparse, cluttered, maze, dynamic) and the 16 m buildings (office, warehouse). An entry may
+    carry its own route source, LEVEL@ROUTE or LEVEL@map:FRACTION (e.g. office@scan_map, office@map:0.3),
+    overriding env.route / env.unmapped_obstacle_fraction for that worker (sim.route_source.parse_level)."""
+    max_steps: int = 0
+    """Time limit per episode (control steps at 10 Hz); 0: the level's default (500 on the 5 m levels,
+    3000 on office and warehouse, whose goals are 6-25 m away)."""
     num_beams: int = 360
     fov: float = 6.283185307179586
     range_min: float = 0.12
@@ -64,6 +68,22 @@ class EnvSection:
     """Train with the safety layer after the policy (attn_dqn_controller/safety.py), as the node runs it."""
     smoothing: bool = False
     """Train with the velocity smoother (the robot's acceleration limits) between commands, as the node can."""
+    # Route guidance (sim/route_source.py, planning/guidance.py) and the route tokens of the observation.
+    route: str = "none"
+    """Where the route comes from: none (goal only), map (planned on the known map, re-planned at a fixed
+    rate), scan_map (planned on a rolling map of the robot's own scans; no prior map)."""
+    unmapped_obstacle_fraction: float = 0.0
+    """With route map: this fraction of the furniture (not walls) is left out of the planner's map, in [0, 1]."""
+    route_points: int = 0
+    """Route waypoints in the observation (route tokens); 0: goal-only observations. Stored in every checkpoint."""
+    route_spacing: float = 0.5
+    """Arc length (m) between route waypoints. Stored in every checkpoint."""
+    route_replan_period: float = 0.0
+    """Seconds between re-plans; 0: the env's default (1 s for map, 2 s for scan_map)."""
+    goal_distance_scale: float = 5.0
+    """Distance (m) at which the goal token's distance feature saturates at 1. Stored in every checkpoint.
+    With route tokens the route carries the direction on building-scale goals (6-25 m), and 5 m keeps the
+    resolution of the final approach; a goal-only policy for long goals needs a larger value."""
 
 
 @dataclass
@@ -158,7 +178,9 @@ class TrainConfig:
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def validate(self) -> "TrainConfig":
+        from sim.levels import BUILDING_LEVELS
         from sim.maps import LEVELS
+        from sim.route_source import ROUTE_MODES, parse_level
 
         def need(cond: bool, key: str, msg: str) -> None:
             if not cond:
@@ -173,10 +195,26 @@ class TrainConfig:
         need(self.torch_threads >= 0, "torch_threads", "must be >= 0 (0: torch's default)")
         for key, levels in (("env.levels", self.env.levels), ("eval.levels", self.eval.levels)):
             need(len(levels) > 0, key, "needs at least one level")
-            for level in levels:
-                need(level in LEVELS, key, f"unknown level {level!r}; allowed: {', '.join(LEVELS)}")
-        need(self.env.max_steps >= 1, "env.max_steps", "must be >= 1")
+            for entry in levels:
+                try:
+                    level, _ = parse_level(entry)
+                except ValueError as exc:
+                    raise ConfigError(f"config key '{key}': {exc}") from None
+                need(level in LEVELS + BUILDING_LEVELS, key,
+                     f"unknown level {level!r}; allowed: {', '.join(LEVELS + BUILDING_LEVELS)}")
+        need(self.env.max_steps >= 0, "env.max_steps", "must be >= 0 (0: the level's default)")
         env = self.env
+        need(env.route in ROUTE_MODES, "env.route", f"must be one of {', '.join(ROUTE_MODES)}")
+        need(0 <= env.unmapped_obstacle_fraction <= 1, "env.unmapped_obstacle_fraction", "must be in [0, 1]")
+        need(env.unmapped_obstacle_fraction == 0 or env.route == "map", "env.unmapped_obstacle_fraction",
+             "needs env.route=map (the planner's prior map)")
+        need(env.route_points >= 0, "env.route_points", "must be >= 0 (0: goal only)")
+        need(env.route_spacing > 0, "env.route_spacing", "must be > 0 (m)")
+        need(env.route_replan_period >= 0, "env.route_replan_period", "must be >= 0 (0: the env's default)")
+        need(env.goal_distance_scale > 0, "env.goal_distance_scale", "must be > 0 (m)")
+        routed = [parse_level(e)[1].get("route", env.route) for e in list(env.levels) + list(self.eval.levels)]
+        need(env.route_points == 0 or "none" not in routed, "env.route_points",
+             "route tokens need a route: set env.route (map or scan_map) or give every level one (LEVEL@map)")
         for key in ("lidar_dropout", "wheel_slip"):
             need(0 <= getattr(env, key) < 1, f"env.{key}", "must be in [0, 1)")
             top = getattr(env, f"{key}_max")

@@ -101,17 +101,22 @@ def summarize(level: str, records: list[EpisodeRecord]) -> EvalSummary:
 
 def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dict | None = None,
              record_trajectories: int = 0, progress: bool = True) -> tuple[EvalSummary, list[EpisodeRecord]]:
-    """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them."""
+    """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them.
+
+    `level` may carry its own route source (LEVEL@ROUTE, LEVEL@map:FRACTION; sim.route_source.parse_level),
+    which overrides env_kwargs' route; the summary keeps the full name."""
     import gymnasium as gym
 
     import sim  # noqa: F401  (registers AttnNav-v0)
     from attn_dqn_controller.progress import progress_bar
+    from sim.route_source import parse_level
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    env = gym.make("AttnNav-v0", level=level, **(env_kwargs or {}))
+    base_level, route = parse_level(level)
+    env = gym.make("AttnNav-v0", level=base_level, **{**(env_kwargs or {}), **route})
     records: list[EpisodeRecord] = []
     try:
         bar = progress_bar(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False)
@@ -134,6 +139,10 @@ def format_table(summaries: list[EvalSummary], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, summaries: list[EvalSummary]) -> None:
+def write_json(path: str | Path, summaries: list[EvalSummary], per_map: list[dict] | None = None) -> None:
+    """One summary as an object, several as a list; with map files (`per_map`), an object
+    {"summaries": [...], "maps": [per map file: its summary and every episode's outcome]}."""
     payload = summaries[0].to_json_dict() if len(summaries) == 1 else [s.to_json_dict() for s in summaries]
+    if per_map:
+        payload = {"summaries": [s.to_json_dict() for s in summaries], "maps": per_map}
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")

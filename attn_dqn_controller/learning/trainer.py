@@ -56,7 +56,9 @@ def _sensor(config: TrainConfig) -> dict:
 def observation_spec(config: TrainConfig) -> ObservationSpec:
     env, robot = config.env, robot_profile(config)
     return ObservationSpec(**_sensor(config), num_sectors=env.num_sectors, history_length=env.history_length,
-                           max_linear_speed=robot.max_linear_speed, max_angular_speed=robot.max_angular_speed)
+                           max_linear_speed=robot.max_linear_speed, max_angular_speed=robot.max_angular_speed,
+                           route_points=env.route_points, route_spacing=env.route_spacing,
+                           goal_distance_scale=env.goal_distance_scale)
 
 
 def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
@@ -68,8 +70,11 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
     and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
     """
     env = config.env
-    kwargs = {"max_steps": env.max_steps, **_sensor(config), "num_sectors": env.num_sectors,
+    kwargs = {**_sensor(config), "num_sectors": env.num_sectors,
               "history_length": env.history_length, "lidar_noise_std": env.lidar_noise_std}
+    if env.max_steps:
+        kwargs["max_steps"] = env.max_steps
+    kwargs.update(route_kwargs(config))
     if config.robot.profile != "turtlebot3_burger":
         kwargs["robot"] = config.robot.profile
     if env.control_rate_hz != 10:
@@ -83,13 +88,32 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
     return kwargs
 
 
+def route_kwargs(config: TrainConfig) -> dict:
+    """The env's route-guidance keywords of the config (only those away from the env's defaults)."""
+    env = config.env
+    kwargs = {}
+    if env.route != "none":
+        kwargs["route"] = env.route
+    if env.unmapped_obstacle_fraction:
+        kwargs["unmapped_obstacle_fraction"] = env.unmapped_obstacle_fraction
+    if env.route_points:
+        kwargs.update(route_points=env.route_points, route_spacing=env.route_spacing)
+    if env.route_replan_period:
+        kwargs["route_replan_period"] = env.route_replan_period
+    if env.goal_distance_scale != 5.0:
+        kwargs["goal_distance_scale"] = env.goal_distance_scale
+    return kwargs
+
+
 def make_env(level: str, kwargs: dict):
-    """Top-level (picklable) env factory for vector-env subprocesses."""
+    """Top-level (picklable) env factory for vector-env subprocesses; `level` may carry a route (LEVEL@ROUTE)."""
     import gymnasium as gym
 
     import sim  # noqa: F401  (registers AttnNav-v0)
+    from sim.route_source import parse_level
 
-    return gym.make("AttnNav-v0", level=level, **kwargs)
+    level, route = parse_level(level)
+    return gym.make("AttnNav-v0", level=level, **{**kwargs, **route})
 
 
 def seed_everything(seed: int) -> None:

@@ -163,13 +163,15 @@ class ControlLogic:
     def __init__(self, policy, limits: Limits, safety: SafetyLayer | None = None,
                  smoother: VelocitySmoother | None = None, lidar_mount: LidarMount = IDENTITY_MOUNT,
                  control_period: float = 0.1, decision_period: float | None = None,
-                 steady_clock=time.monotonic):
+                 steady_clock=time.monotonic, route_input=None):
         """``safety`` and ``smoother`` run after the policy (policy -> clamp -> smoother -> safety, the
         safety layer last so nothing drives into an obstacle the scan shows); ``lidar_mount`` is where
         the scanner sits on the base (given to every scan that does not carry one); ``control_period``
         is the smoother's time step for the first command after a stop; ``decision_period`` (None: every
         scan) is the training control period, so the policy sees one frame per scan at the rate it was
-        trained at; ``steady_clock`` judges freshness when the node clock (``/clock``) is frozen."""
+        trained at; ``steady_clock`` judges freshness when the node clock (``/clock``) is frozen;
+        ``route_input`` (``route_input.PlanRoute`` or ``GuidedRoute``; None: route_source goal) gives the
+        route waypoints of a route-token policy, and a reason to stop when its plan or map is unusable."""
         if decision_period is not None and not (math.isfinite(decision_period) and decision_period > 0.0):
             raise ValueError(f"decision_period={decision_period!r} must be a finite number > 0 or None")
         self.policy = policy
@@ -182,6 +184,10 @@ class ControlLogic:
         self.decision_period = decision_period
         self._steady = steady_clock
         self.builder = ObservationBuilder(policy.spec)
+        self.route_input = route_input
+        if route_input is None and policy.spec.route_points > 0:
+            raise ValueError(f"the policy takes route_points={policy.spec.route_points} route tokens: it needs a "
+                             f"route source (plan, map or scan_map), not route_source goal")
         self._scan: _Scan | None = None
         self._odom: _Odom | None = None
         self._odom_history = OdometryHistory()
@@ -413,11 +419,14 @@ class ControlLogic:
             gap = "none" if match is None else f"nearest {match.gap:.3g} s away"
             return self._stop(ControlState.STALE_INPUT, f"no odometry near the scan's time ({gap})")
         pose = match.pose
+        route, problem = self._route_waypoints(pose, goal, scan.data, now)
+        if problem is not None:
+            return self._stop(ControlState.STALE_INPUT, f"route: {problem}")
         goal_in_robot = to_robot_frame(pose.x, pose.y, pose.yaw, *goal)
         if self._needs_reset:
             self.builder.reset()
         try:
-            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, self.last_command)
+            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, self.last_command, route=route)
         except ScanError as exc:  # validated on arrival; kept so a contract change can only stop the robot
             scan.error = str(exc)
             return self._stop(ControlState.STALE_INPUT, f"unusable scan: {exc}")
@@ -442,6 +451,37 @@ class ControlLogic:
             f"safety {safety.action.value} ({safety.interventions} interventions)"
         return Decision(ControlState.DRIVING, reason, command, self._scan.stamp, q_values, out.attention,
                         self.last_inference_ms, safety)
+
+    def _route_waypoints(self, odom_pose: Pose2D, goal_in_odom: tuple[float, float], scan: LaserScanData,
+                         now: float) -> tuple[np.ndarray | None, str | None]:
+        """(waypoints for the observation or None, why the route cannot be used or None).
+
+        Hands the planner the decided scan, the pose of its instant and the goal in the route's frame
+        (odom, or map through the localization's correction), then takes the route's waypoints ahead."""
+        source = self.route_input
+        if source is None:
+            return None, None
+        frame = source.frame
+        if frame == "map":
+            correction = self._map_to_odom
+            if correction is None:
+                return None, "route in the map frame: waiting for a localization pose"
+            pose = correction.compose(odom_pose)
+            goal = self._goal if self._goal_frame == "map" else correction.apply(*goal_in_odom)
+        else:
+            pose, goal = odom_pose, goal_in_odom
+        pose_tuple = (pose.x, pose.y, pose.yaw)
+        source.observe(scan, pose_tuple, goal, now)
+        problem = source.problem(now)
+        if problem is not None:
+            return None, problem
+        spec = self.policy.spec
+        if spec.route_points == 0:
+            return None, None
+        try:
+            return source.waypoints(pose_tuple, spec.route_points, spec.route_spacing), None
+        except ValueError as exc:
+            return None, f"no route waypoints: {exc}"
 
     def _after_policy(self, command: tuple[float, float], now: float):
         """Smoother, then the safety layer against the scan the policy saw (the env runs the same chain)."""

@@ -7,6 +7,14 @@ Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics`` and, on
 request, ``~/attention`` and ``~/q_values``. All topic names are relative, so
 a launch file remaps them to the robot's.
 
+Route guidance (``route_source``, for checkpoints with route tokens): ``plan`` subscribes
+``plan`` (nav_msgs/Path; its last pose is the goal), ``map`` subscribes ``map``
+(nav_msgs/OccupancyGrid, transient local) or reads ``map_file`` and plans itself,
+``scan_map`` plans on a rolling map of its own scans; ``~/route``, ``~/footprint`` and
+(scan_map) ``~/map`` are published for RViz. Planning runs in a worker thread
+(``route_input``), never on the scan -> command path; an unusable or stale plan or map
+stops the robot like a stale scan.
+
 Why it is built this way:
 
 * Safety follows the Nav2 collision monitor / twist_mux idea: a fixed-rate
@@ -51,8 +59,9 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
-from nav_msgs.msg import Odometry
+from geometry_msgs.msg import PolygonStamped, PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
+from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
+from nav_msgs.msg import Odometry, Path as PathMsg
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
@@ -67,11 +76,17 @@ from std_msgs.msg import Float32MultiArray, String
 
 from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
+from attn_dqn_controller.nodes.route_input import ROUTE_SOURCES, GuidedRoute, PlanRoute
 from attn_dqn_controller.nodes.ros_conversions import (
     MessageError,
+    footprint_polygon,
     goal_from_pose_stamped,
+    grid_from_msg,
+    grid_to_msg,
     make_twist,
     normalize_frame,
+    path_points,
+    path_to_msg,
     pose_from_localization,
     pose_from_odometry,
     scan_from_msg,
@@ -129,6 +144,15 @@ DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 """What diagnostic_updater and the aggregator use for /diagnostics."""
 DEBUG_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+PLAN_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+"""As Nav2's planner_server publishes ``plan`` (reliable, volatile): the newest plan only."""
+MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""As map_server publishes ``map`` (reliable, transient local): a map published once, before we started, arrives."""
+PLANNER_SWITCH_INTERVAL = 0.0005
+"""s: the interpreter's thread switch interval while a planner thread runs (route_source map/scan_map)."""
+DEFAULT_REPLAN_PERIOD = {"map": 1.0, "scan_map": 2.0}
+"""Seconds between re-plans when replan_rate_hz is 0: the env's defaults (sim/env.py ROUTE_REPLAN_PERIOD), so the
+node re-plans as the policy's training did."""
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -199,6 +223,44 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "control loop still runs as a watchdog. false: commands only from the control loop.")),
         ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
         *safety_parameter_table(),
+        *route_parameter_table(),
+    ]
+
+
+def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+    """Route guidance (issue 10): where the route tokens of a route-token policy come from."""
+    return [
+        ("route_source", "goal", _plain(
+            "Where the route comes from: goal (none: goal-only policies, today's behaviour); plan (subscribe "
+            "'plan', nav_msgs/Path such as Nav2's planner output; its last pose is the goal, goal_pose is not "
+            "used); map (subscribe 'map', nav_msgs/OccupancyGrid as map_server publishes it, and plan on it); "
+            "scan_map (plan on a rolling map built from the robot's own scans). A checkpoint with route tokens "
+            "needs plan, map or scan_map.")),
+        ("map_file", "", _plain(
+            "route_source map: a map_server map (YAML with its PGM/PNG image) loaded at start-up and planned on, "
+            "instead of subscribing 'map'. Its frame is map_frame when localization_topic is set, else the "
+            "odometry frame. Empty: subscribe 'map'.")),
+        ("plan_timeout", 2.0, _float(
+            "route_source plan: a plan that arrived longer ago than this (s, node clock or steady clock) is stale: "
+            "the robot stops until a new one arrives. 0: a plan never goes stale.", 0.0, 3600.0, runtime=True)),
+        ("replan_rate_hz", 0.0, _float(
+            "route_source map/scan_map: periodic re-plan rate (Hz, steady clock); re-plans come at once also when "
+            "the robot strays from the route, when the route is blocked (scan_map) and on a new goal or map. "
+            "0: the rate the env trains with (1 Hz map, 0.5 Hz scan_map).", 0.0, 100.0)),
+        ("route_stray_distance", 0.75, _float(
+            "route_source map/scan_map: re-plan at once when the robot is farther than this (m) from the route.",
+            0.01, 100.0)),
+        ("route_clearance", 0.05, _float(
+            "route_source map/scan_map: the planner keeps the footprint's circumscribed radius plus this (m) from "
+            "obstacles (the env's MapConfig.clearance).", 0.0, 5.0)),
+        ("scan_map_extent", 5.0, _float(
+            "route_source scan_map: the rolling map reaches this far (m) around the robot in every direction (the "
+            "env's arena side; 0.05 m cells for windows up to 12 m, 0.1 m beyond). Goals farther away are planned "
+            "to as if the space beyond were free.", 1.0, 100.0)),
+        ("route_publish_rate_hz", 2.0, _float(
+            "Rate (Hz, steady clock) of ~/route (nav_msgs/Path ahead of the robot), ~/footprint "
+            "(geometry_msgs/PolygonStamped) and, with scan_map, ~/map (nav_msgs/OccupancyGrid), for RViz.",
+            0.1, 50.0)),
     ]
 
 
@@ -256,6 +318,14 @@ class ControllerConfig:
     smoother: object = None  # SmootherConfig, or None when smoothing_enabled is false
     footprint: object = None  # robot.Footprint
     lidar_mount: object = None  # observation.LidarMount
+    route_source: str = "goal"
+    map_file: str = ""
+    plan_timeout: float = 2.0
+    replan_rate_hz: float = 0.0
+    route_stray_distance: float = 0.75
+    route_clearance: float = 0.05
+    scan_map_extent: float = 5.0
+    route_publish_rate_hz: float = 2.0
 
 
 def _type_hint(default: object) -> str:
@@ -317,8 +387,9 @@ class ControllerNode(Node):
                 f"control_rate_hz {self.control_rate_hz:g} differs from the rate the policy was trained at "
                 f"({self.training_rate_hz:g} Hz): its decisions will be spaced unlike in training")
         self._period = 1.0 / self.control_rate_hz
+        self.route_input = self._make_route_input()
         self.logic = ControlLogic(self.policy, self.config.limits, decision_period=self._period,
-                                  **self._safety_chain())
+                                  route_input=self.route_input, **self._safety_chain())
         self._status: str | None = None
         self._odom_frame: str | None = None
         self._goal_frame: str | None = None  # checked when the first odometry names the frame
@@ -346,8 +417,10 @@ class ControllerNode(Node):
         self._report_publishers = [self._status_pub, self._diag_pub]
         self._subscriptions_opened = [
             self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos()),
-            self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos()),
-            self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS)]
+            self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos())]
+        if self.config.route_source != "plan":  # with a plan, the plan's last pose is the goal
+            self._subscriptions_opened.append(
+                self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS))
         if self.config.localization_topic:
             self._subscriptions_opened.append(self.create_subscription(
                 PoseWithCovarianceStamped, self.config.localization_topic, self._on_localization, LOCALIZATION_QOS))
@@ -358,6 +431,9 @@ class ControllerNode(Node):
             self.create_timer(self._period, self._on_steady_watchdog, clock=steady),
             # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
             self.create_timer(1.0, self._on_report_timer, clock=steady)]
+        self._open_route_topics(steady)
+        if self.config.route_source == "plan":
+            self.logic.clear_goal("no plan yet (route_source plan: the plan's last pose is the goal)")
         self._publish_status(self.logic.step(self._now()).status if self._acting else "inactive")
 
         spec = self.policy.spec
@@ -366,7 +442,8 @@ class ControllerNode(Node):
             f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
             f"control {self.control_rate_hz:g} Hz (trained at {self.training_rate_hz:g} Hz), "
             f"act_on_scan={self.config.act_on_scan}, cmd_vel {cmd_type.__name__}, "
-            f"localization {self.config.localization_topic or 'off'}")
+            f"localization {self.config.localization_topic or 'off'}, route_source {self.config.route_source}"
+            + (f" ({spec.route_points} route tokens, {spec.route_spacing:g} m apart)" if spec.route_points else ""))
 
     def _close(self, destroy_command_publisher) -> None:
         """Undo ``_open`` (command publishers through the matching ``destroy_command_publisher``):
@@ -381,6 +458,7 @@ class ControllerNode(Node):
             self.destroy_publisher(publisher)
         self._timers_opened, self._subscriptions_opened = [], []
         self._command_publishers, self._report_publishers = [], []
+        self._close_route_input()
         self.policy = self.logic = None
 
     # --- start-up ---------------------------------------------------------------------------
@@ -420,6 +498,17 @@ class ControllerNode(Node):
         if not values["map_frame"].strip():
             raise StartupError("invalid parameter 'map_frame': must not be empty")
         values["localization_topic"] = values["localization_topic"].strip()
+        if values["route_source"] not in ROUTE_SOURCES:
+            raise StartupError(f"invalid parameter 'route_source': {values['route_source']!r} is not one of "
+                               f"{', '.join(ROUTE_SOURCES)}")
+        values["map_file"] = values["map_file"].strip()
+        if values["map_file"] and values["route_source"] != "map":
+            raise StartupError(f"invalid parameter 'map_file': {values['map_file']!r} is only used with route_source "
+                               f"map, not {values['route_source']!r}")
+        for name in ("plan_timeout", "replan_rate_hz", "route_stray_distance", "route_clearance", "scan_map_extent",
+                     "route_publish_rate_hz"):
+            if not math.isfinite(values[name]):
+                raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
         try:
             limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
                             values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
@@ -451,6 +540,8 @@ class ControllerNode(Node):
                 self.logic.safety.config = self.config.safety
             if self.logic.smoother is not None and self.config.smoother is not None:
                 self.logic.smoother.config = self.config.smoother
+        if isinstance(getattr(self, "route_input", None), PlanRoute):
+            self.route_input.timeout = self.config.plan_timeout
         changed = ", ".join(f"{p.name}={p.value!r}" for p in parameters)
         self.get_logger().info(f"parameters changed at run time: {changed}")
 
@@ -477,6 +568,7 @@ class ControllerNode(Node):
         except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
             raise StartupError(f"cannot load model '{path}': {exc}") from None
         self._check_robot_profile(policy)
+        self._check_route_source(policy)
         limits = self.config.limits
         if policy.actions.max_linear_speed > limits.max_linear_speed or \
                 policy.actions.max_angular_speed > limits.max_angular_speed:
@@ -509,6 +601,158 @@ class ControllerNode(Node):
         except ProfileMismatch as exc:
             raise StartupError(f"{exc} (set footprint_*, max_linear_speed and max_angular_speed for this "
                                f"robot, or load a model trained for it)") from None
+
+    # --- route guidance (route_source) --------------------------------------------------------------
+    def _check_route_source(self, policy) -> None:
+        """A route-token checkpoint needs a route; a goal-only one ignores it (warned)."""
+        source, points = self.config.route_source, policy.spec.route_points
+        if points > 0 and source == "goal":
+            raise StartupError(f"model '{self.config.model_path}' takes route_points={points} route tokens, but "
+                               f"route_source is 'goal' (no route): set route_source to plan, map or scan_map")
+        if points == 0 and source != "goal":
+            self.get_logger().warning(f"the model is goal-only (no route tokens): route_source '{source}' only "
+                                      f"publishes ~/route and stops the robot when the route is unusable")
+
+    def _make_route_input(self):
+        """PlanRoute or GuidedRoute (with its worker thread) for route_source, None for goal."""
+        config = self.config
+        self._route_lock = threading.Lock()
+        self._planned_grid = None  # scan_map: the rolling map of the latest re-plan (published as ~/map)
+        if config.route_source == "goal":
+            return None
+        if config.route_source == "plan":
+            return PlanRoute(config.plan_timeout)
+        from attn_dqn_controller.planning.guidance import (GuidanceConfig, RouteGuidance, planner_config_for,
+                                                           scan_map_config_for)
+
+        source = config.route_source
+        period = 1.0 / config.replan_rate_hz if config.replan_rate_hz > 0.0 else DEFAULT_REPLAN_PERIOD[source]
+        try:
+            guidance = RouteGuidance(
+                GuidanceConfig(source=source, replan_period=period, stray_distance=config.route_stray_distance),
+                planner_config_for(config.footprint.circumscribed_radius + config.route_clearance),
+                scan_map_config_for(config.scan_map_extent, self.policy.spec.range_max)
+                if source == "scan_map" else None)
+        except ValueError as exc:
+            raise StartupError(f"invalid route parameters: {exc}") from None
+        # The planner thread and the decisions share the GIL: a short switch interval (5 ms by default) bounds
+        # how long a scan callback waits for a planner busy in Python code.
+        sys.setswitchinterval(min(sys.getswitchinterval(), PLANNER_SWITCH_INTERVAL))
+        return GuidedRoute(guidance, on_route=self._on_route_planned)
+
+    def _open_route_topics(self, steady: Clock) -> None:
+        """~/route, ~/footprint (and ~/map with scan_map) publishers, the plan or map subscription, their timer."""
+        source = self.config.route_source
+        self._route_pub = self.create_publisher(PathMsg, "~/route", DEBUG_QOS)
+        self._footprint_pub = self.create_publisher(PolygonStamped, "~/footprint", DEBUG_QOS)
+        self._map_pub = self.create_publisher(OccupancyGridMsg, "~/map", MAP_QOS) if source == "scan_map" else None
+        self._report_publishers += [
+            p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
+        if source == "plan":
+            self._subscriptions_opened.append(self.create_subscription(PathMsg, "plan", self._on_plan, PLAN_QOS))
+        elif source == "map" and self.config.map_file:
+            self._load_map_file(self.config.map_file)
+        elif source == "map":
+            self._subscriptions_opened.append(self.create_subscription(OccupancyGridMsg, "map", self._on_map, MAP_QOS))
+        self._timers_opened.append(
+            self.create_timer(1.0 / self.config.route_publish_rate_hz, self._on_route_timer, clock=steady))
+
+    def _load_map_file(self, path: str) -> None:
+        """route_source map with map_file: the map_server map, read once (StartupError names the problem)."""
+        from attn_dqn_controller.planning.map_io import load_map
+
+        try:
+            grid = load_map(path).grid
+        except (ValueError, OSError) as exc:
+            self._close_route_input()
+            raise StartupError(f"invalid parameter 'map_file': {exc}") from None
+        frame = "map" if self._map_frame() else "odom"
+        self.route_input.on_map(grid, frame)
+        g = grid.geometry
+        self.get_logger().info(f"map file '{path}': {g.width} x {g.height} cells at {g.resolution:g} m, in the "
+                               f"{frame} frame")
+
+    def _close_route_input(self) -> None:
+        route_input, self.route_input = getattr(self, "route_input", None), None
+        if route_input is not None:
+            route_input.close()
+
+    def destroy_node(self):
+        self._close_route_input()  # the planner thread publishes: stop it before the publishers go
+        return super().destroy_node()
+
+    def _route_frame(self, frame_id: str, what: str) -> tuple[str | None, str | None]:
+        """('odom' or 'map', None) for a plan's or map's frame id, or (None, why it cannot be used)."""
+        frame = normalize_frame(frame_id)
+        odom = self._odom_frame or DEFAULT_ODOM_FRAME
+        if frame == odom:
+            return "odom", None
+        if frame and frame == self._map_frame():
+            return "map", None
+        hint = f"or '{self._map_frame()}'" if self._map_frame() else \
+            "(set localization_topic to use one in the map frame)"
+        return None, f"{what} is in frame '{frame}': expected '{odom}' {hint}"
+
+    def _on_plan(self, msg: PathMsg) -> None:
+        """A new plan: the route, and its last pose as the goal (in the plan's frame)."""
+        now = self._now()
+        frame, problem = self._route_frame(msg.header.frame_id, "plan")
+        points = None
+        if problem is None:
+            try:
+                points = path_points(msg)
+            except MessageError as exc:
+                problem = str(exc)
+        if problem is None:
+            problem = self.route_input.on_plan(points, frame, now)
+        if problem is not None:
+            self.route_input.on_plan_error(problem, now)
+            self.get_logger().warning(f"unusable plan: {problem}", throttle_duration_sec=2.0)
+            return
+        self.logic.set_goal(float(points[-1, 0]), float(points[-1, 1]), frame=frame)
+
+    def _on_map(self, msg: OccupancyGridMsg) -> None:
+        """A new known map (route_source map): planned on from the next re-plan; an unusable one stops the robot."""
+        frame, problem = self._route_frame(msg.header.frame_id, "map")
+        grid = None
+        if problem is None:
+            try:
+                grid = grid_from_msg(msg)
+            except MessageError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.route_input.on_map_error(problem)
+            self.get_logger().error(f"unusable map: {problem}; the robot stops until a usable map arrives")
+            return
+        self.route_input.on_map(grid, frame)
+        g = grid.geometry
+        self.get_logger().info(f"map {g.width} x {g.height} cells at {g.resolution:g} m, origin "
+                               f"({g.origin_x:.2f}, {g.origin_y:.2f}) in '{normalize_frame(msg.header.frame_id)}'")
+
+    def _on_route_planned(self, route, grid) -> None:
+        """From the planner thread: keep the rolling map of the re-plan for ~/map (published by the timer)."""
+        if grid is not None:
+            with self._route_lock:
+                self._planned_grid = grid
+
+    def _frame_name(self, kind: str | None) -> str:
+        return self.config.map_frame if kind == "map" else (self._odom_frame or DEFAULT_ODOM_FRAME)
+
+    def _on_route_timer(self) -> None:
+        """~/footprint, ~/route (the route ahead) and ~/map (scan_map, when re-planned since) for RViz."""
+        stamp = self.get_clock().now()
+        self._footprint_pub.publish(footprint_polygon(self.config.footprint, stamp, self.config.base_frame))
+        route_input = self.route_input
+        if route_input is None:
+            return
+        ahead = route_input.route_ahead()
+        if ahead is not None:
+            self._route_pub.publish(path_to_msg(ahead, stamp, self._frame_name(route_input.frame)))
+        if self._map_pub is not None:
+            with self._route_lock:
+                grid, self._planned_grid = self._planned_grid, None
+            if grid is not None:
+                self._map_pub.publish(grid_to_msg(grid, stamp, self._frame_name("odom")))
 
     # --- inputs -----------------------------------------------------------------------------
     def _now(self) -> float:
@@ -629,6 +873,8 @@ class ControllerNode(Node):
         if from_scan and not decision.new:
             return  # a scan skipped to keep the training decision rate: the last command stands
         self._publish_command(decision)
+        if self.route_input is not None:
+            self.route_input.wake()  # the planner works after the command is out, not during the decision
         if from_scan:
             self._last_scan_command = now
         if decision.status != self._status:
@@ -696,6 +942,16 @@ class ControllerNode(Node):
         """Safety-layer state and intervention count for /diagnostics."""
         return _safety_values(self.logic)
 
+    def _route_diagnostics(self, now: float) -> dict:
+        """Route source, its frame, re-plans and why the route cannot be used (or ok)."""
+        route_input = self.route_input
+        if route_input is None:
+            return {"route source": "goal"}
+        return {"route source": self.config.route_source,
+                "route frame": route_input.frame or "n/a",
+                "route replans": str(getattr(route_input, "replans", getattr(route_input, "plans", 0))),
+                "route": route_input.problem(now) or "ok"}
+
     def diagnostics(self) -> DiagnosticArray:
         now = self._now()
         state = (self._status or "").split(":")[0]
@@ -720,6 +976,7 @@ class ControllerNode(Node):
             "inference backend": self.policy.backend,
             "model path": self.config.model_path,
             **self._safety_diagnostics(),
+            **self._route_diagnostics(now),
         }
         status = DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=self._status or "",
                                   hardware_id=self.get_fully_qualified_name(),

@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
-from nav_msgs.msg import Odometry
+from geometry_msgs.msg import Point32, PolygonStamped, PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
+from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
+from nav_msgs.msg import Odometry, Path
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan
 
 from attn_dqn_controller.geometry import quaternion_from_yaw, yaw_from_quaternion
 from attn_dqn_controller.observation import LaserScanData
+from attn_dqn_controller.planning.grid import GridGeometry, OccupancyGrid
 
 
 class MessageError(ValueError):
@@ -178,4 +180,90 @@ def pose_stamped(x: float, y: float, yaw: float = 0.0, stamp: Any = None, frame_
     msg.pose.position.x, msg.pose.position.y = float(x), float(y)
     q = msg.pose.orientation
     q.x, q.y, q.z, q.w = quaternion_from_yaw(float(yaw))
+    return msg
+
+
+# --- route guidance: plans and maps -----------------------------------------------------
+def path_points(msg: Path) -> np.ndarray:
+    """(M, 2) positions of a nav_msgs/Path's poses (Nav2's ``plan``), in the path's frame; MessageError when it
+    has no pose or a non-finite position. The poses' own frame ids and orientations are not used (Nav2 leaves
+    them as the header's)."""
+    if len(msg.poses) == 0:
+        raise MessageError("plan has no poses (an empty path)")
+    points = np.array([(p.pose.position.x, p.pose.position.y) for p in msg.poses], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if bad.size:
+        raise MessageError(f"plan pose(s) {bad[:5].tolist()} have non-finite positions "
+                           f"(first: {tuple(points[bad[0]])})")
+    return points
+
+
+def path_to_msg(points, stamp: Any = None, frame_id: str = "odom") -> Path:
+    """A nav_msgs/Path through (M, 2) points (orientation: identity; RViz draws the line)."""
+    msg = Path()
+    msg.header.stamp = _stamp(stamp)
+    msg.header.frame_id = frame_id
+    for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2):
+        pose = PoseStamped()
+        pose.header = msg.header
+        pose.pose.position.x, pose.pose.position.y = float(x), float(y)
+        pose.pose.orientation.w = 1.0
+        msg.poses.append(pose)
+    return msg
+
+
+def grid_from_msg(msg: OccupancyGridMsg) -> OccupancyGrid:
+    """The planning layer's OccupancyGrid of a nav_msgs/OccupancyGrid (map_server's ``map``); MessageError names
+    the field when the message is malformed (size mismatch, non-finite or zero resolution or origin, a rotated
+    origin, values outside -1..100)."""
+    info = msg.info
+    width, height, resolution = int(info.width), int(info.height), float(info.resolution)
+    if width < 1 or height < 1:
+        raise MessageError(f"map info.width x info.height = {width} x {height}: both must be >= 1")
+    if len(msg.data) != width * height:
+        raise MessageError(f"map data has {len(msg.data)} cells, but info.width x info.height = {width} x {height} "
+                           f"= {width * height}")
+    if not (math.isfinite(resolution) and resolution > 0.0):
+        raise MessageError(f"map info.resolution={resolution!r}: must be a finite number > 0 (m per cell)")
+    origin = info.origin
+    x, y, yaw = _planar_pose(origin, "map info.origin")
+    if abs(yaw) > 1e-6:
+        raise MessageError(f"map info.origin has yaw {yaw:.6g} rad: only maps aligned with their frame (yaw 0) are "
+                           f"supported, as by map_server and Nav2's costmaps")
+    data = np.frombuffer(bytes(array.array("b", msg.data)), dtype=np.int8).reshape(height, width) \
+        if not isinstance(msg.data, np.ndarray) else np.asarray(msg.data, dtype=np.int8).reshape(height, width)
+    try:
+        return OccupancyGrid(GridGeometry(resolution, width, height, x, y), data)
+    except ValueError as exc:
+        raise MessageError(f"map is malformed: {exc}") from None
+
+
+def grid_to_msg(grid: OccupancyGrid, stamp: Any = None, frame_id: str = "map") -> OccupancyGridMsg:
+    """A nav_msgs/OccupancyGrid of the planning layer's grid (row-major, row 0 at origin's y)."""
+    msg = OccupancyGridMsg()
+    msg.header.stamp = _stamp(stamp)
+    msg.header.frame_id = frame_id
+    geometry = grid.geometry
+    msg.info.map_load_time = msg.header.stamp
+    msg.info.resolution = float(geometry.resolution)
+    msg.info.width, msg.info.height = int(geometry.width), int(geometry.height)
+    msg.info.origin.position.x, msg.info.origin.position.y = float(geometry.origin_x), float(geometry.origin_y)
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", np.ascontiguousarray(grid.data, dtype=np.int8).tobytes())
+    return msg
+
+
+def footprint_polygon(footprint: Any, stamp: Any = None, frame_id: str = "base_link",
+                      segments: int = 24) -> PolygonStamped:
+    """The robot's footprint (robot.Footprint: circle or rectangle centred on the base) as a polygon for RViz."""
+    msg = PolygonStamped()
+    msg.header.stamp = _stamp(stamp)
+    msg.header.frame_id = frame_id
+    if footprint.is_circle:
+        angles = np.linspace(0.0, 2.0 * math.pi, segments, endpoint=False)
+        corners = np.column_stack([footprint.radius * np.cos(angles), footprint.radius * np.sin(angles)])
+    else:
+        hx, hy = 0.5 * footprint.length, 0.5 * footprint.width
+        corners = np.array([(hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy)])
+    msg.polygon.points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in corners]
     return msg
