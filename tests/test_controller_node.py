@@ -101,7 +101,7 @@ def malformed_scans() -> dict[str, LaserScanData]:
     good = full_scan()
     return {
         "no ranges": LaserScanData(np.zeros(0, np.float32), -math.pi, 0.01, 0.12, 3.5),
-        "angle_increment 0.0 is invalid": LaserScanData(good.ranges, math.pi, 0.0, 0.12, 3.5),
+        "angle_increment must not be 0": LaserScanData(good.ranges, math.pi, 0.0, 0.12, 3.5),
         "no valid reading": LaserScanData(np.full(360, np.nan, np.float32), -math.pi, good.angle_increment, 0.12, 3.5),
         "range limits are invalid": LaserScanData(good.ranges, -math.pi, good.angle_increment, 3.5, 0.12),
         "'angle_min' is not finite": LaserScanData(good.ranges, float("nan"), good.angle_increment, 0.12, 3.5),
