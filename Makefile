@@ -30,4 +30,4 @@ bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py a
 	$(PY) bench/bench_distributed.py
 
 clean:
-	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log
+	rm -rf $(VENV) .venv-launch ros2_ws/build ros2_ws/install ros2_ws/log

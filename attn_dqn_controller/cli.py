@@ -143,9 +143,62 @@ def cmd_export(args) -> int:
 
 
 def cmd_launch(args) -> int:
+    """The real ROS 2 launch system when it can be imported (as on a ROS 2 installation), else the runner."""
+    from attn_dqn_controller.launch_env import real_launch_available
     from attn_dqn_controller.launch_runner import launch_command
 
+    use_real = args.launcher == "ros2" or (args.launcher == "auto" and real_launch_available())
+    if use_real and not args.print_plan:
+        runner_only = [flag for flag, value in (("--exit-on-first", args.exit_on_first), ("--timeout", args.timeout),
+                                                ("--grace-period", args.grace_period)) if value]
+        if runner_only:
+            raise CliError(f"{', '.join(runner_only)}: options of the project's runner only; "
+                           f"add --launcher runner (or drop them) to run with the real ROS 2 launch")
+        return _launch_with_ros2(args)
+    if not real_launch_available():
+        why = "the real launch package is not importable"
+    elif args.print_plan:
+        why = "--print is an option of the runner"
+    else:
+        why = "--launcher runner"
+    print(f"attn-dqn launch: the project's launch runner (a ROS 2 YAML launch subset; {why})", flush=True)
     return launch_command(args)
+
+
+def _launch_with_ros2(args) -> int:
+    import hashlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from attn_dqn_controller.launch_env import real_launch_available, real_launch_environment
+    from attn_dqn_controller.launch_runner import parse_launch_arguments, resolve_launch_target
+
+    if not real_launch_available():
+        raise CliError("--launcher ros2: the launch, launch_ros and ros2launch packages are not importable")
+    # one small ament index per checkout and interpreter (the executables' shebang names the interpreter)
+    from attn_dqn_controller.launch_env import SOURCE_ROOT
+
+    key = hashlib.sha256(f"{SOURCE_ROOT}\0{sys.executable}".encode()).hexdigest()[:12]
+    real_launch_environment(os.environ, Path(tempfile.gettempdir()) / f"attn_dqn_ament_{os.getuid()}_{key}")
+    import launch
+    from ros2launch.api import launch_a_launch_file
+
+    path, pairs = resolve_launch_target(args.launch_file, args.launch_arguments)
+    parse_launch_arguments(pairs)  # the same NAME:=VALUE check as the runner
+    version = getattr(launch, "__version__", None) or _distribution_version("launch")
+    print(f"attn-dqn launch: the real ROS 2 launch system (launch {version}), as `ros2 launch`", flush=True)
+    return launch_a_launch_file(launch_file_path=str(path), launch_file_arguments=list(pairs),
+                                noninteractive=False)  # as `ros2 launch` without -n
+
+
+def _distribution_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown version"
 
 
 def cmd_demo(args) -> int:
@@ -193,13 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="OUT.pt", help="inference-only checkpoint (what models/ ships)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("launch", help="run a ROS 2 YAML launch file (compatible subset, see README)")
+    p = sub.add_parser("launch", help="run a ROS 2 YAML launch file (real ROS 2 launch when importable, else the runner)")
     try:
         from attn_dqn_controller.launch_runner import add_launch_arguments
 
         add_launch_arguments(p)
     except ImportError:  # pragma: no cover - only while the launch runner is missing
         pass
+    p.add_argument("--launcher", choices=["auto", "ros2", "runner"], default="auto",
+                   help="auto (default): the real ROS 2 launch when importable, else the project's runner")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("demo", help="the main job: watch the shipped policy drive (headless)")

@@ -1,7 +1,8 @@
 """The README's main job: the shipped policy driving in the simulator, through ROS 2, headless.
 
 `attn-dqn demo` launches `launch/sim.launch.yaml` (sim_node + controller_node,
-the same file `ros2 launch` would run) with the project's launch runner, and
+the same file `ros2 launch` would run) with `attn-dqn launch` (the real ROS 2
+launch system when it is importable, else the project's runner), and
 watches it from a small observer node: every episode's outcome from
 `/sim/episode`, the robot's path from `/odom`, and the controller's attention
 from `/controller/attention`. When the episodes are done it prints a summary
@@ -86,7 +87,7 @@ def run_demo(args) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     from attn_dqn_controller.learning.evaluation import EvalSummary, format_table
-    from attn_dqn_controller.nodes.isolation import isolate_dds
+    from attn_dqn_controller.isolation import isolate_dds
     from attn_dqn_controller.plots import plot_trajectories
     from sim.maps import EVAL_SEED_START
 
@@ -104,10 +105,11 @@ def run_demo(args) -> int:
         from attn_dqn_controller.launch_runner import find_package_share
 
         launch_file = Path(find_package_share("attn_dqn_controller")) / "launch" / "sim.launch.yaml"
-    command = [sys.executable, "-m", "attn_dqn_controller.launch_runner", str(launch_file),
+    # `attn-dqn launch`: the real ROS 2 launch when importable, else the runner; either way the launch
+    # ends when sim_node has run its episodes (on_exit: shutdown in the launch file)
+    command = [sys.executable, "-m", "attn_dqn_controller.cli", "launch", str(launch_file),
                f"model:={model}", f"level:={args.level}", f"seed:={EVAL_SEED_START}",
-               f"episodes:={args.episodes}", "gui:=false", "real_time_factor:=0.0", "device:=cpu",
-               "--exit-on-first"]
+               f"episodes:={args.episodes}", "gui:=false", "real_time_factor:=0.0", "device:=cpu"]
     print(f"launching {launch_file.name}: {args.episodes} held-out {args.level} map(s), headless, lock-step",
           flush=True)
 

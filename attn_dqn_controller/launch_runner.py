@@ -1,38 +1,42 @@
-"""Run ROS 2 YAML launch files (the subset this project uses) without ``ros2 launch``.
+"""Run ROS 2 YAML launch files (a subset of the format) without ``ros2 launch``.
 
 Why this exists: ``launch``, ``launch_ros`` and the ``ros2`` command line are not
-installable from the pip wheels this project runs on, yet the very same
-``launch/*.launch.yaml`` files must work with ``ros2 launch`` on a full ROS 2
-install. This module reads those files with ``ros2 launch`` semantics for the
-constructs we use and supervises the node processes the way ``ros2 launch``
-does (prefixed output, SIGINT forwarding, escalation to SIGTERM then SIGKILL).
-
-It is a compatible subset, not ros2 launch. Anything it does not implement is
-rejected with a :class:`LaunchError` that names the construct, never ignored.
+installable from the package index this project installs from, yet the very
+same ``launch/*.launch.yaml`` files must run under ``ros2 launch``. Whatever
+this runner accepts means exactly what ros2 launch (launch 3.7, launch_ros
+0.28) makes of it, which tests/test_launch_conformance.py checks against the
+real launch system; anything else is refused with a :class:`LaunchError` that
+names the construct, never ignored.
 
 Supported (``launch:`` root list of one-key mappings)::
 
     arg       name, default (string), description
     let       name, value
     node      pkg, exec, name, namespace, param, remap, args, ros_args, output,
-              env, exec_name
+              env, exec_name, on_exit (shutdown)
                 param: {name, value} | {name, param: [...]} (nested) | {from: FILE}
                 remap: {from, to}        env: {name, value}
-    include   file, arg: [{name, value}]   (scoped; relative files are resolved
-              against the including file's directory)
+    include   file, arg: [{name, value}]   (not scoped, as in ROS 2: its args,
+              lets, environment and namespace stay set after it)
     group     scoped, children  (or a plain list of children)
     push_ros_namespace / push-ros-namespace   namespace
-    set_env / set-env, unset_env / unset-env  name [, value]
+    set_env, unset_env   name [, value]
     if / unless on every action: "true" / "false" / "1" / "0" after substitution
 
-Substitutions: ``$(var NAME)``, ``$(env NAME)``, ``$(env NAME DEFAULT)``,
-``$(find-pkg-share PKG)``, ``$(dirname)``, nested (``$(find-pkg-share $(var pkg))``),
-quoted arguments (``$(env X '')``). ``$(eval ...)`` is refused.
+Substitutions: ``$(var NAME [DEFAULT])``, ``$(env NAME [DEFAULT])``,
+``$(find-pkg-share PKG)``, ``$(find-pkg-prefix PKG)``, ``$(find-exec NAME)``,
+``$(exec-in-pkg EXEC PKG)``, ``$(command CMD [fail|ignore|warn|capture])``,
+``$(anon NAME)``, ``$(dirname)``; nested and quoted arguments. Others (``eval``,
+``if``, ``equals``...) are refused by name.
 
-Known differences from ros2 launch: everything is evaluated once, up front;
-``output: log`` prints to the screen like ``screen``; relative ``param from:``
-files resolve against the launch file's directory (ros2 launch uses the
-working directory, so portable files use ``$(find-pkg-share ...)``).
+The semantics ros2 launch has and this runner follows: a parameter value
+without substitutions is a string ("007" stays "007"); one with substitutions
+is read as YAML; a list holds one type ([1, 2.5] is an error); a relative
+``param from:`` or ``include file:`` is taken from the working directory;
+``args`` splits its literal text by shell rules but never a substitution's
+result; ``group scoped: "false"`` (a string) is scoped; shutting down sends
+SIGINT, SIGTERM 5 s later and SIGKILL 5 s after that. The deliberate
+differences are listed in the README (section "Launch files").
 
 Command line: ``attn-dqn launch [PACKAGE] FILE [NAME:=VALUE ...] [--print]``.
 """
@@ -41,10 +45,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,9 +65,9 @@ import yaml
 
 OWN_PACKAGE = "attn_dqn_controller"
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GRACE_PERIOD = 10.0  # seconds between SIGINT and SIGTERM (as ros2 launch's sigterm_timeout)
-SIGTERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
-OUTPUT_MODES = ("screen", "log", "both")
+SIGTERM_TIMEOUT = 5.0  # seconds from SIGINT to SIGTERM (ros2 launch's sigterm_timeout)
+SIGKILL_TIMEOUT = 5.0  # seconds from SIGTERM to SIGKILL (ros2 launch's sigkill_timeout)
+OUTPUT_MODES = ("screen", "log", "both")  # default "log", as in ros2 launch
 _MAX_INCLUDE_DEPTH = 32
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -87,10 +93,13 @@ class DeclaredArgument:
 class NodeProcess:
     """One node to start, fully evaluated (no substitutions left).
 
-    ``parameters`` keeps the file's order: a dict holds consecutive inline
-    parameters (dotted names), a string is a parameter file path. Later entries
-    override earlier ones, as with several ``--params-file`` arguments.
-    ``env`` holds the changes to the runner's environment (None = unset).
+    ``parameters`` keeps the file's order: a dict is one inline ``param`` entry
+    (nested names flattened with dots), a string is a parameter file path as
+    written (a relative one is relative to the working directory). Each becomes
+    one ``--params-file``, as with ros2 launch; later ones override earlier ones.
+    ``namespace`` is absolute (``/`` included) or None when neither the node nor
+    a ``push_ros_namespace`` gave one. ``ros_arguments`` is None without
+    ``ros_args``. ``env`` holds the changes to the runner's environment (None = unset).
     """
 
     executable: str
@@ -100,25 +109,36 @@ class NodeProcess:
     parameters: list[dict[str, Any] | str] = field(default_factory=list)
     remappings: list[tuple[str, str]] = field(default_factory=list)
     arguments: list[str] = field(default_factory=list)
-    ros_arguments: list[str] = field(default_factory=list)
+    ros_arguments: list[str] | None = None
     env: dict[str, str | None] = field(default_factory=dict)
-    output: str = "screen"
+    output: str = "log"
     label: str = ""
     source: str = ""
+    shutdown_on_exit: bool = False
+    sigterm_timeout: float = SIGTERM_TIMEOUT
+    sigkill_timeout: float = SIGKILL_TIMEOUT
 
     def command(self, executable_path: str, params_files: Sequence[str]) -> list[str]:
-        """The command line, given the resolved executable and one file per ``parameters`` entry."""
-        ros_args = list(self.ros_arguments)
-        if self.name:
-            ros_args += ["-r", f"__node:={self.name}"]
-        if self.namespace:
-            ros_args += ["-r", f"__ns:={self.namespace}"]
-        for path in params_files:
-            ros_args += ["--params-file", str(path)]
-        for source, target in self.remappings:
-            ros_args += ["-r", f"{source}:={target}"]
+        """The command line ros2 launch builds, given the executable and one file per ``parameters`` entry."""
         command = [str(executable_path), *self.arguments]
-        return command + ["--ros-args", *ros_args] if ros_args else command
+        if self.ros_arguments is not None:
+            command += ["--ros-args", *self.ros_arguments]
+        command.append("--ros-args")
+        if self.name is not None:
+            command += ["-r", f"__node:={self.name}"]
+        if self.namespace is not None:
+            command += ["-r", f"__ns:={self.namespace}"]
+        for path in params_files:
+            command += ["--params-file", str(path)]
+        for source, target in self.remappings:
+            command += ["-r", f"{source}:={target}"]
+        return command
+
+    def parameter_file_key(self) -> str:
+        """The node key of its inline parameter files: the full name when name and namespace are known."""
+        if self.name is None or self.namespace is None:
+            return "/**"
+        return _prefix_namespace(self.namespace, self.name)
 
     def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child's environment: ``base`` (default os.environ) with this node's changes."""
@@ -173,16 +193,16 @@ _TAGS = {
     "arg": _spec({"name"}, {"default", "description"}, {"name", "default", "description"}),
     "let": _spec({"name", "value"}, (), {"name", "value"}),
     "node": _spec({"exec"}, {"pkg", "name", "namespace", "param", "remap", "args", "ros_args",
-                             "output", "env", "exec_name"},
-                  {"exec", "pkg", "name", "namespace", "args", "ros_args", "output", "exec_name"}),
+                             "output", "env", "exec_name", "on_exit"},
+                  {"exec", "pkg", "name", "namespace", "args", "ros_args", "output", "exec_name", "on_exit"}),
     "include": _spec({"file"}, {"arg"}, {"file"}),
     "group": _spec({"children"}, {"scoped"}),
     "push_ros_namespace": _spec({"namespace"}, (), {"namespace"}),
     "set_env": _spec({"name", "value"}, (), {"name", "value"}),
     "unset_env": _spec({"name"}, (), {"name"}),
 }
-_ALIASES = {"push-ros-namespace": "push_ros_namespace", "set-env": "set_env", "unset-env": "unset_env"}
-# Spellings this runner accepts but ros2 launch does not know (flagged by the validator).
+_ALIASES = {"push-ros-namespace": "push_ros_namespace"}  # both spellings are registered by launch_ros
+# Spellings real launch does not know: refused with the right name.
 _NON_ROS_SPELLINGS = {"set-env": "set_env", "unset-env": "unset_env"}
 
 
@@ -276,12 +296,12 @@ def _entity_problems(tag: str, body: Any, file: Path, loc: str, *, strict: bool)
     """Structural problems of one action (no substitution is evaluated here)."""
     at = _where(file, loc)
     canonical = _ALIASES.get(tag, tag)
+    if tag in _NON_ROS_SPELLINGS:
+        return [f"'{tag}' is not a ROS 2 launch tag, write '{_NON_ROS_SPELLINGS[tag]}' {at}"]
     spec = _TAGS.get(canonical)
     if spec is None:
         return [f"unsupported launch construct '{tag}' {at}"]
     problems = []
-    if strict and tag in _NON_ROS_SPELLINGS:
-        problems.append(f"'{tag}' is not a ROS 2 launch tag, write '{_NON_ROS_SPELLINGS[tag]}' {at}")
     if canonical == "group" and isinstance(body, list):
         return problems
     if not isinstance(body, dict):
@@ -310,6 +330,13 @@ def _entity_problems(tag: str, body: Any, file: Path, loc: str, *, strict: bool)
             problems.append(f"'children' of 'group' must be a list of actions, got {_kind(body['children'])} {at}")
         if "scoped" in body and not isinstance(body["scoped"], (bool, str)):
             problems.append(f"'scoped' of 'group' must be true or false, got {body['scoped']!r} {at}")
+        elif strict and isinstance(body.get("scoped"), str):
+            problems.append(f"'scoped' of 'group' is the string {body['scoped']!r}, which real launch reads as "
+                            f"{'true' if body['scoped'] else 'false'} (any non-empty string is); "
+                            f"write scoped: true or scoped: false without quotes {at}")
+    if canonical == "node" and "on_exit" in body and body["on_exit"] != "shutdown":
+        problems.append(f"'on_exit' of 'node' supports only 'shutdown' (as in ROS 2 launch), "
+                        f"got {body['on_exit']!r} {at}")
     return problems
 
 
@@ -447,7 +474,10 @@ def find_executable(executable: str, package: str | None = None) -> str:
 # --------------------------------------------------------------------------------------
 # Substitutions: $(name arg ...) with nesting and quotes
 # --------------------------------------------------------------------------------------
-_SUBSTITUTIONS = {"var": (1, 1), "env": (1, 2), "find-pkg-share": (1, 1), "dirname": (0, 0)}
+_SUBSTITUTIONS = {  # name: (fewest, most) arguments, as ROS 2 launch parses them
+    "var": (1, 2), "env": (1, 2), "find-pkg-share": (1, 1), "find-pkg-prefix": (1, 1), "find-exec": (1, 1),
+    "exec-in-pkg": (2, 2), "command": (1, 2), "anon": (1, 1), "dirname": (0, 0)}
+_COMMAND_ON_STDERR = ("fail", "ignore", "warn", "capture")
 _SUBST_NAME_RE = re.compile(r"[A-Za-z0-9_\-]+")
 
 
@@ -472,10 +502,16 @@ class _TemplateParser:
             if self.text.startswith("$(", self.i):
                 self._close_literal_then_substitute(parts, literal)
             else:
-                literal.append(self.text[self.i])
-                self.i += 1
+                self._take_literal(literal)
         parts.append("".join(literal))
         return tuple(p for p in parts if p != "")
+
+    def _take_literal(self, literal: list) -> None:
+        """One literal character; a backslash escapes the next one (``\\$(`` is text), as in ROS 2 launch."""
+        if self.text[self.i] == "\\" and self.i + 1 < len(self.text):
+            self.i += 1
+        literal.append(self.text[self.i])
+        self.i += 1
 
     def _close_literal_then_substitute(self, parts: list, literal: list) -> None:
         """End the literal text collected so far and parse the substitution that starts here."""
@@ -523,16 +559,14 @@ class _TemplateParser:
                     if self.text.startswith("$(", self.i):
                         self._close_literal_then_substitute(parts, literal)
                     else:
-                        literal.append(self.text[self.i])
-                        self.i += 1
+                        self._take_literal(literal)
                 if self.i >= len(self.text):
                     raise self.fail(f"unterminated quote {char}")
                 self.i += 1
                 parts.append("".join(literal))  # keeps an empty quoted argument ('') as ''
                 literal.clear()
             else:
-                literal.append(char)
-                self.i += 1
+                self._take_literal(literal)
         parts.append("".join(literal))
         return tuple(parts)
 
@@ -542,59 +576,74 @@ class _TemplateParser:
 # --------------------------------------------------------------------------------------
 @dataclass
 class _Scope:
-    """What a group or include sees: launch configurations, environment changes, namespace."""
+    """What a group sees: launch configurations, environment changes, the pushed ROS namespace.
+
+    ``file`` is the launch file being read (for ``$(dirname)`` and messages); an
+    include runs in the includer's scope (ROS 2 includes are not scoped) with its own file.
+    """
 
     file: Path
     configs: dict[str, str]
     env: dict[str, str | None]
     namespace: str | None
 
-    def child(self, file: Path | None = None) -> "_Scope":
-        return _Scope(file or self.file, dict(self.configs), dict(self.env), self.namespace)
+    def child(self) -> "_Scope":
+        return _Scope(self.file, dict(self.configs), dict(self.env), self.namespace)
 
 
-def _coerce_parameter_string(text: str) -> Any:
-    """A substituted string parameter value, typed as ros2 launch types it (YAML-parsed)."""
+def _prefix_namespace(base: str | None, namespace: str | None) -> str | None:
+    """``namespace`` under ``base`` unless absolute; trailing slashes stripped (launch_ros' prefix_namespace)."""
+    if base is None and namespace is None:
+        return None
+    if namespace is None:
+        combined = base
+    elif not base or namespace.startswith("/"):
+        combined = namespace
+    else:
+        combined = ("" if base == "/" else base) + "/" + namespace
+    return combined if combined == "/" else combined.rstrip("/")
+
+
+def _absolute_namespace(namespace: str | None) -> str | None:
+    if namespace is None or namespace.startswith("/"):
+        return namespace
+    return "/" + namespace
+
+
+def _checked_namespace(namespace: str | None, at: str) -> str | None:
+    if namespace is None or namespace == "/":
+        return namespace
+    for token in namespace[1:].split("/"):
+        if not _NAME_RE.fullmatch(token):
+            raise LaunchError(f"invalid namespace {namespace!r}: token {token!r} must be letters, "
+                              f"digits and underscores, not starting with a digit {at}")
+    return namespace
+
+
+_PARAMETER_SCALARS = (bool, int, float, str)
+
+
+def _valid_parameter_value(value: Any) -> bool:
+    """A scalar, or a list whose items all share the type of its first non-string item (launch's rule)."""
+    if isinstance(value, list):
+        member = next((type(x) for x in value if type(x) is not str), str)
+        return member in _PARAMETER_SCALARS and all(isinstance(x, member) for x in value)
+    return isinstance(value, _PARAMETER_SCALARS)
+
+
+def _yaml_typed(text: str, name: str, at: str) -> Any:
+    """A substitution's result typed by YAML rules, as ros2 launch types it ('' stays '')."""
+    if not text:
+        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        return text
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, (bool, int, float, str)) for v in value):
-        try:
-            return _uniform_list(value, "")
-        except LaunchError:
-            return text
-    return text
-
-
-def _uniform_list(values: list, what: str) -> list:
-    """ROS parameter arrays hold one type (ints are promoted to float when mixed with floats)."""
-    if not values:
-        raise LaunchError(f"{what}: an empty list has no ROS parameter type")
-    kinds = {bool if isinstance(v, bool) else int if isinstance(v, int) else type(v) for v in values}
-    if kinds == {int, float}:
-        return [float(v) for v in values]
-    if len(kinds) != 1:
-        names = sorted(k.__name__ for k in kinds)
-        raise LaunchError(f"{what}: a ROS parameter array must hold one type, got {names}")
-    return list(values)
-
-
-def _combine_namespace(base: str | None, namespace: str | None, at: str) -> str | None:
-    if not namespace:
-        return base
-    if namespace.startswith("/") or not base:
-        combined = "/" + namespace.strip("/")
-    else:
-        combined = base.rstrip("/") + "/" + namespace.strip("/")
-    combined = combined.rstrip("/") or "/"
-    for token in combined.strip("/").split("/"):
-        if token and not _NAME_RE.fullmatch(token):
-            raise LaunchError(f"invalid namespace {combined!r}: token {token!r} must be letters, "
-                              f"digits and underscores, not starting with a digit {at}")
-    return combined
+        raise LaunchError(f"parameter '{name}': {text!r} is not valid YAML, and a value built from "
+                          f"substitutions is read as YAML {at}") from None
+    if not _valid_parameter_value(value):
+        raise LaunchError(f"parameter '{name}': {text!r} reads as YAML {_kind(value)} {value!r}, which is not "
+                          f"a ROS parameter value (a string, number, bool or a list of one type) {at}")
+    return value
 
 
 class _Evaluator:
@@ -644,9 +693,7 @@ class _Evaluator:
                 return self.truth(body[key], scope, key, at) == wanted
         return True
 
-    def truth(self, raw: Any, scope: _Scope, what: str, at: str) -> bool:
-        if isinstance(raw, bool):
-            return raw
+    def truth(self, raw: str, scope: _Scope, what: str, at: str) -> bool:
         value = self.subst(raw, scope, at).strip().lower()
         if value in ("true", "1"):
             return True
@@ -655,18 +702,17 @@ class _Evaluator:
         raise LaunchError(f"'{what}' must evaluate to true, false, 1 or 0, got {value!r} {at}")
 
     def on_arg(self, body: dict, scope: _Scope, at: str) -> None:
-        name = body["name"]
-        default = self.subst(body["default"], scope, at) if "default" in body else None
+        name = _unescape(body["name"])
         if name not in scope.configs:
-            if default is None:
+            if "default" not in body:
                 raise LaunchError(f"required launch argument '{name}' was not provided and has no default "
                                   f"{at}; pass it as {name}:=VALUE")
-            scope.configs[name] = default
-        self.arguments.setdefault(name, DeclaredArgument(name, default, body.get("description", ""),
+            scope.configs[name] = self.subst(body["default"], scope, at)
+        self.arguments.setdefault(name, DeclaredArgument(name, body.get("default"), body.get("description", ""),
                                                          str(scope.file)))
 
     def on_let(self, body: dict, scope: _Scope, at: str) -> None:
-        scope.configs[body["name"]] = self.subst(body["value"], scope, at)
+        scope.configs[self.subst(body["name"], scope, at)] = self.subst(body["value"], scope, at)
 
     def on_set_env(self, body: dict, scope: _Scope, at: str) -> None:
         scope.env[self.subst(body["name"], scope, at)] = self.subst(body["value"], scope, at)
@@ -675,27 +721,37 @@ class _Evaluator:
         scope.env[self.subst(body["name"], scope, at)] = None
 
     def on_push_ros_namespace(self, body: dict, scope: _Scope, at: str) -> None:
-        scope.namespace = _combine_namespace(scope.namespace, self.subst(body["namespace"], scope, at), at)
+        pushed = self.subst(body["namespace"], scope, at)
+        scope.namespace = _checked_namespace(_absolute_namespace(_prefix_namespace(scope.namespace, pushed)), at)
 
     def on_group(self, body: Any, scope: _Scope, loc: str, depth: int) -> None:
-        scoped = True
-        if isinstance(body, dict) and "scoped" in body:
-            scoped = self.truth(body["scoped"], scope, "scoped", _where(scope.file, loc))
+        # launch reads `scoped` as a Python truth value: a quoted "false" is a non-empty string, so scoped
+        scoped = bool(body.get("scoped", True)) if isinstance(body, dict) else True
         self.run_actions(_group_children(body), scope.child() if scoped else scope, loc, depth)
 
     def on_include(self, body: dict, scope: _Scope, at: str, depth: int) -> None:
         target = self.subst(body["file"], scope, at)
         path = Path(target)
         if not path.is_absolute():
-            path = scope.file.parent / path
+            path = Path.cwd() / path  # ros2 launch opens a relative include from the working directory
         if path.suffix not in (".yaml", ".yml"):
             raise LaunchError(f"only YAML launch files can be included, got '{target}' {at}")
         if not path.is_file():
-            raise LaunchError(f"included launch file '{target}' not found (looked at {path}) {at}")
-        inner = scope.child(file=path)
-        for entry in body.get("arg", []):
-            inner.configs[entry["name"]] = self.subst(entry["value"], scope, at)
-        self.run_file(path, inner, depth + 1)
+            raise LaunchError(f"included launch file '{target}' not found (looked at {path}; a relative "
+                              f"path is taken from the working directory, as ros2 launch does) {at}")
+        names = [self.subst(entry["name"], scope, at) for entry in body.get("arg", [])]
+        for required in _required_arguments(path):
+            if required not in names:
+                raise LaunchError(f"included launch file {path} needs its argument '{required}': pass it in "
+                                  f"the include's 'arg' list {at}")
+        for name, entry in zip(names, body.get("arg", [])):  # set in the includer's scope, one after another
+            scope.configs[name] = self.subst(entry["value"], scope, at)
+        includer = scope.file
+        scope.file = path
+        try:
+            self.run_file(path, scope, depth + 1)
+        finally:
+            scope.file = includer
 
     def on_node(self, body: dict, scope: _Scope, at: str) -> None:
         def text(key: str) -> str | None:
@@ -708,71 +764,135 @@ class _Evaluator:
         if name is not None and not _NAME_RE.fullmatch(name):
             raise LaunchError(f"invalid node name {name!r}: letters, digits and underscores, "
                               f"not starting with a digit {at}")
-        output = text("output") or "screen"
+        output = text("output") or "log"
         if output not in OUTPUT_MODES:
             raise LaunchError(f"'output' must be one of {', '.join(OUTPUT_MODES)}, got {output!r} {at}")
         env = dict(scope.env)
         for entry in body.get("env", []):
             env[self.subst(entry["name"], scope, at)] = self.subst(entry["value"], scope, at)
+        namespace = _absolute_namespace(_prefix_namespace(scope.namespace, text("namespace")))
         self.nodes.append(NodeProcess(
             executable=executable,
             package=text("pkg"),
             name=name,
-            namespace=_combine_namespace(scope.namespace, text("namespace"), at),
+            namespace=_checked_namespace(namespace, at),
             parameters=self.parameters(body.get("param", []), scope, at),
             remappings=[(self.subst(r["from"], scope, at), self.subst(r["to"], scope, at))
                         for r in body.get("remap", [])],
-            arguments=self.split(text("args"), "args", at),
-            ros_arguments=self.split(text("ros_args"), "ros_args", at),
+            arguments=self.command_line(body["args"], scope, "args", at) if "args" in body else [],
+            ros_arguments=self.command_line(body["ros_args"], scope, "ros_args", at) if "ros_args" in body else None,
             env=env,
             output=output,
-            label=text("exec_name") or name or Path(executable).name,
+            label=text("exec_name") or f"{Path(executable).name}-{len(self.nodes) + 1}",
             source=str(scope.file),
+            shutdown_on_exit=body.get("on_exit") == "shutdown",
+            sigterm_timeout=self.timeout(scope, "sigterm_timeout", SIGTERM_TIMEOUT, at),
+            sigkill_timeout=self.timeout(scope, "sigkill_timeout", SIGKILL_TIMEOUT, at),
         ))
 
     # --- values ------------------------------------------------------------------------
     @staticmethod
-    def split(value: str | None, what: str, at: str) -> list[str]:
+    def timeout(scope: _Scope, key: str, default: float, at: str) -> float:
+        """launch reads its shutdown timeouts from launch configurations of these names."""
         try:
-            return shlex.split(value) if value else []
-        except ValueError as exc:
-            raise LaunchError(f"cannot split '{what}' {value!r} into arguments ({exc}) {at}") from None
+            value = float(scope.configs.get(key, default))
+        except ValueError:
+            raise LaunchError(f"launch configuration '{key}' must be a number of seconds, "
+                              f"got {scope.configs[key]!r} {at}") from None
+        if value < 0:
+            raise LaunchError(f"launch configuration '{key}' must not be negative {at}")
+        return value
 
-    def parameters(self, entries: list, scope: _Scope, at: str, prefix: str = "") -> list:
+    def command_line(self, raw: str, scope: _Scope, what: str, at: str) -> list[str]:
+        """``args``/``ros_args`` split as ros2 launch splits them: the literal text by shell rules,
+        while a substitution's result is never split (it joins the text it touches)."""
+        parts = _TemplateParser(raw, at).parse() if raw else ("",)
+        result: list[list] = []
+        current: list = []
+        for part in parts:
+            if not isinstance(part, str):
+                current.append(part)
+                continue
+            try:
+                tokens = shlex.split(part)
+            except ValueError as exc:
+                raise LaunchError(f"cannot split '{what}' {raw!r} into arguments ({exc}) {at}") from None
+            if not tokens:
+                result.append(current)
+                current = []
+                continue
+            if part[0].isspace() and current:
+                result.append(current)
+                current = []
+            current.append(tokens[0])
+            if len(tokens) > 1:
+                result.append(current)
+                current = [tokens[-1]]
+            result.extend([token] for token in tokens[1:-1])
+            if part[-1].isspace():
+                result.append(current)
+                current = []
+        if current:
+            result.append(current)
+        return [self.evaluate(tuple(pieces), scope, at) for pieces in result]
+
+    def parameters(self, entries: list, scope: _Scope, at: str) -> list:
         items: list[dict[str, Any] | str] = []
-
-        def add_inline(name: str, value: Any) -> None:
-            if items and isinstance(items[-1], dict):
-                items[-1][name] = value
-            else:
-                items.append({name: value})
-
         for entry in entries:
             if "from" in entry:
                 target = self.subst(entry["from"], scope, at)
-                path = Path(target)
-                if not path.is_absolute():
-                    path = scope.file.parent / path
-                if not path.is_file():
-                    raise LaunchError(f"parameter file '{target}' not found (looked at {path}) {at}")
-                items.append(str(path))
-                continue
-            name = prefix + self.subst(entry["name"], scope, at)
-            if "param" in entry:
-                for nested in self.parameters(entry["param"], scope, at, prefix=name + "."):
-                    for key, value in nested.items():
-                        add_inline(key, value)
+                if not Path(target).is_file():
+                    raise LaunchError(f"parameter file '{target}' not found (looked at {Path(target).absolute()}; "
+                                      f"a relative path is taken from the working directory, as ros2 launch "
+                                      f"does) {at}")
+                items.append(str(Path(target)))
             else:
-                add_inline(name, self.parameter_value(entry["value"], scope, name, at))
+                items.append(self.parameter_entry(entry, scope, at, prefix=""))
         return items
 
+    def parameter_entry(self, entry: dict, scope: _Scope, at: str, prefix: str) -> dict[str, Any]:
+        """One ``param`` entry (nested ones flattened to dotted names)."""
+        name = prefix + self.subst(entry["name"], scope, at)
+        if "param" not in entry:
+            return {name: self.parameter_value(entry["value"], scope, name, at)}
+        flat: dict[str, Any] = {}
+        for nested in entry["param"]:
+            flat.update(self.parameter_entry(nested, scope, at, prefix=name + "."))
+        return flat
+
     def parameter_value(self, raw: Any, scope: _Scope, name: str, at: str) -> Any:
+        """Typed as ros2 launch types it: text without substitutions stays a string; a value with
+        substitutions is read as YAML; YAML numbers and bools keep their type; lists hold one type."""
+        if not isinstance(raw, (str, list)):
+            return raw
         if isinstance(raw, str):
-            return _coerce_parameter_string(self.subst(raw, scope, at))
-        if isinstance(raw, list):
-            values = [self.subst(v, scope, at) if isinstance(v, str) else v for v in raw]
-            return _uniform_list(values, f"parameter '{name}' {at}")
-        return raw
+            parts = _TemplateParser(raw, at).parse()
+            if all(isinstance(p, str) for p in parts):
+                return "".join(parts)
+            return _yaml_typed(self.evaluate(parts, scope, at), name, at)
+        if not raw:
+            raise LaunchError(f"parameter '{name}': an empty list has no ROS parameter type {at}")
+        kinds, items = set(), []
+        for item in raw:
+            if isinstance(item, str):
+                parts = _TemplateParser(item, at).parse()
+                if all(isinstance(p, str) for p in parts):
+                    kinds.add(str)
+                    items.append("".join(parts))
+                else:
+                    items.append(parts)
+            else:
+                kinds.add(type(item))
+                items.append(item)
+        if len(kinds) > 1:
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            raise LaunchError(f"parameter '{name}': a list must hold one type, got {names} "
+                              f"(ros2 launch refuses a mixed list; write 1.0 for a float) {at}")
+        values = [_yaml_typed(self.evaluate(item, scope, at), name, at) if isinstance(item, tuple) else item
+                  for item in items]
+        if not _valid_parameter_value(values):
+            raise LaunchError(f"parameter '{name}': the list {values!r} does not hold one type {at}")
+        return values
 
     def subst(self, text: str, scope: _Scope, at: str) -> str:
         return self.evaluate(_TemplateParser(text, at).parse(), scope, at)
@@ -788,36 +908,126 @@ class _Evaluator:
         return "".join(out)
 
     def apply(self, name: str, args: list[str], scope: _Scope, at: str) -> str:
-        if name == "var":
-            if args[0] not in scope.configs:
-                raise LaunchError(f"'$(var {args[0]})': no launch argument or 'let' named '{args[0]}' "
-                                  f"is defined here {at}")
+        try:
+            return getattr(self, "subst_" + name.replace("-", "_"))(args, scope, at)
+        except LaunchError as exc:
+            if at in str(exc):
+                raise
+            raise LaunchError(f"{exc} ({at})") from None
+
+    def subst_var(self, args: list[str], scope: _Scope, at: str) -> str:
+        if args[0] in scope.configs:
             return scope.configs[args[0]]
-        if name == "env":
-            if args[0] in scope.env and scope.env[args[0]] is not None:
-                return scope.env[args[0]]
-            if args[0] in os.environ and args[0] not in scope.env:
-                return os.environ[args[0]]
-            if len(args) == 2:
-                return args[1]
-            raise LaunchError(f"'$(env {args[0]})': environment variable '{args[0]}' is not set and no "
-                              f"default is given (write $(env {args[0]} DEFAULT)) {at}")
-        if name == "find-pkg-share":
-            try:
-                return find_package_share(args[0])
-            except LaunchError as exc:
-                raise LaunchError(f"{exc} ({at})") from None
-        if name == "dirname":
-            return str(scope.file.parent)
-        raise LaunchError(f"unsupported substitution '{name}' {at}")  # guarded by the parser
+        if len(args) == 2:
+            return args[1]
+        raise LaunchError(f"'$(var {args[0]})': no launch argument or 'let' named '{args[0]}' "
+                          f"is defined here {at}")
+
+    def subst_env(self, args: list[str], scope: _Scope, at: str) -> str:
+        if args[0] in scope.env:
+            value = scope.env[args[0]]
+        else:
+            value = os.environ.get(args[0])
+        if value is not None:
+            return value
+        if len(args) == 2:
+            return args[1]
+        raise LaunchError(f"'$(env {args[0]})': environment variable '{args[0]}' is not set and no "
+                          f"default is given (write $(env {args[0]} DEFAULT)) {at}")
+
+    def subst_find_pkg_share(self, args: list[str], scope: _Scope, at: str) -> str:
+        return find_package_share(args[0])
+
+    def subst_find_pkg_prefix(self, args: list[str], scope: _Scope, at: str) -> str:
+        prefix = _package_prefix(args[0])
+        if prefix is None:
+            raise LaunchError(f"'$(find-pkg-prefix {args[0]})': package '{args[0]}' is not in the ament index "
+                              f"(AMENT_PREFIX_PATH) {at}")
+        return str(prefix)
+
+    def subst_find_exec(self, args: list[str], scope: _Scope, at: str) -> str:
+        found = shutil.which(args[0])
+        if found is None:
+            raise LaunchError(f"'$(find-exec {args[0]})': executable '{args[0]}' not found on the PATH {at}")
+        return found
+
+    def subst_exec_in_pkg(self, args: list[str], scope: _Scope, at: str) -> str:
+        executable, package = args
+        prefix = _package_prefix(package)
+        if prefix is None:
+            raise LaunchError(f"'$(exec-in-pkg {executable} {package})': package '{package}' is not in the "
+                              f"ament index (AMENT_PREFIX_PATH) {at}")
+        found = shutil.which(executable, path=str(prefix / "lib" / package))
+        if found is None:
+            raise LaunchError(f"'$(exec-in-pkg {executable} {package})': no executable '{executable}' in "
+                              f"{prefix / 'lib' / package} {at}")
+        return found
+
+    def subst_command(self, args: list[str], scope: _Scope, at: str) -> str:
+        on_stderr = args[1] if len(args) == 2 else "fail"
+        if on_stderr not in _COMMAND_ON_STDERR:
+            raise LaunchError(f"'$(command ...)': the second argument must be one of "
+                              f"{', '.join(_COMMAND_ON_STDERR)}, got {on_stderr!r} {at}")
+        try:
+            done = subprocess.run(shlex.split(args[0]), stdout=subprocess.PIPE, text=True,
+                                  stderr=subprocess.STDOUT if on_stderr == "capture" else subprocess.PIPE)
+        except (OSError, ValueError) as exc:
+            raise LaunchError(f"'$(command {args[0]})' could not run: {exc} {at}") from None
+        if done.returncode != 0:
+            raise LaunchError(f"'$(command {args[0]})' failed with exit code {done.returncode}: "
+                              f"{(done.stderr or '').strip()[-500:]} {at}")
+        if done.stderr and on_stderr == "fail":
+            raise LaunchError(f"'$(command {args[0]})' wrote to stderr: {done.stderr.strip()[-500:]} {at}")
+        if done.stderr and on_stderr == "warn":
+            print(f"[launch] warning: '$(command {args[0]})' wrote to stderr: {done.stderr.strip()}", file=sys.stderr)
+        return done.stdout
+
+    def subst_anon(self, args: list[str], scope: _Scope, at: str) -> str:
+        key = "anon" + args[0]  # kept in the launch configurations, as launch does: one name per scope
+        if key not in scope.configs:
+            name = f"{args[0]}_{socket.gethostname()}_{os.getpid()}_{random.randint(0, sys.maxsize)}"
+            scope.configs[key] = name.replace(".", "_").replace("-", "_").replace(":", "_")
+        return scope.configs[key]
+
+    def subst_dirname(self, args: list[str], scope: _Scope, at: str) -> str:
+        return str(scope.file.parent)
+
+
+def _unescape(text: str) -> str:
+    """Backslash escapes removed, as launch does for names it does not substitute."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _required_arguments(path: Path) -> list[str]:
+    """Arguments an included file declares without a default and outside any condition."""
+    data = _load_yaml(path)
+    found: list[str] = []
+
+    def walk(items: Any) -> None:
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or len(item) != 1:
+                continue
+            (tag, body), = item.items()
+            if not isinstance(body, (dict, list)) or (isinstance(body, dict) and _CONDITIONS & set(body)):
+                continue
+            if tag == "arg" and "default" not in body and isinstance(body.get("name"), str):
+                found.append(_unescape(body["name"]))
+            elif tag == "group":
+                walk(_group_children(body))
+
+    if isinstance(data, dict):
+        walk(data.get("launch"))
+    return found
 
 
 def parse_launch_file(path: str | os.PathLike, launch_args: Mapping[str, str] | None = None) -> LaunchPlan:
     """Evaluate a YAML launch file (and its includes) into the nodes to start.
 
     ``launch_args`` are the ``NAME:=VALUE`` pairs of the command line, as strings.
-    Raises LaunchError naming the problem: a missing required argument, an
-    unsupported tag, attribute or substitution, a file that does not exist.
+    Relative paths (includes, parameter files) are taken from the working
+    directory, as ros2 launch takes them. Raises LaunchError naming the problem:
+    a missing required argument, an unsupported tag, attribute or substitution,
+    a file that does not exist.
     """
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     launch_args = dict(launch_args or {})
@@ -837,39 +1047,22 @@ def parse_launch_file(path: str | os.PathLike, launch_args: Mapping[str, str] | 
 # --------------------------------------------------------------------------------------
 # Parameter files
 # --------------------------------------------------------------------------------------
-def _nest(flat: Mapping[str, Any]) -> dict:
-    """Dotted parameter names as the nested mapping ROS parameter files use."""
-    nested: dict = {}
-    for dotted, value in flat.items():
-        parts = dotted.split(".")
-        if not all(parts):
-            raise LaunchError(f"invalid parameter name {dotted!r}")
-        level = nested
-        for part in parts[:-1]:
-            level = level.setdefault(part, {})
-            if not isinstance(level, dict):
-                raise LaunchError(f"parameter {dotted!r} clashes with a parameter named {part!r}")
-        if isinstance(level.get(parts[-1]), dict):
-            raise LaunchError(f"parameter {dotted!r} clashes with parameters nested under it")
-        level[parts[-1]] = value
-    return nested
+def inline_parameters_yaml(parameters: Mapping[str, Any], node_key: str = "/**") -> str:
+    """The parameter file ros2 launch writes for one inline ``param`` entry (dotted names kept flat)."""
+    return yaml.dump({node_key: {"ros__parameters": dict(parameters)}}, default_flow_style=False)
 
 
-def inline_parameters_yaml(parameters: Mapping[str, Any]) -> str:
-    """A ``/**: ros__parameters:`` file holding inline parameters (types survive, unlike ``-p``)."""
-    return yaml.safe_dump({"/**": {"ros__parameters": _nest(parameters)}}, sort_keys=False)
-
-
-def write_parameter_files(node: NodeProcess, directory: str | os.PathLike, stem: str) -> list[str]:
-    """One path per ``node.parameters`` entry; inline groups are written into ``directory``."""
+def write_parameter_files(node: NodeProcess, directory: str | os.PathLike) -> list[str]:
+    """One path per ``node.parameters`` entry; inline entries are written into ``directory``."""
     paths = []
-    for index, entry in enumerate(node.parameters):
+    for entry in node.parameters:
         if isinstance(entry, str):
             paths.append(entry)
             continue
-        path = Path(directory) / f"{stem}_params_{index}.yaml"
-        path.write_text(inline_parameters_yaml(entry), encoding="utf-8")
-        paths.append(str(path))
+        handle, path = tempfile.mkstemp(prefix="launch_params_", dir=directory)  # the name launch_ros uses
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(inline_parameters_yaml(entry, node.parameter_file_key()))
+        paths.append(path)
     return paths
 
 
@@ -903,59 +1096,103 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def launch_log_directory() -> Path:
+    """Where ros2 launch keeps its logs: $ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log."""
+    if os.environ.get("ROS_LOG_DIR"):
+        return Path(os.environ["ROS_LOG_DIR"]).expanduser()
+    home = Path(os.environ.get("ROS_HOME", Path.home() / ".ros")).expanduser()
+    return home / "log"
+
+
 class _Child:
     def __init__(self, node: NodeProcess, label: str, popen: subprocess.Popen):
         self.node, self.label, self.popen = node, label, popen
         self.signals_sent: set[int] = set()
         self.exit_code: int | None = None  # as reported to the caller (see _Supervisor.record_exit)
-        self.pump: threading.Thread | None = None
+        self.pumps: list[threading.Thread] = []
+        self.sigterm_at: float | None = None
+        self.term_timeout = node.sigterm_timeout
+        self.sigkill_at: float | None = None
 
 
 class _Supervisor:
-    """Starts node processes, pumps their output and stops them: SIGINT, then SIGTERM, then SIGKILL."""
+    """Starts node processes, pumps their output and stops them as ros2 launch does.
 
-    def __init__(self, out: TextIO, grace_period: float, sigterm_timeout: float):
-        self.out, self.grace_period, self.sigterm_timeout = out, grace_period, sigterm_timeout
+    Shutting down sends SIGINT to every node still running, SIGTERM to a node
+    still alive ``sigterm_timeout`` s later and SIGKILL ``sigkill_timeout`` s
+    after that (5 s and 5 s unless the launch configurations of those names say
+    otherwise). Output follows each node's ``output``: ``screen`` prints both
+    streams, ``log`` (the default) writes both to ``launch.log`` and prints only
+    stderr, ``both`` does both.
+    """
+
+    def __init__(self, out: TextIO, grace_period: float | None = None):
+        self.out = out
+        self.grace_period = grace_period  # overrides every node's sigterm_timeout when given
         self.children: list[_Child] = []
         self.write_lock = threading.Lock()
-        self.stage = 0  # 0 running, 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent
-        self.stage_deadline: float | None = None
+        self.shutting_down = False
         self.signals_received: list[int] = []
         self.signals_handled = 0
         self.first_error = 0
+        self.log_file: TextIO | None = None
+        self.log_path: Path | None = None
 
-    def write(self, line: str) -> None:
+    def write(self, line: str, screen: bool = True, log: bool = False) -> None:
         with self.write_lock:
             try:
-                self.out.write(line)
-                self.out.flush()
+                if screen:
+                    self.out.write(line)
+                    self.out.flush()
+                if log and self.log_file is not None:
+                    self.log_file.write(f"{time.time():.7f} {line}")
+                    self.log_file.flush()
             except (OSError, ValueError):
                 pass  # a closed or broken output must not stop supervision
 
     def log(self, message: str) -> None:
-        self.write(f"[launch] {message}\n")
+        self.write(f"[launch] {message}\n", log=True)
+
+    def open_log(self) -> None:
+        directory = launch_log_directory() / (time.strftime("%Y-%m-%d-%H-%M-%S")
+                                              + f"-{socket.gethostname()}-{os.getpid()}")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.log_path = directory / "launch.log"
+            self.log_file = open(self.log_path, "a", encoding="utf-8")
+        except OSError as exc:
+            self.log_file = None
+            self.log(f"cannot write the launch log in {directory} ({exc.strerror or exc}): "
+                     f"output of nodes with output 'log' is lost")
 
     def start(self, node: NodeProcess, command: list[str]) -> None:
         labels = {c.label for c in self.children}
         label, suffix = node.label, 2
         while label in labels:
             label, suffix = f"{node.label}-{suffix}", suffix + 1
+        if node.output in ("log", "both") and self.log_file is None and self.log_path is None:
+            self.open_log()
+            self.log(f"log of this launch: {self.log_path}")
         try:
             popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, env=node.environment(),
+                                     stderr=subprocess.PIPE, env=node.environment(),
                                      start_new_session=True, preexec_fn=_die_with_parent_hook())
         except OSError as exc:
             raise LaunchError(f"cannot start node '{label}' ({command[0]}): {exc.strerror or exc}") from None
         child = _Child(node, label, popen)
         self.children.append(child)
         self.log(f"started '{label}' [pid {popen.pid}]: {shlex.join(command)}")
-        child.pump = threading.Thread(target=self.pump, args=(child,), name=f"launch-{label}", daemon=True)
-        child.pump.start()
+        for stream, name in ((popen.stdout, "stdout"), (popen.stderr, "stderr")):
+            screen = node.output in ("screen", "both") or name == "stderr"
+            log = node.output in ("log", "both")
+            pump = threading.Thread(target=self.pump, args=(child, stream, screen, log),
+                                    name=f"launch-{label}-{name}", daemon=True)
+            pump.start()
+            child.pumps.append(pump)
 
-    def pump(self, child: _Child) -> None:
-        stream = child.popen.stdout
+    def pump(self, child: _Child, stream, screen: bool, log: bool) -> None:
         for raw in iter(stream.readline, b""):
-            self.write(f"[{child.label}] {raw.decode('utf-8', 'replace').rstrip()}\n")
+            self.write(f"[{child.label}] {raw.decode('utf-8', 'replace').rstrip()}\n", screen=screen, log=log)
         stream.close()
 
     def on_signal(self, number: int, _frame=None) -> None:
@@ -965,7 +1202,7 @@ class _Supervisor:
         return [c for c in self.children if c.exit_code is None]
 
     def record_exit(self, child: _Child) -> None:
-        """Note an exit; a death from the SIGINT we forwarded counts as a clean exit."""
+        """Note an exit; a death from the SIGINT we sent counts as a clean exit."""
         code = child.popen.returncode
         clean_interrupt = signal.SIGINT in child.signals_sent and code in (-signal.SIGINT, 128 + signal.SIGINT)
         child.exit_code = 0 if clean_interrupt else (128 - code if code < 0 else code)
@@ -976,58 +1213,81 @@ class _Supervisor:
             self.log(f"process '{child.label}' [pid {child.popen.pid}] has died ({how})")
             self.first_error = self.first_error or child.exit_code
 
-    def send(self, number: int) -> None:
-        for child in self.running():
-            child.signals_sent.add(number)
-            try:
-                os.killpg(child.popen.pid, number)
-            except (ProcessLookupError, PermissionError):
-                pass
+    def signal_child(self, child: _Child, number: int) -> None:
+        child.signals_sent.add(number)
+        try:
+            os.killpg(child.popen.pid, number)
+        except (ProcessLookupError, PermissionError):
+            pass
 
-    def advance(self, reason: str) -> None:
-        """Move to the next shutdown stage."""
+    def shutdown(self, reason: str) -> None:
+        """SIGINT to every running node, with its SIGTERM and SIGKILL deadlines."""
+        self.shutting_down = True
         now = time.monotonic()
-        names = ", ".join(f"'{c.label}'" for c in self.running())
-        if self.stage == 0:
-            self.log(f"shutting down ({reason}): sending SIGINT to {names}")
-            self.send(signal.SIGINT)
-            self.stage, self.stage_deadline = 1, now + self.grace_period
-        elif self.stage == 1:
-            self.log(f"{reason}: sending SIGTERM to {names}")
-            self.send(signal.SIGTERM)
-            self.stage, self.stage_deadline = 2, now + self.sigterm_timeout
-        elif self.stage == 2:
-            self.log(f"{reason}: sending SIGKILL to {names}")
-            self.send(signal.SIGKILL)
-            self.stage, self.stage_deadline = 3, None
+        running = self.running()
+        if running:
+            self.log(f"shutting down ({reason}): sending SIGINT to {', '.join(repr(c.label) for c in running)}")
+        for child in running:
+            term = child.node.sigterm_timeout if self.grace_period is None else self.grace_period
+            child.term_timeout = term
+            child.sigterm_at, child.sigkill_at = now + term, now + term + child.node.sigkill_timeout
+            self.signal_child(child, signal.SIGINT)
+
+    def terminate(self, reason: str) -> None:
+        """SIGTERM now, SIGKILL after each node's sigkill_timeout (the runner was asked to terminate)."""
+        self.shutting_down = True
+        now = time.monotonic()
+        self.log(f"{reason}: sending SIGTERM to every node")
+        for child in self.running():
+            child.sigterm_at, child.sigkill_at = None, min(child.sigkill_at or float("inf"),
+                                                           now + child.node.sigkill_timeout)
+            self.signal_child(child, signal.SIGTERM)
+
+    def handle_signals(self) -> None:
+        new_signals = self.signals_received[self.signals_handled:]
+        self.signals_handled += len(new_signals)
+        for number in new_signals:
+            if number == signal.SIGINT and not self.shutting_down:
+                self.shutdown("ctrl-c (SIGINT)")
+            elif number == signal.SIGINT:
+                self.log("SIGINT received again, ignoring it (the shutdown goes on)")
+            elif any(signal.SIGTERM in c.signals_sent for c in self.running()):
+                self.log(f"{_signal_name(number)} received again: sending SIGKILL")
+                for child in self.running():
+                    self.signal_child(child, signal.SIGKILL)
+            else:
+                self.terminate(f"{_signal_name(number)} received")
+
+    def escalate(self) -> None:
+        now = time.monotonic()
+        for child in self.running():
+            if child.sigterm_at is not None and now >= child.sigterm_at:
+                child.sigterm_at = None
+                self.log(f"still running {child.term_timeout:g} s after SIGINT: sending SIGTERM to '{child.label}'")
+                self.signal_child(child, signal.SIGTERM)
+            if child.sigkill_at is not None and now >= child.sigkill_at:
+                child.sigkill_at = None
+                self.log(f"process '{child.label}' still running after SIGTERM: sending SIGKILL")
+                self.signal_child(child, signal.SIGKILL)
 
     def supervise(self, stop_event, deadline: float | None, exit_on_first_exit: bool) -> int:
         while True:
             for child in self.running():
                 if child.popen.poll() is not None:
                     self.record_exit(child)
+                    if child.node.shutdown_on_exit and not self.shutting_down:
+                        self.shutdown(f"'{child.label}' exited and has on_exit: shutdown")
             if not self.running():
                 return self.first_error
-            new_signals = self.signals_received[self.signals_handled:]
-            self.signals_handled += len(new_signals)
-            now = time.monotonic()
-            if self.stage == 0:
-                reason = None
-                if new_signals:
-                    reason = f"{_signal_name(new_signals[-1])} received"
-                elif stop_event is not None and stop_event.is_set():
-                    reason = "stop requested"
-                elif deadline is not None and now >= deadline:
-                    reason = "timeout reached"
+            self.handle_signals()
+            if not self.shutting_down:
+                if stop_event is not None and stop_event.is_set():
+                    self.shutdown("stop requested")
+                elif deadline is not None and time.monotonic() >= deadline:
+                    self.shutdown("timeout reached")
                 elif exit_on_first_exit and len(self.running()) < len(self.children):
-                    reason = "a process exited and exit-on-first-exit is set"
-                if reason:
-                    self.advance(reason)
-            elif new_signals:
-                self.advance(f"{_signal_name(new_signals[-1])} received again")
-            elif self.stage_deadline is not None and now >= self.stage_deadline:
-                waited = self.grace_period if self.stage == 1 else self.sigterm_timeout
-                self.advance(f"still running {waited:g} s later")
+                    self.shutdown("a process exited and exit-on-first-exit is set")
+            self.escalate()
             time.sleep(0.05)
 
     def cleanup(self) -> None:
@@ -1046,8 +1306,10 @@ class _Supervisor:
             except (ProcessLookupError, PermissionError):
                 pass
         for child in self.children:
-            if child.pump is not None:
-                child.pump.join(timeout=5.0)
+            for pump in child.pumps:
+                pump.join(timeout=5.0)
+        if self.log_file is not None:
+            self.log_file.close()
 
 
 @contextmanager
@@ -1065,19 +1327,19 @@ def _signals_to(handler):
 
 
 def run_plan(plan: LaunchPlan, *, stop_event=None, timeout: float | None = None,
-             exit_on_first_exit: bool = False, grace_period: float = DEFAULT_GRACE_PERIOD,
+             exit_on_first_exit: bool = False, grace_period: float | None = None,
              out: TextIO | None = None) -> int:
     """Start every node of ``plan`` and supervise them until all have exited; see run_launch."""
     executables = [find_executable(node.executable, node.package) for node in plan.nodes]
-    supervisor = _Supervisor(out or sys.stdout, grace_period, SIGTERM_TIMEOUT)
+    supervisor = _Supervisor(out or sys.stdout, grace_period)
     if not plan.nodes:
         supervisor.log(f"{plan.source} starts no node")
         return 0
     deadline = None if timeout is None else time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="attn_dqn_launch_") as tmp, _signals_to(supervisor.on_signal):
         try:
-            for index, (node, executable) in enumerate(zip(plan.nodes, executables)):
-                params = write_parameter_files(node, tmp, f"node{index}")
+            for node, executable in zip(plan.nodes, executables):
+                params = write_parameter_files(node, tmp)
                 supervisor.start(node, node.command(executable, params))
             return supervisor.supervise(stop_event, deadline, exit_on_first_exit)
         except BaseException as exc:
@@ -1090,20 +1352,22 @@ def run_plan(plan: LaunchPlan, *, stop_event=None, timeout: float | None = None,
 
 def run_launch(path: str | os.PathLike, launch_args: Mapping[str, str] | None = None, *,
                stop_event=None, timeout: float | None = None, exit_on_first_exit: bool = False,
-               grace_period: float = DEFAULT_GRACE_PERIOD, out: TextIO | None = None) -> int:
+               grace_period: float | None = None, out: TextIO | None = None) -> int:
     """Run a launch file until every node has exited; return the launch's exit code.
 
     Each node runs in its own process group; its output is printed prefixed with
-    ``[label]``. The launch shuts down (SIGINT to every node, SIGTERM after
-    ``grace_period`` s, SIGKILL 5 s later; a repeated SIGINT/SIGTERM skips to the
-    next step) on SIGINT/SIGTERM to the runner (when called on the main thread),
-    when ``stop_event`` is set, after ``timeout`` s, or, with
-    ``exit_on_first_exit``, as soon as any node exits. Otherwise a node that
-    exits (cleanly or not) is logged and the others keep running.
+    ``[label]``. The launch shuts down as ros2 launch does (SIGINT to every node,
+    SIGTERM 5 s later, SIGKILL 5 s after that; ``grace_period`` replaces the
+    first 5 s) when a node with ``on_exit: shutdown`` exits, on SIGINT to the
+    runner (once; a repeated SIGINT is ignored, as ros2 launch ignores it), when
+    ``stop_event`` is set, after ``timeout`` s, or, with ``exit_on_first_exit``,
+    as soon as any node exits. SIGTERM to the runner sends SIGTERM to every node
+    (SIGKILL after 5 s; a second SIGTERM kills at once). Otherwise a node that
+    exits is logged and the others keep running.
 
     Exit code: the first non-zero exit code in the order nodes exited, else 0. A
-    node that dies of the SIGINT the runner forwarded counts as clean; a node
-    killed by any other signal N reports 128 + N.
+    node that dies of the SIGINT the runner sent counts as clean; a node killed
+    by any other signal N reports 128 + N.
     """
     return run_plan(parse_launch_file(path, launch_args), stop_event=stop_event, timeout=timeout,
                     exit_on_first_exit=exit_on_first_exit, grace_period=grace_period, out=out)
@@ -1126,8 +1390,8 @@ def format_plan(plan: LaunchPlan) -> str:
         lines.append(f"[{node.label}] {shlex.join(node.command(executable, placeholders))}{note}")
         for index, entry in enumerate(node.parameters):
             if isinstance(entry, dict):
-                body = yaml.safe_dump({"/**": {"ros__parameters": _nest(entry)}}, default_flow_style=True,
-                                      sort_keys=False)
+                body = yaml.safe_dump({node.parameter_file_key(): {"ros__parameters": entry}},
+                                      default_flow_style=True)
                 lines.append(f"    <inline-{index}> = {body.strip()}")
         for key, value in node.env.items():
             lines.append(f"    env {key}={'(unset)' if value is None else value}")
@@ -1179,9 +1443,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shut the whole launch down as soon as any node exits")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="shut the launch down after this many seconds")
-    parser.add_argument("--grace-period", type=float, default=DEFAULT_GRACE_PERIOD, metavar="SECONDS",
-                        help="seconds between forwarding SIGINT and escalating to SIGTERM "
-                             f"(default {DEFAULT_GRACE_PERIOD:g})")
+    parser.add_argument("--grace-period", type=float, default=None, metavar="SECONDS",
+                        help="seconds between SIGINT and SIGTERM when shutting down (default: the launch "
+                             f"configuration sigterm_timeout, else {SIGTERM_TIMEOUT:g}, as ros2 launch)")
 
 
 def launch_command(args: argparse.Namespace) -> int:

@@ -67,6 +67,8 @@ FULL_CIRCLE = 2.0 * math.pi
 _ANGLE_TOLERANCE = 1e-6
 INVALID_BORROW_WINDOW = 0.1
 """Radians: an invalid beam borrows a valid neighbour's reading only within this angle of it."""
+MIN_ANGLE_INCREMENT = 1e-9
+"""Radians; real scanners resolve about 1e-4. Smaller increments are refused (resampling rounds them to 0)."""
 
 
 class ScanError(ValueError):
@@ -260,8 +262,9 @@ def validate_scan(scan: LaserScanData) -> np.ndarray:
     for name in ("angle_min", "angle_increment", "range_min", "range_max"):
         if not math.isfinite(float(getattr(scan, name))):
             raise ScanError(f"scan field '{name}' is not finite ({getattr(scan, name)!r})")
-    if scan.angle_increment == 0.0:
-        raise ScanError(f"scan angle_increment must not be 0, got {scan.angle_increment!r}")
+    if abs(scan.angle_increment) < MIN_ANGLE_INCREMENT:  # found by fuzzing: tiny ones broke the resampling
+        raise ScanError(f"scan angle_increment {scan.angle_increment!r} is invalid: its magnitude must be at "
+                        f"least {MIN_ANGLE_INCREMENT:g} rad (0 or smaller cannot tell beams apart)")
     if scan.range_max <= scan.range_min or scan.range_min < 0.0:
         raise ScanError(f"scan range limits are invalid: range_min={scan.range_min!r}, range_max={scan.range_max!r}")
     increment = abs(scan.angle_increment)

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from attn_dqn_controller.nodes.isolation import isolate_ray
+from attn_dqn_controller.isolation import isolate_ray
 
 
 def machine() -> str:

@@ -14,7 +14,8 @@ Set-up (every process on loopback, private domain: isolate_dds):
   scan with a TwistStamped carrying the scan's stamp, at once. Same QoS as the
   controller (scan: best effort, depth 1; cmd_vel: reliable).
 * controller_node, one per inference backend (namespace /bench_ctl_<backend>,
-  act_on_scan, ``--device``; onnxruntime and torch on CPU): stamps every DRIVING
+  act_on_scan, ``--device``; onnxruntime and torch on CPU; ``control_rate_hz`` at
+  the highest scan rate, so every scan is decided on): stamps every DRIVING
   command with the stamp of the scan it acted on. The phases of one rate run
   back to back (echo, then each controller), so they share the machine's state.
 * driver (this process): publishes scan(360) + odom at 20 Hz then 100 Hz (goal
@@ -45,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from attn_dqn_controller.nodes.isolation import isolate_dds  # noqa: E402
+from attn_dqn_controller.isolation import isolate_dds  # noqa: E402
 
 isolate_dds(os.environ)  # before rclpy: loopback only, private domain (inherited by the child processes)
 
@@ -313,7 +314,10 @@ def main() -> int:
                 procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
                                     "-r", f"__ns:={controller_ns(backend)}", "-p", f"model_path:={model}",
                                     "-p", f"device:={args.device}", "-p", f"inference_backend:={backend}",
-                                    "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15"],
+                                    "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15",
+                                    # decide on every scan at every rate measured (the node's default is the
+                                    # policy's training rate, which would answer only every n-th scan)
+                                    "-p", f"control_rate_hz:={float(max(args.rates))}"],
                                    os.path.join(tmp, f"controller_{backend}.log")))
             driver = Driver([controller_ns(b) for b in backends])
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "

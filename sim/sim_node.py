@@ -8,7 +8,11 @@ success, collision or time-out, and reports each outcome as JSON on
 
 It wraps the very same ``AttnNavEnv`` the policy was trained in (same maps,
 physics, lidar and episode rules), driven by continuous commands instead of
-action indices. Simulated time advances one control period per step:
+action indices. Simulated time advances one control period per step and never
+goes back: ``/clock`` and every stamp continue across episodes (the world's own
+time restarts at each reset; an offset carries the run's time over), since tf2
+listeners such as RViz and Nav2 clear their buffers on a backward jump. The
+odometry and scan of a step carry the same stamp, odometry first:
 ``real_time_factor`` > 0 paces steps against the wall clock; 0 runs in
 lock-step, each step waiting for the controller's answer to the last scan
 (as fast as the controller can go, and deterministic).
@@ -108,6 +112,7 @@ class SimNode(Node):
         self.command = (0.0, 0.0)
         self.command_sim_time = -math.inf
         self.commands_received = 0
+        self.clock_offset = 0.0  # run time before this episode: keeps /clock monotonic across resets
         self.episode_index = 0
         self.completed = 0
         self.reset_requested = False
@@ -130,7 +135,7 @@ class SimNode(Node):
             self.get_logger().warning("ignoring a non-finite cmd_vel", throttle_duration_sec=5.0)
             return
         self.command = (v, w)
-        self.command_sim_time = self.env.world.sim_time
+        self.command_sim_time = self.sim_time
         self.commands_received += 1
 
     def _on_reset(self, request, response):  # noqa: ARG002
@@ -140,11 +145,18 @@ class SimNode(Node):
         return response
 
     # --- episodes ------------------------------------------------------------------------------
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds since the run started (monotonic across episodes)."""
+        return self.clock_offset + self.env.world.sim_time
+
     def _start_episode(self) -> None:
         seed = int(self.seed) + self.episode_index
+        if self.episode_index:  # the new episode starts one control period after the last step of the old
+            self.clock_offset += self.env.world.sim_time + self.control_period
         self.env.reset(options={"map_seed": seed})
         self.episode_index += 1
-        self.episode_start_sim_time = self.env.world.sim_time
+        self.episode_start_sim_time = self.sim_time
         self.command = (0.0, 0.0)
         self.command_sim_time = -math.inf
         self.get_logger().info(f"episode {self.episode_index}: level {self.level}, map seed {seed}, "
@@ -166,10 +178,12 @@ class SimNode(Node):
 
     # --- one control period -----------------------------------------------------------------------
     def _stamp(self):
-        t = self.env.world.sim_time
+        t = self.sim_time
         from builtin_interfaces.msg import Time
 
-        return Time(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)
+        # Whole nanoseconds first: t = 100.9999999999 must give 101 s, not 100 s + (rounded) 0 ns.
+        sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)
+        return Time(sec=sec, nanosec=nanosec)
 
     def publish_sensors(self) -> None:
         stamp = self._stamp()
@@ -187,7 +201,7 @@ class SimNode(Node):
             self.reset_requested = False
             self._start_episode()
             return True
-        age = self.env.world.sim_time - self.command_sim_time
+        age = self.sim_time - self.command_sim_time
         v, w = self.command if age <= self.cmd_timeout else (0.0, 0.0)
         _, _, terminated, truncated, info = self.env.step_command(v, w)
         if terminated or truncated:

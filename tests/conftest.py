@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from attn_dqn_controller.nodes.isolation import isolate_dds, isolate_ray
+from attn_dqn_controller.isolation import isolate_dds, isolate_ray
 
 isolate_dds(os.environ)
 isolate_ray(os.environ)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
 
@@ -36,6 +36,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
 from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from attn_dqn_controller.actions import ActionTable  # noqa: E402
 from attn_dqn_controller.model import ModelConfig, build_model  # noqa: E402
@@ -63,6 +64,8 @@ MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
 MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
+RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "goal_tolerance"}
+"""The behavioural limits an operator may change while the node runs; model, topics, backend stay read-only."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
 
@@ -111,8 +114,14 @@ LIMITS = Limits(max_linear_speed=0.05, max_angular_speed=0.3, scan_timeout=0.5, 
                 goal_tolerance=0.15)
 
 
+def still_steady_clock() -> float:
+    """The logic's steady clock held still: these tests drive time through ``now`` alone, so a slow step on
+    a loaded machine cannot make inputs stale by wall time (tests of the steady clock inject their own)."""
+    return 0.0
+
+
 def fed_logic(policy, now=0.0, goal=(3.0, 1.0), limits=LIMITS) -> ControlLogic:
-    logic = ControlLogic(policy, limits)
+    logic = ControlLogic(policy, limits, steady_clock=still_steady_clock)
     logic.on_scan(full_scan(), now, stamp="scan-0")
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), now)
     if goal is not None:
@@ -129,11 +138,12 @@ def test_logic_without_goal_is_idle_and_still(policy):
 def test_logic_drives_with_clamped_finite_commands_and_reports_attention(policy):
     logic = fed_logic(policy)
     for t in (0.1, 0.2, 0.3):
+        logic.on_scan(full_scan(), t, stamp=f"scan-{t}")  # one new decision per new scan
         decision = logic.step(t)
-        assert decision.state is ControlState.DRIVING and decision.status == "driving"
+        assert decision.state is ControlState.DRIVING and decision.status == "driving" and decision.new
         v, w = decision.command
         assert abs(v) <= LIMITS.max_linear_speed and abs(w) <= LIMITS.max_angular_speed
-        assert decision.scan_stamp == "scan-0"
+        assert decision.scan_stamp == f"scan-{t}"
         assert decision.q_values.shape == (len(ACTIONS),) and np.isfinite(decision.q_values).all()
         assert decision.attention.sum() == pytest.approx(1.0, abs=1e-4)
         assert decision.inference_ms is not None and logic.last_command == decision.command
@@ -141,7 +151,7 @@ def test_logic_drives_with_clamped_finite_commands_and_reports_attention(policy)
 
 @pytest.mark.parametrize("missing, reason", [("scan", "no scan received yet"), ("odom", "no odometry received yet")])
 def test_logic_without_a_sensor_is_stale(policy, missing, reason):
-    logic = ControlLogic(policy, LIMITS)
+    logic = ControlLogic(policy, LIMITS, steady_clock=still_steady_clock)
     logic.set_goal(3.0, 0.0)
     if missing != "scan":
         logic.on_scan(full_scan(), 0.0)
@@ -251,17 +261,18 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
     import yaml
 
     with open(CONFIG) as f:
-        values = yaml.safe_load(f)["controller"]["ros__parameters"]
+        values = yaml.safe_load(f)["/**/controller"]["ros__parameters"]
     table = {name: (default, descriptor) for name, default, descriptor in parameter_table()}
     assert set(values) == set(table)
     for name, (default, descriptor) in table.items():
-        assert descriptor.description and descriptor.read_only, name
+        assert descriptor.description, name
+        assert descriptor.read_only == (name not in RUNTIME_SETTABLE), name
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             assert descriptor.floating_point_range or descriptor.integer_range, f"{name} has no range"
         if name != "model_path":  # "" in the file means the shipped model, resolved at start-up
             assert type(values[name]) is type(default) and values[name] == default, name
     assert values["model_path"] == ""
-    assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (10.0, 0.22, 2.84)
+    assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (0.0, 0.22, 2.84)
 
 
 def test_default_model_is_the_shipped_file_of_the_repository_when_not_installed(monkeypatch):
@@ -346,6 +357,7 @@ class Client:
     diagnostics: list = field(default_factory=list)
     attention: list = field(default_factory=list)
     q_values: list = field(default_factory=list)
+    markers: list = field(default_factory=list)
     sent_stamps: set = field(default_factory=set)
     """Stamps of every scan this client sent (the node stamps its DRIVING commands with them)."""
 
@@ -369,6 +381,7 @@ class Client:
                               lambda m: self.attention.append(np.array(m.data)), QoSProfile(depth=10))
         n.create_subscription(Float32MultiArray, "controller/q_values",
                               lambda m: self.q_values.append(np.array(m.data)), QoSProfile(depth=10))
+        n.create_subscription(MarkerArray, "controller/attention_markers", self.markers.append, QoSProfile(depth=10))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         """Only our controller's entries (/diagnostics is shared by every node in the domain)."""
@@ -495,6 +508,9 @@ def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared
     for weights in c.attention[-3:]:
         assert weights.shape == (SPEC.num_sectors,) and weights.sum() == pytest.approx(1.0, abs=1e-3)
     assert all(q.shape == (len(NODE_ACTIONS),) and np.isfinite(q).all() for q in c.q_values[-3:])
+    assert c.markers, "no ~/attention_markers for RViz"
+    wedges = c.markers[-1].markers  # one per sector, drawn in the scan's frame
+    assert len(wedges) == SPEC.num_sectors and {w.header.frame_id for w in wedges} == {"base_scan"}
 
 
 @pytest.mark.parametrize("scan", [full_scan(n=720), partial_scan(228, 270.0)], ids=["720_beams", "270deg_228_beams"])
@@ -550,11 +566,12 @@ def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
     c.wait_for_node(shared_node)
     near = (0.05, 0.0)
     assert c.run(WAIT, scan=full_scan(), goal=near, until=lambda: c.status == "goal_reached"), shared_node.output()
-    start = time.monotonic()
+    c.run(0.5, scan=full_scan(), goal=near)  # commands computed before the goal was reached may still be in flight
+    start, seen = time.monotonic(), len(c.diagnostics)  # only diagnostics sent after the goal was reached
     c.run(WAIT, scan=full_scan(), goal=near, until=lambda: len(c.commands_since(start)) >= 3
-          and any(s.name == DIAGNOSTIC_NAME for s in c.diagnostics))
+          and any(s.name == DIAGNOSTIC_NAME for s in c.diagnostics[seen:]))
     assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
-    status = [s for s in c.diagnostics if s.name == DIAGNOSTIC_NAME][-1]
+    status = [s for s in c.diagnostics[seen:] if s.name == DIAGNOSTIC_NAME][-1]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.OK and status.message == "goal_reached"
     assert {"scan age [s]", "odom age [s]", "goal distance [m]", "last inference [ms]", "device",
@@ -573,10 +590,10 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
         assert c.status == "idle: no goal"
         assert all(cmd.values == ZERO for cmd in c.commands)
         start = time.monotonic()
-        c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))
-        assert c.status == "idle: no goal"
+        c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))  # no localization_topic: map is unrelated to odom
+        assert c.status.startswith("idle: goal refused: it is in frame 'map'")
         assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
-        assert "rejected goal" in node.output() and "'map'" in node.output()
+        assert "refused goal: it is in frame 'map'" in node.output() and "localization_topic" in node.output()
         # An empty frame id is taken as the odometry frame; a leading '/' is ignored.
         for frame in ("", "/odom"):
             assert c.run(WAIT, scan=full_scan(), goal=(*FAR_GOAL, frame), until=lambda: c.status == "driving")
@@ -641,13 +658,13 @@ def test_node_refuses_a_bad_model_with_one_clear_line(tmp_path, checkpoint, prob
 
 
 def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
-    node = start_node(tmp_path, f"model_path:={checkpoint}", "control_rate_hz:=0.0")
+    node = start_node(tmp_path, f"model_path:={checkpoint}", "control_rate_hz:=-1.0")
     try:
         assert node.proc.wait(timeout=WAIT) == 1
     finally:
         node.stop()
     assert node.output().strip() == \
-        "controller_node: error: invalid parameter 'control_rate_hz': must be in [0.1, 1000]"
+        "controller_node: error: invalid parameter 'control_rate_hz': must be in [0, 1000]"
     node = start_node(tmp_path, f"model_path:={checkpoint}", "inference_backend:=tensorrt", name="backend")
     try:
         assert node.proc.wait(timeout=WAIT) == 1

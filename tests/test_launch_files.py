@@ -54,7 +54,7 @@ def test_sim_launch_end_to_end_robot_reaches_its_goal(tmp_path):
     """sim_node + controller_node over real DDS, started from the launch file by `attn-dqn launch`."""
     command = [sys.executable, "-m", "attn_dqn_controller.cli", "launch", str(LAUNCH / "sim.launch.yaml"),
                f"model:={SHIPPED_MODEL}", "level:=sparse", "seed:=1000000", "episodes:=3",
-               "real_time_factor:=0.0", "device:=cpu", "--exit-on-first"]
+               "real_time_factor:=0.0", "device:=cpu"]  # ends by itself: on_exit: shutdown on sim_node
     started = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -74,3 +74,5 @@ def test_sim_launch_end_to_end_robot_reaches_its_goal(tmp_path):
     simulated_s = sum(int(n) for n in re.findall(r'"steps": (\d+)', output)) * SimConfig().control_period
     assert simulated_s > wall_s, (simulated_s, wall_s)
     assert "zero velocity sent" in output  # the controller stopped the robot on shutdown
+    assert output.startswith("attn-dqn launch: the project's launch runner")  # no real launch in this venv
+    assert "'sim_node-1' exited and has on_exit: shutdown" in output

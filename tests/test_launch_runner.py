@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # real rclpy nodes below: loopback-only discovery, private domain
 
@@ -46,7 +46,7 @@ import json, os, signal, sys, time
 
 argv = sys.argv[1:]
 split = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-plain, ros = argv[:split], argv[split + 1:]
+plain, ros = " ".join(argv[:split]).split(), argv[split + 1:]  # a substitution's result is one argument
 name = next((a.split(":=", 1)[1] for a in ros if a.startswith("__node:=")), "anonymous")
 out = os.environ["FAKE_NODE_OUT"]
 stopped = []
@@ -88,15 +88,17 @@ RUN_LAUNCH = """\
 launch:
 - arg: {name: out, description: "where the fake nodes write their records"}
 - arg: {name: rate, default: "10"}
-- arg: {name: talker_args, default: "--greeting 'hi there'"}
+- arg: {name: talker_args, default: "--stay"}
 - arg: {name: listener_args, default: ""}
 - set_env: {name: FAKE_NODE_OUT, value: "$(var out)"}
 - node:
     pkg: fake_pkg
     exec: fake_node
     name: talker
+    exec_name: talker
+    output: screen
     namespace: robot
-    args: "$(var talker_args)"
+    args: "--greeting 'hi there' $(var talker_args)"
     param:
     - {name: rate, value: "$(var rate)"}
     - {name: use_sim_time, value: true}
@@ -109,6 +111,8 @@ launch:
     pkg: fake_pkg
     exec: fake_node
     name: listener
+    exec_name: listener
+    output: screen
     args: "$(var listener_args)"
 """
 
@@ -189,7 +193,7 @@ def test_args_let_env_and_nested_substitutions(tmp_path, monkeypatch):
             exec: fake_node
             args: >-
               $(var greeting) $(env LAUNCH_TEST_SET) $(env LAUNCH_TEST_UNSET fallback)
-              '$(env LAUNCH_TEST_UNSET '')' $(find-pkg-share $(var pkg)) $(dirname)
+              $(env LAUNCH_TEST_UNSET '') $(find-pkg-share $(var pkg)) $(dirname)
         """)
     plan = parse_launch_file(launch, {"who": "robot"})
     assert plan[0].arguments == ["hello-robot", "from-env", "fallback", "", find_package_share(
@@ -200,7 +204,10 @@ def test_args_let_env_and_nested_substitutions(tmp_path, monkeypatch):
     assert parse_launch_file(launch)[0].arguments[0] == "hello-world"
 
 
-def test_include_passes_args_resolves_relative_paths_and_is_scoped(tmp_path):
+def test_include_passes_args_resolves_relative_paths_and_is_not_scoped(tmp_path, monkeypatch):
+    """As in ROS 2 launch: a relative include is taken from the working directory, and what the
+    included file sets (its args, lets) stays set after it."""
+    monkeypatch.chdir(tmp_path)
     write(tmp_path / "sub" / "robot.launch.yaml", """\
         launch:
         - arg: {name: robot}
@@ -225,7 +232,14 @@ def test_include_passes_args_resolves_relative_paths_and_is_scoped(tmp_path):
     assert [(n.name, n.arguments) for n in plan] == [("rlab_driver", ["0.1", "lab"]),
                                                      ("second_driver", ["0.2", "lab"])]
     assert plan[0].source == str(tmp_path / "sub" / "robot.launch.yaml")
-    assert "leaked" not in plan.configurations and "robot" not in plan.configurations
+    assert plan.configurations["leaked"] == "no" and plan.configurations["robot"] == "second"
+    monkeypatch.chdir(tmp_path / "sub")
+    with pytest.raises(LaunchError, match=r"included launch file 'sub/robot\.launch\.yaml' not found"):
+        parse_launch_file(top)
+    required = write(tmp_path / "req.launch.yaml", "launch:\n- include: {file: sub/robot.launch.yaml}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LaunchError, match=r"needs its argument 'robot'"):
+        parse_launch_file(required, {"robot": "set-outside"})  # as launch: the include itself must pass it
 
 
 def test_groups_push_namespaces_and_scope_them(tmp_path):
@@ -245,22 +259,31 @@ def test_groups_push_namespaces_and_scope_them(tmp_path):
         - group:
             scoped: "false"
             children:
-            - push_ros_namespace: {namespace: "leaky"}
+            - push_ros_namespace: {namespace: "quoted_false_is_scoped"}
         - node: {pkg: demo, exec: fake_node, name: f}
+        - group:
+            scoped: false
+            children:
+            - push_ros_namespace: {namespace: "leaky"}
+        - node: {pkg: demo, exec: fake_node, name: g}
         """)
     plan = parse_launch_file(launch)
+    # a quoted "false" is a non-empty string, which real launch reads as true: still scoped
     assert {n.name: n.namespace for n in plan} == {
-        "a": "/robot1", "b": "/robot1/arm", "c": "/absolute", "d": "/robot1/sensors", "e": None, "f": "/leaky"}
+        "a": "/robot1", "b": "/robot1/arm", "c": "/absolute", "d": "/robot1/sensors", "e": None, "f": None,
+        "g": "/leaky"}
     assert "inner" not in plan.configurations
 
 
-def test_parameters_keep_types_order_and_files(tmp_path):
+def test_parameters_keep_types_order_and_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative `from:` is taken from the working directory
     params_file = write(tmp_path / "config" / "p.yaml", "talker:\n  ros__parameters:\n    rate: 5\n")
     launch = write(tmp_path / "p.launch.yaml", """\
         launch:
         - arg: {name: flag, default: "true"}
         - arg: {name: ratio, default: "1.5"}
         - arg: {name: count, default: "10"}
+        - arg: {name: word, default: "b"}
         - node:
             pkg: demo
             exec: fake_node
@@ -272,8 +295,9 @@ def test_parameters_keep_types_order_and_files(tmp_path):
             - {name: label, value: "hello $(var count)"}
             - {name: native_int, value: 3}
             - {name: native_float, value: 0.25}
-            - {name: gains, value: [1, 2.5]}
-            - {name: names, value: ["a", "$(var count)"]}
+            - {name: gains, value: [1.0, 2.5]}
+            - {name: names, value: ["a", "$(var word)"]}
+            - {name: digits, value: "007"}
             - {name: pid, param: [{name: kp, value: 2.0}, {name: ki, value: "0.1"}]}
             - from: config/p.yaml
             - from: "$(dirname)/config/p.yaml"
@@ -283,24 +307,26 @@ def test_parameters_keep_types_order_and_files(tmp_path):
             - {from: "cmd_vel", to: "$(var count)/cmd"}
         """)
     node = parse_launch_file(launch)[0]
+    # one entry per param (one --params-file each, as launch_ros); text without substitutions stays text
     assert node.parameters == [
-        {"flag": True, "ratio": 1.5, "count": 10, "label": "hello 10", "native_int": 3, "native_float": 0.25,
-         "gains": [1.0, 2.5], "names": ["a", "10"], "pid.kp": 2.0, "pid.ki": 0.1},
-        str(params_file), str(params_file), {"after_files": False}]
+        {"flag": True}, {"ratio": 1.5}, {"count": 10}, {"label": "hello 10"}, {"native_int": 3},
+        {"native_float": 0.25}, {"gains": [1.0, 2.5]}, {"names": ["a", "b"]}, {"digits": "007"},
+        {"pid.kp": 2.0, "pid.ki": "0.1"}, "config/p.yaml", str(params_file), {"after_files": "false"}]
     assert node.remappings == [("scan", "/robot/scan"), ("cmd_vel", "10/cmd")]
-    written = yaml.safe_load(inline_parameters_yaml(node.parameters[0]))
-    assert written["/**"]["ros__parameters"]["pid"] == {"kp": 2.0, "ki": 0.1}
-    assert written["/**"]["ros__parameters"]["flag"] is True
+    written = yaml.safe_load(inline_parameters_yaml(node.parameters[9], node.parameter_file_key()))
+    assert written == {"/**": {"ros__parameters": {"pid.kp": 2.0, "pid.ki": "0.1"}}}
 
 
 def test_node_command_line_follows_ros_args_conventions():
     node = NodeProcess(executable="talker", name="talker", namespace="/robot", arguments=["--x", "1"],
                        ros_arguments=["--log-level", "debug"], remappings=[("scan", "/robot/scan")])
-    assert node.command("/bin/talker", ["/tmp/a.yaml", "/tmp/b.yaml"]) == [
-        "/bin/talker", "--x", "1", "--ros-args", "--log-level", "debug", "-r", "__node:=talker",
+    assert node.command("/bin/talker", ["/tmp/a.yaml", "/tmp/b.yaml"]) == [  # as launch_ros builds it
+        "/bin/talker", "--x", "1", "--ros-args", "--log-level", "debug", "--ros-args", "-r", "__node:=talker",
         "-r", "__ns:=/robot", "--params-file", "/tmp/a.yaml", "--params-file", "/tmp/b.yaml",
         "-r", "scan:=/robot/scan"]
-    assert NodeProcess(executable="x").command("/bin/x", []) == ["/bin/x"]
+    assert node.parameter_file_key() == "/robot/talker"
+    assert NodeProcess(executable="x").command("/bin/x", []) == ["/bin/x", "--ros-args"]
+    assert NodeProcess(executable="x", name="x").parameter_file_key() == "/**"
 
 
 def test_if_and_unless_conditions(tmp_path):
@@ -330,7 +356,13 @@ ERROR_CASES = {  # case: (action, launch args, what the message must say)
     "eval": (
         "- let: {name: x, value: \"$(eval '1 + 1')\"}", {}, r"\$\(eval \.\.\.\)' is not supported"),
     "unknown substitution": (
-        "- let: {name: x, value: '$(command ls)'}", {}, r"unsupported substitution '\$\(command"),
+        "- let: {name: x, value: '$(file-content x.txt)'}", {}, r"unsupported substitution '\$\(file-content"),
+    "set-env spelling": (
+        "- set-env: {name: A, value: b}", {}, r"'set-env' is not a ROS 2 launch tag, write 'set_env'"),
+    "mixed list": (
+        "- node: {pkg: demo, exec: x, param: [{name: g, value: [1, 2.5]}]}", {}, r"a list must hold one type"),
+    "other on_exit": (
+        "- node: {pkg: demo, exec: x, on_exit: restart}", {}, r"supports only 'shutdown'"),
     "undefined var": (
         "- let: {name: x, value: '$(var nope)'}", {}, r"no launch argument or 'let' named 'nope'"),
     "unset env without default": (
@@ -410,7 +442,7 @@ def test_validator_accepts_a_valid_file_and_lists_every_problem(tmp_path):
         launch:
         - arg: {name: rate, default: "10", description: "Hz"}
         - group:
-            scoped: "true"
+            scoped: true
             children:
             - push_ros_namespace: {namespace: "r1"}
             - node:
@@ -450,7 +482,8 @@ def test_print_shows_resolved_commands_without_running(tmp_path, fake_nodes, cap
     assert main([str(launch), f"out:={fake_nodes}", "rate:=20", "--print"]) == 0
     printed = capsys.readouterr().out
     assert str(tmp_path / "bin" / "fake_node") in printed
-    assert "-r __node:=talker -r __ns:=/robot --params-file '<inline-0>' -r scan:=/robot/scan" in printed
+    assert ("-r __node:=talker -r __ns:=/robot --params-file '<inline-0>' --params-file '<inline-1>' "
+            "--params-file '<inline-2>' -r scan:=/robot/scan") in printed
     assert "rate: 20" in printed and "env FAKE_MARK=talker-env" in printed
     assert not list(fake_nodes.iterdir())  # nothing was started
     assert main([str(launch)]) == 2  # missing required 'out'
@@ -472,10 +505,13 @@ def test_run_launch_starts_nodes_with_ros_args_and_stops_them_cleanly(tmp_path, 
     ros = talker["argv"][talker["argv"].index("--ros-args"):]
     assert ros[:5] == ["--ros-args", "-r", "__node:=talker", "-r", "__ns:=/robot"]
     assert ros[-2:] == ["-r", "scan:=/robot/scan"]
-    params = yaml.safe_load(talker["params"][0])
-    assert params == {"/**": {"ros__parameters": {"rate": 20, "use_sim_time": True, "frame": "base_link"}}}
+    params = {}
+    for text in talker["params"]:  # one file per entry, keyed by the node's full name as launch_ros keys them
+        params.update(yaml.safe_load(text)["/robot/talker"]["ros__parameters"])
+    assert params == {"rate": 20, "use_sim_time": True, "frame": "base_link"}
     assert talker["mark"] == "talker-env" and seen["listener"]["mark"] is None
-    assert seen["listener"]["argv"] == ["--ros-args", "-r", "__node:=listener"]
+    assert seen["listener"]["argv"] == ["", "--ros-args", "-r", "__node:=listener"]  # an empty substitution: ''
+
     for name, record in seen.items():
         assert not alive(record["pid"])
         assert (fake_nodes / f"{name}.exit").read_text() == "SIGINT"
@@ -499,6 +535,15 @@ def test_exit_on_first_exit_shuts_the_others_down(tmp_path, fake_nodes):
     assert code == 0
     assert (fake_nodes / "talker.exit").read_text() == "SIGINT"
     assert not alive(records(fake_nodes, "talker")["talker"]["pid"])
+
+
+def test_on_exit_shutdown_stops_the_others_when_that_node_exits(tmp_path, fake_nodes, capsys):
+    launch = write(tmp_path / "run.launch.yaml", RUN_LAUNCH.replace(
+        "    exec_name: listener\n", "    exec_name: listener\n    on_exit: shutdown\n"))
+    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--exit 0"}, timeout=HANG_GUARD)
+    assert code == 0
+    assert (fake_nodes / "talker.exit").read_text() == "SIGINT"  # the talker got the shutdown's SIGINT
+    assert "'listener' exited and has on_exit: shutdown" in capsys.readouterr().out
 
 
 def test_a_node_ignoring_sigint_is_terminated_after_the_grace_period(tmp_path, fake_nodes, capsys):
@@ -543,11 +588,21 @@ def test_ctrl_c_on_the_runner_is_forwarded_and_leaves_no_process(runner_process,
     runner.send_signal(signal.SIGINT)
     output, _ = runner.communicate(timeout=HANG_GUARD)
     assert runner.returncode == 0, output
-    assert "shutting down (SIGINT received)" in output
+    assert "shutting down (ctrl-c (SIGINT))" in output
     for pid in pids:
         assert not alive(pid)
     for name in ("talker", "listener"):
         assert (fake_nodes / f"{name}.exit").read_text() == "SIGINT"
+
+
+def test_sigterm_on_the_runner_terminates_the_nodes(runner_process, fake_nodes):
+    runner = runner_process()
+    pids = [r["pid"] for r in records(fake_nodes, "talker", "listener").values()]
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=HANG_GUARD)
+    assert "SIGTERM received: sending SIGTERM to every node" in output
+    assert runner.returncode == 128 + signal.SIGTERM  # the nodes died of SIGTERM: not a clean exit
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_nodes_do_not_outlive_a_killed_runner(runner_process, fake_nodes):
@@ -569,13 +624,15 @@ def test_a_real_rclpy_node_gets_typed_parameters_remaps_and_namespace(tmp_path, 
           - node:
               pkg: demo
               exec: {script}
+              exec_name: probe
+              output: screen
               name: probe
               param:
               - {{name: rate, value: "$(var rate)"}}
-              - {{name: ratio, value: "0.5"}}
+              - {{name: ratio, value: 0.5}}
               - {{name: frame, value: "base_link"}}
-              - {{name: enabled, value: "true"}}
-              - {{name: gains, value: [1, 2.5]}}
+              - {{name: enabled, value: true}}
+              - {{name: gains, value: [1.0, 2.5]}}
               - {{name: pid, param: [{{name: kp, value: 2.0}}]}}
               remap:
               - {{from: scan, to: /sensors/front_scan}}

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from attn_dqn_controller.nodes.isolation import isolate_dds
+from attn_dqn_controller.isolation import isolate_dds
 
 isolate_dds(os.environ)  # before rclpy initialises: loopback-only discovery, private domain
 

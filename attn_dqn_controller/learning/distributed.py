@@ -124,7 +124,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> bool:
     """
     import ray
 
-    from attn_dqn_controller.nodes.isolation import isolate_ray
+    from attn_dqn_controller.isolation import isolate_ray
 
     warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*", category=FutureWarning)
     started = False

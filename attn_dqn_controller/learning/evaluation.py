@@ -8,7 +8,6 @@ are never sampled in training.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -107,9 +106,9 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     `level` may carry its own route source (LEVEL@ROUTE, LEVEL@map:FRACTION; sim.route_source.parse_level),
     which overrides env_kwargs' route; the summary keeps the full name."""
     import gymnasium as gym
-    from tqdm import tqdm
 
     import sim  # noqa: F401  (registers AttnNav-v0)
+    from attn_dqn_controller.progress import progress_bar
     from sim.route_source import parse_level
 
     if episodes < 1:
@@ -120,8 +119,7 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     env = gym.make("AttnNav-v0", level=base_level, **{**(env_kwargs or {}), **route})
     records: list[EpisodeRecord] = []
     try:
-        bar = tqdm(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        bar = progress_bar(range(episodes), desc=f"eval {level}", unit="ep", disable=not progress, leave=False)
         for i in bar:
             records.append(run_episode(env, agent, seed + i, record_trajectory=i < record_trajectories))
             done = [r.outcome for r in records]

@@ -12,7 +12,6 @@ import csv
 import math
 import os
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -404,12 +403,12 @@ class Cadence:
     """Logging, evaluation and checkpoint schedule in environment steps (continues across --resume)."""
 
     def __init__(self, run: TrainingRun, progress: bool):
-        from tqdm import tqdm
+        from attn_dqn_controller.progress import progress_bar
 
         config, steps = run.config, run.counters.env_steps
         self.run = run
-        self.bar = tqdm(total=config.total_steps, initial=steps, unit="step", dynamic_ncols=True,
-                        disable=not progress, desc="train", mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        self.bar = progress_bar(total=config.total_steps, initial=steps, unit="step", dynamic_ncols=True,
+                                disable=not progress, desc="train")
         self.next_log = (steps // config.log_interval + 1) * config.log_interval
         self.next_ckpt = (steps // config.checkpoint_interval + 1) * config.checkpoint_interval
         self.next_eval = ((steps // config.eval.interval + 1) * config.eval.interval

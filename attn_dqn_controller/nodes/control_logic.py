@@ -7,7 +7,15 @@ drive it with plain numbers and a clock it controls, without DDS. The node
 only converts messages into the calls below and publishes what comes back.
 
 Times are seconds on whatever clock the caller uses (the node passes its ROS
-clock, so with ``use_sim_time`` every timeout runs on ``/clock``).
+clock, so with ``use_sim_time`` every timeout runs on ``/clock``). Freshness is
+judged three ways: arrival on that clock, arrival on a steady clock (so a frozen
+``/clock`` cannot keep old inputs fresh) and the header stamp against that clock.
+
+Real time: a decision pairs the scan with the odometry of the scan's instant
+(from a short odometry history), and a new decision (a new observation frame)
+is made only on a new scan, at most once per ``decision_period`` (the training
+control rate): between decisions the last command is held, so history-token
+models never see a duplicated frame.
 """
 
 from __future__ import annotations
@@ -20,11 +28,18 @@ from enum import Enum
 
 import numpy as np
 
+from attn_dqn_controller.frames import Pose2D, map_to_odom
 from attn_dqn_controller.geometry import to_robot_frame
+from attn_dqn_controller.nodes.odometry_history import OdometryHistory
 from attn_dqn_controller.observation import (IDENTITY_MOUNT, LaserScanData, LidarMount, ObservationBuilder, ScanError,
                                              validate_scan)
 from attn_dqn_controller.safety import SafetyAction, SafetyLayer, SafetyState
 from attn_dqn_controller.smoothing import VelocitySmoother
+
+GOAL_FRAMES = ("odom", "map")
+"""Frames a goal can be given in: odometry's own, or the localization's map (needs a map -> odom correction)."""
+DECISION_SLACK = 0.75
+"""A scan this fraction of a decision period after the last decided one is due (absorbs scan-time jitter)."""
 
 
 class ControlState(str, Enum):
@@ -78,6 +93,8 @@ class Decision:
     inference_ms: float | None = None
     safety: SafetyState | None = None
     """What the safety layer did to a DRIVING command (None when the layer is off)."""
+    new: bool = True
+    """False for a DRIVING step that holds the last command (no new scan due): no inference, no new frame."""
 
     @property
     def status(self) -> str:
@@ -93,12 +110,34 @@ def clamp_command(v: float, w: float, limits: Limits) -> tuple[float, float] | N
             min(max(float(w), -limits.max_angular_speed), limits.max_angular_speed))
 
 
+def stamp_seconds(stamp: object) -> float | None:
+    """Seconds of a header stamp (anything with ``sec``/``nanosec``, or a number); None when unknown or zero."""
+    if isinstance(stamp, bool) or stamp is None:
+        return None
+    if isinstance(stamp, (int, float)):
+        value = float(stamp)
+    else:
+        sec, nanosec = getattr(stamp, "sec", None), getattr(stamp, "nanosec", None)
+        if not isinstance(sec, int) or not isinstance(nanosec, int):
+            return None
+        value = sec + nanosec * 1e-9
+    return value if math.isfinite(value) and value != 0.0 else None
+
+
 @dataclass
 class _Scan:
     data: LaserScanData | None
     stamp: object
     received: float
     error: str | None
+    stamp_time: float | None = None
+    steady: float = 0.0
+    consumed: bool = False
+
+    @property
+    def time(self) -> float:
+        """When the scan was taken: its stamp, else its arrival."""
+        return self.received if self.stamp_time is None else self.stamp_time
 
 
 @dataclass
@@ -107,6 +146,8 @@ class _Odom:
     twist: tuple[float, float] | None
     received: float
     error: str | None
+    stamp_time: float | None = None
+    steady: float = 0.0
 
 
 class ControlLogic:
@@ -121,11 +162,16 @@ class ControlLogic:
 
     def __init__(self, policy, limits: Limits, safety: SafetyLayer | None = None,
                  smoother: VelocitySmoother | None = None, lidar_mount: LidarMount = IDENTITY_MOUNT,
-                 control_period: float = 0.1):
+                 control_period: float = 0.1, decision_period: float | None = None,
+                 steady_clock=time.monotonic):
         """``safety`` and ``smoother`` run after the policy (policy -> clamp -> smoother -> safety, the
         safety layer last so nothing drives into an obstacle the scan shows); ``lidar_mount`` is where
         the scanner sits on the base (given to every scan that does not carry one); ``control_period``
-        is the smoother's time step for the first command after a stop."""
+        is the smoother's time step for the first command after a stop; ``decision_period`` (None: every
+        scan) is the training control period, so the policy sees one frame per scan at the rate it was
+        trained at; ``steady_clock`` judges freshness when the node clock (``/clock``) is frozen."""
+        if decision_period is not None and not (math.isfinite(decision_period) and decision_period > 0.0):
+            raise ValueError(f"decision_period={decision_period!r} must be a finite number > 0 or None")
         self.policy = policy
         self.limits = limits
         self.safety = safety
@@ -133,12 +179,21 @@ class ControlLogic:
         self.lidar_mount = lidar_mount
         self.control_period = float(control_period)
         self._last_drive_time: float | None = None
+        self.decision_period = decision_period
+        self._steady = steady_clock
         self.builder = ObservationBuilder(policy.spec)
         self._scan: _Scan | None = None
         self._odom: _Odom | None = None
+        self._odom_history = OdometryHistory()
         self._goal: tuple[float, float] | None = None
+        self._goal_frame = "odom"
+        self._idle_reason = "no goal"
+        self._map_to_odom: Pose2D | None = None
         self._goal_reached = False
         self._needs_reset = True
+        self._last_decision_time: float | None = None
+        self._last_decision_stamp: object = None
+        self._scan_interval: float | None = None
         self.last_command: tuple[float, float] = (0.0, 0.0)
         self.last_inference_ms: float | None = None
 
@@ -147,40 +202,115 @@ class ControlLogic:
         """Store the newest scan; returns the contract's reason when it is unusable (it then counts as stale)."""
         if scan.mount == IDENTITY_MOUNT and self.lidar_mount != IDENTITY_MOUNT:
             scan = dataclasses.replace(scan, mount=self.lidar_mount)
+        previous = self._scan
+        record = _Scan(None, stamp, now, None, stamp_seconds(stamp), self._steady())
         try:
             validate_scan(scan)
         except ScanError as exc:
-            self._scan = _Scan(None, stamp, now, str(exc))
+            record.error = str(exc)
+            self._scan = record
             return str(exc)
-        self._scan = _Scan(scan, stamp, now, None)
+        record.data = scan
+        self._scan = record
+        if previous is not None and previous.error is None:
+            interval = record.time - previous.time
+            if 0.0 < interval < 10.0:  # a running estimate of the scan period, for the rate warning
+                self._scan_interval = interval if self._scan_interval is None else \
+                    0.8 * self._scan_interval + 0.2 * interval
         return None
 
+    def on_scan_error(self, error: str, now: float, stamp: object = None) -> None:
+        """A scan message that could not even be converted: it counts as an unusable scan."""
+        self._scan = _Scan(None, stamp, now, error, stamp_seconds(stamp), self._steady())
+
     def on_odometry(self, pose: tuple[float, float, float] | None, twist: tuple[float, float] | None,
-                    now: float, error: str | None = None) -> None:
-        """Store the newest odometry, or the reason it was unusable (it then counts as stale)."""
+                    now: float, error: str | None = None, stamp: object = None) -> None:
+        """Store the newest odometry (and keep it in the history by stamp), or the reason it was unusable
+        (it then counts as stale)."""
         if error is None:
             if pose is None or twist is None:
                 error = "odometry without pose or twist"
             elif not all(math.isfinite(value) for value in (*pose, *twist)):
                 error = f"odometry has non-finite values (pose={tuple(pose)}, twist={tuple(twist)})"
-        self._odom = _Odom(None, None, now, error) if error else _Odom(tuple(pose), tuple(twist), now, None)
+        stamp_time, steady = stamp_seconds(stamp), self._steady()
+        if error:
+            self._odom = _Odom(None, None, now, error, stamp_time, steady)
+            return
+        self._odom = _Odom(tuple(pose), tuple(twist), now, None, stamp_time, steady)
+        self._odom_history.add(now if stamp_time is None else stamp_time, Pose2D(*pose), twist)
 
-    def set_goal(self, x: float, y: float) -> None:
-        """A new goal (odometry frame): re-arms goal_reached and restarts the observation history."""
+    def on_localization(self, map_pose: tuple[float, float, float], stamp: object, now: float) -> str | None:
+        """A localized pose of the robot in ``map`` (AMCL's amcl_pose): updates the map -> odom correction
+        from the odometry of the pose's instant. Returns why it could not be used, or None."""
+        if not all(math.isfinite(value) for value in map_pose):
+            return f"localization pose has non-finite values {tuple(map_pose)}"
+        stamp_time = stamp_seconds(stamp)
+        match = self._odom_history.at(now if stamp_time is None else stamp_time)
+        if match is None:
+            return "no odometry received yet to relate it to"
+        if match.gap > self.limits.odom_timeout:
+            return (f"no odometry within {self.limits.odom_timeout:g} s of its stamp "
+                    f"(nearest {match.gap:.3g} s away)")
+        self._map_to_odom = map_to_odom(Pose2D(*map_pose), match.pose)
+        return None
+
+    @property
+    def map_to_odom(self) -> Pose2D | None:
+        return self._map_to_odom
+
+    def set_goal(self, x: float, y: float, frame: str = "odom") -> None:
+        """A new goal in ``frame`` (odom, or map once localized): re-arms goal_reached and restarts the
+        observation history. The goal being followed, sent again (as some senders repeat it), changes
+        nothing: the history and the decision rate go on."""
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"goal must be finite, got ({x}, {y})")
-        self._goal = (float(x), float(y))
+        if frame not in GOAL_FRAMES:
+            raise ValueError(f"goal frame must be one of {GOAL_FRAMES}, got {frame!r}")
+        goal = (float(x), float(y))
+        if goal == self._goal and frame == self._goal_frame and not self._goal_reached:
+            return
+        self._goal = goal
+        self._goal_frame = frame
         self._goal_reached = False
         self._needs_reset = True
 
-    def clear_goal(self) -> None:
+    def clear_goal(self, reason: str = "no goal") -> None:
+        """Drop the goal (the robot stops); ``reason`` is what the idle status says."""
         self._goal = None
+        self._idle_reason = reason
         self._goal_reached = False
         self._needs_reset = True
 
     @property
     def goal(self) -> tuple[float, float] | None:
         return self._goal
+
+    @property
+    def goal_frame(self) -> str:
+        return self._goal_frame
+
+    def goal_in_odom(self) -> tuple[float, float] | None:
+        """The goal in the odometry frame; None without a goal, or for a map goal before localization."""
+        if self._goal is None:
+            return None
+        if self._goal_frame == "map":
+            return None if self._map_to_odom is None else self._map_to_odom.inverse().apply(*self._goal)
+        return self._goal
+
+    @property
+    def scan_rate_hz(self) -> float | None:
+        """The measured scan rate (running average of scan intervals), None before two usable scans."""
+        return None if self._scan_interval is None else 1.0 / self._scan_interval
+
+    def scan_awaits_odometry(self, max_wait: float) -> bool:
+        """Whether the newest scan is newer than all odometry and arrived less than ``max_wait`` (steady s) ago:
+        the caller then waits for the odometry of its instant before deciding (fresh odometry only)."""
+        scan, odom = self._scan, self._odom
+        if scan is None or scan.error or scan.consumed or scan.stamp_time is None or odom is None or odom.error:
+            return False
+        steady = self._steady()
+        return (not self._odom_history.covers(scan.stamp_time) and steady - scan.steady < max_wait
+                and steady - odom.steady <= self.limits.odom_timeout)
 
     @property
     def latest_scan_stamp(self) -> object:
@@ -194,13 +324,15 @@ class ControlLogic:
         return None if self._odom is None else now - self._odom.received
 
     def goal_distance(self) -> float | None:
-        if self._goal is None or self._odom is None or self._odom.pose is None:
+        goal = self.goal_in_odom()
+        if goal is None or self._odom is None or self._odom.pose is None:
             return None
         x, y, _ = self._odom.pose
-        return math.hypot(self._goal[0] - x, self._goal[1] - y)
+        return math.hypot(goal[0] - x, goal[1] - y)
 
     def input_problem(self, now: float) -> str | None:
         """Why the inputs cannot be used right now, or None when scan and odometry are fresh and usable."""
+        steady = self._steady()
         for what, record, timeout in (("scan", self._scan, self.limits.scan_timeout),
                                       ("odometry", self._odom, self.limits.odom_timeout)):
             if record is None:
@@ -210,6 +342,14 @@ class ControlLogic:
                 return f"{what} older than {timeout:g} s"
             if age < -timeout:  # the clock jumped back (e.g. a simulator reset): wait for fresh data
                 return f"{what} is from the future (clock jumped back by {-age:.3g} s)"
+            if steady - record.steady > timeout:  # the node clock may be frozen (a paused /clock)
+                return f"no {what} for {steady - record.steady:.3g} s of steady time (timeout {timeout:g} s)"
+            if record.stamp_time is not None:
+                stamp_age = now - record.stamp_time
+                if stamp_age > timeout:
+                    return f"{what} stamp is {stamp_age:.3g} s old (timeout {timeout:g} s)"
+                if stamp_age < -timeout:
+                    return f"{what} stamp is {-stamp_age:.3g} s ahead of the node clock"
             if record.error:
                 return f"unusable {what}: {record.error}"
         return None
@@ -217,7 +357,10 @@ class ControlLogic:
     # --- the step -----------------------------------------------------------------------
     def step(self, now: float) -> Decision:
         """Decide the state and the command for this instant (the only place a command comes from)."""
-        decision = self._decide(now)
+        try:
+            decision = self._decide(now)
+        except Exception as exc:  # noqa: BLE001 - a defect must stop the robot, never the node
+            decision = self._stop(ControlState.ERROR, f"internal error: {type(exc).__name__}: {exc}")
         if decision.state is not ControlState.DRIVING:
             # After any pause the next drive starts a fresh history, as an episode does in training.
             self._needs_reset = True
@@ -232,27 +375,55 @@ class ControlLogic:
     def _stop(self, state: ControlState, reason: str) -> Decision:
         return Decision(state, reason, (0.0, 0.0))
 
+    def _scan_due(self) -> bool:
+        """A new decision needs a scan not decided on yet, a decision period after the last decided one."""
+        scan = self._scan
+        if scan.consumed:
+            return False
+        if self.decision_period is None or self._last_decision_time is None:
+            return True
+        elapsed = scan.time - self._last_decision_time
+        return elapsed < 0.0 or elapsed >= DECISION_SLACK * self.decision_period
+
     def _decide(self, now: float) -> Decision:
         if self._goal is None:
-            return self._stop(ControlState.IDLE, "no goal")
+            return self._stop(ControlState.IDLE, self._idle_reason)
         if self._goal_reached:  # latched until a new goal: no creeping back and forth at the tolerance edge
             return self._stop(ControlState.GOAL_REACHED, "")
         problem = self.input_problem(now)
         if problem is not None:
             return self._stop(ControlState.STALE_INPUT, problem)
-        x, y, yaw = self._odom.pose
-        if math.hypot(self._goal[0] - x, self._goal[1] - y) < self.limits.goal_tolerance:
+        goal = self.goal_in_odom()
+        if goal is None:
+            return self._stop(ControlState.STALE_INPUT, "goal in 'map': waiting for a localization pose")
+        x, y, _ = self._odom.pose
+        if math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance:
             self._goal_reached = True
             return self._stop(ControlState.GOAL_REACHED, "")
-        goal_in_robot = to_robot_frame(x, y, yaw, *self._goal)
+        if not self._needs_reset and not self._scan_due():  # hold: one frame per scan, at the decision rate
+            held = clamp_command(*self.last_command, self.limits)  # limits may have been lowered since
+            safety = None
+            if self.safety is not None and self._scan.data is not None:  # a newer scan may show a new obstacle
+                v, w, safety = self.safety.filter(*held, self._scan.data)
+                held = (v, w)
+            return Decision(ControlState.DRIVING, "", held, self._last_decision_stamp, new=False, safety=safety)
+        scan = self._scan
+        match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
+        if match is None or match.gap > self.limits.odom_timeout:
+            gap = "none" if match is None else f"nearest {match.gap:.3g} s away"
+            return self._stop(ControlState.STALE_INPUT, f"no odometry near the scan's time ({gap})")
+        pose = match.pose
+        goal_in_robot = to_robot_frame(pose.x, pose.y, pose.yaw, *goal)
         if self._needs_reset:
             self.builder.reset()
         try:
-            obs = self.builder.observe(self._scan.data, goal_in_robot, *self._odom.twist, self.last_command)
+            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, self.last_command)
         except ScanError as exc:  # validated on arrival; kept so a contract change can only stop the robot
-            self._scan.error = str(exc)
+            scan.error = str(exc)
             return self._stop(ControlState.STALE_INPUT, f"unusable scan: {exc}")
         self._needs_reset = False
+        scan.consumed = True
+        self._last_decision_time, self._last_decision_stamp = scan.time, scan.stamp
         started = time.perf_counter()
         try:
             out = self.policy.act(obs)

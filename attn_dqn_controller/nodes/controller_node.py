@@ -1,7 +1,8 @@
 """controller_node: drive to a goal with the Transformer Q-network policy, safely.
 
-Subscribes ``scan`` (LaserScan), ``odom`` (Odometry) and ``goal_pose``
-(PoseStamped in the odometry frame); publishes ``cmd_vel`` (TwistStamped, or
+Subscribes ``scan`` (LaserScan), ``odom`` (Odometry), ``goal_pose``
+(PoseStamped in the odometry frame, or in ``map_frame`` when ``localization_topic``
+names a PoseWithCovarianceStamped such as AMCL's ``amcl_pose``); publishes ``cmd_vel`` (TwistStamped, or
 Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics`` and, on
 request, ``~/attention`` and ``~/q_values``. All topic names are relative, so
 a launch file remaps them to the robot's.
@@ -17,6 +18,12 @@ Why it is built this way:
   when no scan-driven command went out within its period (no double
   publishing). The scan subscription keeps depth 1: at 100 Hz the node
   always acts on the newest scan, never on a backlog.
+* Real time: each decision pairs a scan with the odometry of its stamp and comes
+  at most once per period of the policy's training rate (``control_logic``); a
+  steady-clock watchdog stops the robot when the node clock (``/clock``) stalls.
+* Limits (speeds, timeouts, goal tolerance) are settable at run time: a flag per
+  entry of ``parameter_table``; a change is validated with the whole configuration
+  and handed to the decisions at once.
 * Commands are stamped with the stamp of the scan they were computed from,
   so a consumer (or bench/bench_node_latency.py) can measure sensor ->
   command latency end to end.
@@ -37,33 +44,36 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Float32MultiArray, String
 
+from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
 from attn_dqn_controller.nodes.ros_conversions import (
     MessageError,
     goal_from_pose_stamped,
     make_twist,
     normalize_frame,
+    pose_from_localization,
     pose_from_odometry,
-    require_frame,
     scan_from_msg,
     sensor_qos,
     twist_from_odometry,
@@ -74,6 +84,8 @@ NODE_NAME = "controller"
 DEFAULT_MODEL_FILE = "attn_dqn_nav.pt"
 DIAGNOSTIC_NAME = "attn_dqn_controller: controller"
 DEFAULT_ODOM_FRAME = "odom"  # REP-105; assumed when odometry carries no frame id
+DEFAULT_TRAINING_CONTROL_RATE_HZ = 10.0
+"""sim/env.py's default control_rate_hz: the rate of checkpoints that do not store theirs."""
 DEVICES = "auto|cpu|cuda|cuda:N"
 INFERENCE_BACKENDS = ("auto", "onnxruntime", "torch")
 
@@ -103,6 +115,9 @@ def newest_only_sensor_qos() -> QoSProfile:
                       durability=base.durability)
 
 
+LOCALIZATION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""As AMCL publishes amcl_pose (reliable, transient local): the last fix is received even when it came first."""
 GOAL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 """Goals are one-shot: reliable (as RViz and Nav2 send them), newest only."""
 CMD_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
@@ -117,22 +132,31 @@ DEBUG_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabili
 
 
 # --- parameters -------------------------------------------------------------------------------
-def _float(description: str, low: float, high: float) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, read_only=True, floating_point_range=[
+# ``runtime=True`` marks a behavioural limit an operator may change while the node runs
+# (``ros2 param set``): its descriptor is not read-only, and the node validates and applies a new
+# value at once. Everything else (model, topics, backend, rates) is read-only: restart to change it.
+def _float(description: str, low: float, high: float, runtime: bool = False) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=not runtime, floating_point_range=[
         FloatingPointRange(from_value=low, to_value=high, step=0.0)])
 
 
-def _int(description: str, low: int, high: int) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, read_only=True, integer_range=[
+def _int(description: str, low: int, high: int, runtime: bool = False) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=not runtime, integer_range=[
         IntegerRange(from_value=low, to_value=high, step=1)])
 
 
-def _plain(description: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, read_only=True)
+def _plain(description: str, runtime: bool = False) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, read_only=not runtime)
+
+
+def runtime_parameters() -> list[str]:
+    """Names of the parameters settable while the node runs (the table's entries that are not read-only)."""
+    return [name for name, _, descriptor in parameter_table() if not descriptor.read_only]
 
 
 def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
-    """(name, default, descriptor) of every parameter; all read-only: restart the node to change them."""
+    """(name, default, descriptor) of every parameter; a descriptor that is not read-only marks a
+    parameter settable at run time."""
     return [
         ("model_path", default_model_path(), _plain(
             "Policy checkpoint (.pt). Empty: the shipped models/attn_dqn_nav.pt from the package share.")),
@@ -144,15 +168,29 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
         ("cpu_threads", 1, _int(
             "torch intra-op threads on CPU. The model is small; 1 keeps inference from competing with "
             "the DDS threads.", 1, 64)),
-        ("control_rate_hz", 10.0, _float(
-            "Rate of the fixed control loop (node clock). It is the safety watchdog: zero commands in "
-            "every non-driving state go out at this rate.", 0.1, 1000.0)),
-        ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0)),
-        ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0)),
-        ("scan_timeout", 0.5, _float("A scan older than this (s) is stale: the robot stops.", 0.001, 60.0)),
-        ("odom_timeout", 0.5, _float("Odometry older than this (s) is stale: the robot stops.", 0.001, 60.0)),
+        ("control_rate_hz", 0.0, _float(
+            "Decision rate and rate of the fixed control loop (node clock), Hz. 0: the rate the policy was "
+            "trained at (the checkpoint's control_rate_hz; 10 Hz for checkpoints without it). At most one "
+            "decision per period, each on a new scan; the loop is the safety watchdog: zero commands in "
+            "every non-driving state go out at this rate.", 0.0, 1000.0)),
+        ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0,
+                                          runtime=True)),
+        ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0,
+                                           runtime=True)),
+        ("scan_timeout", 0.5, _float(
+            "A scan older than this (s), by arrival on the node clock, by arrival on the steady clock or by "
+            "its header stamp, is stale: the robot stops.", 0.001, 60.0, runtime=True)),
+        ("odom_timeout", 0.5, _float(
+            "Odometry older than this (s), judged as scans are, is stale: the robot stops.", 0.001, 60.0,
+            runtime=True)),
         ("goal_tolerance", 0.15, _float(
-            "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0)),
+            "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0,
+            runtime=True)),
+        ("localization_topic", "", _plain(
+            "geometry_msgs/PoseWithCovarianceStamped of the robot in the map frame (AMCL's amcl_pose, a SLAM "
+            "pose). With it, goals in map_frame are followed through the map -> odom correction it gives. "
+            "Empty: off; goals must then be in the odometry frame.")),
+        ("map_frame", "map", _plain("Frame of the localization pose and of goals given in the map.")),
         ("cmd_vel_stamped", True, _plain("Publish cmd_vel as TwistStamped (Kilted default); false: Twist.")),
         ("publish_attention", False, _plain(
             "Also publish ~/attention (lidar-sector attention, sums to 1) and ~/q_values every decision.")),
@@ -172,11 +210,11 @@ def safety_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "ahead of the footprint along the commanded arc, from the latest scan.")),
         ("safety_stop_distance", 0.05, _float(
             "A scan return within this much path (m) ahead of the footprint stops linear motion "
-            "(turning on the spot stays allowed when the turn touches nothing).", 0.0, 2.0)),
+            "(turning on the spot stays allowed when the turn touches nothing).", 0.0, 2.0, runtime=True)),
         ("safety_slowdown_distance", 0.20, _float(
             "A scan return within this much path (m) ahead of the footprint scales linear speed by "
-            "safety_slowdown_ratio; must be >= safety_stop_distance.", 0.0, 5.0)),
-        ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0)),
+            "safety_slowdown_ratio; must be >= safety_stop_distance.", 0.0, 5.0, runtime=True)),
+        ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0, runtime=True)),
         ("footprint_radius", 0.105, _float(
             "Radius (m) of a circular footprint centred on base_frame; ignored when footprint_length and "
             "footprint_width are both > 0. Checked against the model's robot profile.", 0.0, 5.0)),
@@ -187,8 +225,8 @@ def safety_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "Velocity smoother between consecutive commands (as Nav2's velocity_smoother), with the limits "
             "below. Off by default: the shipped policy was trained without it.")),
         ("max_linear_accel", 2.5, _float("Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down.",
-                                         0.01, 100.0)),
-        ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0)),
+                                         0.01, 100.0, runtime=True)),
+        ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0, runtime=True)),
         ("lidar_mount_x", 0.0, _float("Scanner position (m) along x of base_frame (applied by the observation "
                                       "contract and the safety layer).", -10.0, 10.0)),
         ("lidar_mount_y", 0.0, _float("Scanner position (m) along y of base_frame.", -10.0, 10.0)),
@@ -206,11 +244,14 @@ class ControllerConfig:
     inference_backend: str
     cpu_threads: int
     control_rate_hz: float
+    """0.0: the checkpoint's training rate."""
     limits: Limits
     cmd_vel_stamped: bool
     publish_attention: bool
     act_on_scan: bool
     base_frame: str
+    localization_topic: str
+    map_frame: str
     safety: object = None  # SafetyConfig, or None when safety_enabled is false
     smoother: object = None  # SmootherConfig, or None when smoothing_enabled is false
     footprint: object = None  # robot.Footprint
@@ -269,12 +310,22 @@ class ControllerNode(Node):
         publishers made by ``create_command_publisher``: plain here, lifecycle-managed when managed."""
         self.config = self._read_parameters()
         self.policy = self._load_policy()
-        self._period = 1.0 / self.config.control_rate_hz
-        self.logic = ControlLogic(self.policy, self.config.limits, **self._safety_chain())
+        self.training_rate_hz = training_control_rate(self.policy.metadata)
+        self.control_rate_hz = self.config.control_rate_hz or self.training_rate_hz
+        if not math.isclose(self.control_rate_hz, self.training_rate_hz, rel_tol=1e-6):
+            self.get_logger().warning(
+                f"control_rate_hz {self.control_rate_hz:g} differs from the rate the policy was trained at "
+                f"({self.training_rate_hz:g} Hz): its decisions will be spaced unlike in training")
+        self._period = 1.0 / self.control_rate_hz
+        self.logic = ControlLogic(self.policy, self.config.limits, decision_period=self._period,
+                                  **self._safety_chain())
         self._status: str | None = None
         self._odom_frame: str | None = None
         self._goal_frame: str | None = None  # checked when the first odometry names the frame
         self._last_scan_command: float | None = None
+        self._scan_pending = False  # a scan waits for the odometry of its instant before the decision
+        self._last_control_steady = time.monotonic()
+        self._rate_warned = False
 
         cmd_type = TwistStamped if self.config.cmd_vel_stamped else Twist
         self._cmd_pub = create_command_publisher(cmd_type, "cmd_vel", CMD_QOS)
@@ -284,24 +335,38 @@ class ControllerNode(Node):
         if self.config.publish_attention:
             self._attention_pub = create_command_publisher(Float32MultiArray, "~/attention", DEBUG_QOS)
             self._q_pub = create_command_publisher(Float32MultiArray, "~/q_values", DEBUG_QOS)
-        self._command_publishers = [p for p in (self._cmd_pub, self._attention_pub, self._q_pub) if p is not None]
+        self._markers_pub = None
+        if self.config.publish_attention:  # RViz: the attention as wedges around the robot (config/attn_dqn.rviz)
+            from visualization_msgs.msg import MarkerArray
+
+            self._markers_pub = create_command_publisher(MarkerArray, "~/attention_markers", DEBUG_QOS)
+            self._scan_frame = "base_scan"
+        self._command_publishers = [p for p in (self._cmd_pub, self._attention_pub, self._q_pub, self._markers_pub)
+                                    if p is not None]
         self._report_publishers = [self._status_pub, self._diag_pub]
         self._subscriptions_opened = [
             self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos()),
             self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos()),
             self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS)]
+        if self.config.localization_topic:
+            self._subscriptions_opened.append(self.create_subscription(
+                PoseWithCovarianceStamped, self.config.localization_topic, self._on_localization, LOCALIZATION_QOS))
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers_opened = [
             self.create_timer(self._period, self._on_control_timer),  # node clock: follows /clock in simulation
+            # A steady-clock watchdog: with a frozen /clock the loop above stops, this one still stops the robot.
+            self.create_timer(self._period, self._on_steady_watchdog, clock=steady),
             # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
-            self.create_timer(1.0, self._on_report_timer, clock=Clock(clock_type=ClockType.STEADY_TIME))]
+            self.create_timer(1.0, self._on_report_timer, clock=steady)]
         self._publish_status(self.logic.step(self._now()).status if self._acting else "inactive")
 
         spec = self.policy.spec
         self.get_logger().info(
             f"ready: model '{self.config.model_path}' on {self.policy.device} ({self.policy.backend}), "
             f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
-            f"control {self.config.control_rate_hz:g} Hz, act_on_scan={self.config.act_on_scan}, "
-            f"cmd_vel {cmd_type.__name__}")
+            f"control {self.control_rate_hz:g} Hz (trained at {self.training_rate_hz:g} Hz), "
+            f"act_on_scan={self.config.act_on_scan}, cmd_vel {cmd_type.__name__}, "
+            f"localization {self.config.localization_topic or 'off'}")
 
     def _close(self, destroy_command_publisher) -> None:
         """Undo ``_open`` (command publishers through the matching ``destroy_command_publisher``):
@@ -331,6 +396,16 @@ class ControllerNode(Node):
                 raise StartupError(f"invalid parameter '{name}': expected {_type_hint(default)}") from None
             except ParameterException as exc:
                 raise StartupError(f"invalid parameter '{name}': {_range_text(descriptor) or exc}") from None
+        config = self._config_from_values(values)
+        if not getattr(self, "_runtime_callbacks_added", False):  # after declaring: declaring runs them too
+            self.add_on_set_parameters_callback(self._validate_runtime_change)
+            self.add_post_set_parameters_callback(self._apply_runtime_change)
+            self._runtime_callbacks_added = True
+        return config
+
+    def _config_from_values(self, values: dict) -> ControllerConfig:
+        """The validated configuration from parameter values (StartupError names the first bad one)."""
+        values = dict(values)
         if not values["model_path"].strip():
             values["model_path"] = default_model_path()
         if values["inference_backend"] not in INFERENCE_BACKENDS:
@@ -342,9 +417,42 @@ class ControllerNode(Node):
                      "goal_tolerance"):
             if not math.isfinite(values[name]):
                 raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
-        limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
-                        values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
+        if not values["map_frame"].strip():
+            raise StartupError("invalid parameter 'map_frame': must not be empty")
+        values["localization_topic"] = values["localization_topic"].strip()
+        try:
+            limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
+                            values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
+        except ValueError as exc:
+            raise StartupError(f"invalid parameter {exc}") from None
         return ControllerConfig(limits=limits, **_safety_config(values), **values)
+
+    # --- run-time parameter changes ---------------------------------------------------------
+    def _validate_runtime_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Accept a change only if the whole configuration stays valid (rclpy has already refused read-only
+        parameters, wrong types and values outside the declared ranges, each with its reason)."""
+        values = {name: self.get_parameter(name).value for name, _, _ in parameter_table()
+                  if self.has_parameter(name)}
+        values.update({p.name: p.value for p in parameters})
+        try:
+            self._config_from_values(values)
+        except StartupError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_runtime_change(self, parameters: list[Parameter]) -> None:
+        """A change rclpy accepted: rebuild the configuration and hand the limits to the decisions at once."""
+        values = {name: self.get_parameter(name).value for name, _, _ in parameter_table()}
+        self.config = self._config_from_values(values)
+        if self.logic is not None:
+            self.logic.limits = self.config.limits
+            # The layers read their config on every call; enabling/disabling them is read-only.
+            if self.logic.safety is not None and self.config.safety is not None:
+                self.logic.safety.config = self.config.safety
+            if self.logic.smoother is not None and self.config.smoother is not None:
+                self.logic.smoother.config = self.config.smoother
+        changed = ", ".join(f"{p.name}={p.value!r}" for p in parameters)
+        self.get_logger().info(f"parameters changed at run time: {changed}")
 
     def _load_policy(self):
         # torch is imported here, not at module level, so parameter errors are reported without its start-up cost.
@@ -407,50 +515,109 @@ class ControllerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_scan(self, msg: LaserScan) -> None:
+        """Every callback guards its body: a message the conversions or the contract cannot use stops the
+        robot with the reason, and no exception reaches the executor (the node keeps running)."""
         now = self._now()
-        problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
+        self._scan_frame = msg.header.frame_id or "base_scan"  # where the attention wedges are drawn
+        try:
+            problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the node
+            problem = f"{type(exc).__name__}: {exc}"
+            self.logic.on_scan_error(problem, now, msg.header.stamp)
         if problem is not None:
             self.get_logger().warning(f"unusable scan: {problem}", throttle_duration_sec=2.0)
-        if self.config.act_on_scan:
-            self._act(now, from_scan=True)
+        if not self.config.act_on_scan:
+            return
+        if problem is None and self.logic.scan_awaits_odometry(max_wait=0.5 * self._period):
+            self._scan_pending = True  # decide when the odometry of the scan's instant arrives
+            return
+        self._act(now, from_scan=True)
 
     def _on_odom(self, msg: Odometry) -> None:
         now = self._now()
         try:
             pose, twist = pose_from_odometry(msg), twist_from_odometry(msg)
         except MessageError as exc:
-            self.logic.on_odometry(None, None, now, str(exc))
+            self.logic.on_odometry(None, None, now, str(exc), msg.header.stamp)
             self.get_logger().warning(f"unusable odometry: {exc}", throttle_duration_sec=2.0)
         else:
-            self.logic.on_odometry(pose, twist, now)
+            self.logic.on_odometry(pose, twist, now, stamp=msg.header.stamp)
         self._odom_frame = normalize_frame(msg.header.frame_id) or DEFAULT_ODOM_FRAME
         if self._goal_frame is not None:  # a goal accepted before the odometry frame was known
             frame, self._goal_frame = self._goal_frame, None
-            if frame != self._odom_frame:
-                self.logic.clear_goal()
-                self.get_logger().warning(f"dropped goal: it is in frame '{frame}', but odometry is in "
-                                          f"'{self._odom_frame}' (this controller does not transform goals)")
+            if frame != self._odom_frame and frame != self._map_frame():
+                self._refuse_goal(f"it is in frame '{frame}', but odometry is in '{self._odom_frame}'")
+        if self._scan_pending and not self.logic.scan_awaits_odometry(max_wait=0.5 * self._period):
+            self._scan_pending = False
+            self._act(now, from_scan=True)
+
+    def _map_frame(self) -> str | None:
+        """The frame goals may be given in besides odometry's: the map, when a localization topic is set."""
+        return normalize_frame(self.config.map_frame) if self.config.localization_topic else None
+
+    def _on_localization(self, msg: PoseWithCovarianceStamped) -> None:
+        frame = normalize_frame(msg.header.frame_id)
+        if frame != self._map_frame():
+            self.get_logger().warning(f"ignored localization pose: it is in frame '{frame}', expected "
+                                      f"'{self._map_frame()}' (map_frame)", throttle_duration_sec=5.0)
+            return
+        first = self.logic.map_to_odom is None
+        try:
+            problem = self.logic.on_localization(pose_from_localization(msg), msg.header.stamp, self._now())
+        except MessageError as exc:
+            problem = str(exc)
+        if problem is not None:
+            self.get_logger().warning(f"ignored localization pose: {problem}", throttle_duration_sec=5.0)
+        elif first:
+            c = self.logic.map_to_odom
+            self.get_logger().info(f"localized: map -> odom is ({c.x:.3f}, {c.y:.3f}, {c.yaw:.3f} rad)")
+
+    def _refuse_goal(self, why: str) -> None:
+        """Drop the goal and stop: a goal the node cannot relate to odometry is never followed."""
+        self.logic.clear_goal(f"goal refused: {why}")
+        self.get_logger().error(f"refused goal: {why}; the robot stops")
+        self._act(self._now(), from_scan=False)
 
     def _on_goal(self, msg: PoseStamped) -> None:
         frame = normalize_frame(msg.header.frame_id)
+        map_frame = self._map_frame()
         try:
-            if frame and self._odom_frame is not None:
-                require_frame(frame, self._odom_frame, "goal")
             x, y = goal_from_pose_stamped(msg)
         except MessageError as exc:
             self.get_logger().warning(f"rejected goal: {exc}")
             return
-        self.logic.set_goal(x, y)
-        self._goal_frame = frame if (frame and self._odom_frame is None) else None
+        if frame and map_frame is not None and frame == map_frame:
+            self.logic.set_goal(x, y, frame="map")
+            self._goal_frame = None
+        elif frame and self._odom_frame is not None and frame != self._odom_frame:
+            hint = (f"or '{map_frame}'" if map_frame else
+                    "(set localization_topic to follow goals in the map frame)")
+            self._refuse_goal(f"it is in frame '{frame}', which this controller cannot relate to odometry: "
+                              f"send goals in '{self._odom_frame}' {hint}")
+            return
+        else:
+            self.logic.set_goal(x, y)
+            self._goal_frame = frame if (frame and self._odom_frame is None) else None
         self.get_logger().info(f"new goal ({x:.3f}, {y:.3f}) in frame '{frame or self._odom_frame or 'odom'}'")
 
     # --- acting -----------------------------------------------------------------------------
     def _on_control_timer(self) -> None:
+        self._last_control_steady = time.monotonic()
         now = self._now()
         if (self.config.act_on_scan and self._last_scan_command is not None
                 and 0.0 <= now - self._last_scan_command < self._period):
             return  # a scan-driven command already went out within this period
+        if self._scan_pending and self.logic.scan_awaits_odometry(max_wait=0.5 * self._period):
+            return  # the scan's odometry is on its way; the odometry callback decides
+        self._scan_pending = False
         self._act(now, from_scan=False)
+
+    def _on_steady_watchdog(self) -> None:
+        """When the node clock stalls (a frozen /clock), the control loop stops running: act from here, so
+        inputs that went stale by steady time still stop the robot."""
+        limits = self.config.limits
+        if time.monotonic() - self._last_control_steady > min(limits.scan_timeout, limits.odom_timeout):
+            self._act(self._now(), from_scan=False)
 
     def _act(self, now: float, from_scan: bool) -> None:
         """One decision, published. The scan path and the control loop share it."""
@@ -459,15 +626,24 @@ class ControllerNode(Node):
         decision = self.logic.step(now)
         if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
             return  # an unchanged stop: the control loop repeats the zero at its own rate, not at the scan rate
+        if from_scan and not decision.new:
+            return  # a scan skipped to keep the training decision rate: the last command stands
         self._publish_command(decision)
         if from_scan:
             self._last_scan_command = now
         if decision.status != self._status:
             self._publish_status(decision.status)
-        if decision.state is ControlState.DRIVING and self._q_pub is not None:
+        if decision.state is ControlState.DRIVING and decision.new and self._q_pub is not None:
             self._q_pub.publish(_float_array(decision.q_values))
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))
+                self._publish_attention_markers(decision)
+
+    def _publish_attention_markers(self, decision: Decision) -> None:
+        stamp = decision.scan_stamp or self.get_clock().now().to_msg()
+        spec = self.policy.spec
+        self._markers_pub.publish(attention_markers(decision.attention, spec.fov, spec.angle_min,
+                                                    self._scan_frame, stamp))
 
     def _publish_command(self, decision: Decision) -> None:
         stamp = decision.scan_stamp
@@ -503,6 +679,18 @@ class ControllerNode(Node):
         if self._status is not None:
             self._status_pub.publish(String(data=self._status))
         self._diag_pub.publish(self.diagnostics())
+        self._check_scan_rate()
+
+    def _check_scan_rate(self) -> None:
+        """Warn (once per change) when scans come at a rate unlike the decision rate the policy was trained at."""
+        rate = self.logic.scan_rate_hz
+        differs = rate is not None and abs(rate - self.control_rate_hz) > 0.2 * self.control_rate_hz
+        if differs and not self._rate_warned:
+            how = ("decisions use every scan due at that rate; the others are skipped"
+                   if rate > self.control_rate_hz else "decisions come at the slower scan rate")
+            self.get_logger().warning(f"scans arrive at {rate:.3g} Hz, but the policy decides at "
+                                      f"{self.control_rate_hz:g} Hz (its training rate): {how}")
+        self._rate_warned = differs
 
     def _safety_diagnostics(self) -> dict:
         """Safety-layer state and intervention count for /diagnostics."""
@@ -519,8 +707,13 @@ class ControllerNode(Node):
         values = {
             "state": state,
             "scan age [s]": fmt(self.logic.scan_age(now)),
+            "scan rate [Hz]": fmt(self.logic.scan_rate_hz, 1),
+            "decision rate [Hz]": f"{self.control_rate_hz:g}",
             "odom age [s]": fmt(self.logic.odom_age(now)),
             "goal distance [m]": fmt(self.logic.goal_distance()),
+            "goal frame": self.logic.goal_frame if self.logic.goal is not None else "n/a",
+            "map -> odom": "n/a" if self.logic.map_to_odom is None else
+            "({0.x:.3f}, {0.y:.3f}, {0.yaw:.3f} rad)".format(self.logic.map_to_odom),
             "last inference [ms]": fmt(self.logic.last_inference_ms),
             "inputs": self.logic.input_problem(now) or "ok",
             "device": str(self.policy.device),
@@ -543,6 +736,15 @@ def _safety_values(logic) -> dict:
     state = layer.last_state
     return {"safety": state.action.value, "safety interventions": str(state.interventions),
             "safety reason": state.reason or "none"}
+
+
+def training_control_rate(metadata: dict) -> float:
+    """The control rate (Hz) a policy was trained at: its checkpoint's ``control_rate_hz``, else the
+    simulator's default (checkpoints written before the rate was stored were all trained at it)."""
+    rate = metadata.get("control_rate_hz", DEFAULT_TRAINING_CONTROL_RATE_HZ)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
+        raise StartupError(f"checkpoint metadata 'control_rate_hz' must be a positive number, got {rate!r}")
+    return float(rate)
 
 
 def _float_array(values: np.ndarray) -> Float32MultiArray:

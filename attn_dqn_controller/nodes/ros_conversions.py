@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import LaserScan
@@ -77,14 +77,23 @@ def scan_from_msg(msg: LaserScan) -> LaserScanData:
     )
 
 
+def _planar_pose(pose: Any, what: str) -> tuple[float, float, float]:
+    position, q = pose.position, pose.orientation
+    _finite({"position.x": position.x, "position.y": position.y, "orientation.x": q.x,
+             "orientation.y": q.y, "orientation.z": q.z, "orientation.w": q.w}, what)
+    if q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w < 1e-12:
+        raise MessageError(f"{what} orientation is the zero quaternion (not a rotation)")
+    return float(position.x), float(position.y), yaw_from_quaternion(q.x, q.y, q.z, q.w)
+
+
 def pose_from_odometry(msg: Odometry) -> tuple[float, float, float]:
     """(x, y, yaw) of the robot in the odometry frame; MessageError on non-finite or zero orientation."""
-    position, q = msg.pose.pose.position, msg.pose.pose.orientation
-    _finite({"position.x": position.x, "position.y": position.y, "orientation.x": q.x,
-             "orientation.y": q.y, "orientation.z": q.z, "orientation.w": q.w}, "odometry pose")
-    if q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w < 1e-12:
-        raise MessageError("odometry orientation is the zero quaternion (not a rotation)")
-    return float(position.x), float(position.y), yaw_from_quaternion(q.x, q.y, q.z, q.w)
+    return _planar_pose(msg.pose.pose, "odometry pose")
+
+
+def pose_from_localization(msg: PoseWithCovarianceStamped) -> tuple[float, float, float]:
+    """(x, y, yaw) of a localization pose (AMCL's amcl_pose) in its map frame; MessageError as for odometry."""
+    return _planar_pose(msg.pose.pose, "localization pose")
 
 
 def twist_from_odometry(msg: Odometry) -> tuple[float, float]:
