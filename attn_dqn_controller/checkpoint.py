@@ -51,7 +51,8 @@ DEFAULT_CONTROL_RATE_HZ = 10.0
 """The control rate of checkpoints that do not store one (every run before the rate was recorded)."""
 
 MODEL_BOUNDS = {"d_model": 2048, "num_layers": 48, "num_heads": 64, "ff_mult": 16, "mlp_width": 16384,
-                "mlp_layers": 16, "num_beams": 8192, "num_sectors": 1024, "history_length": 64, "route_points": 256, "actions": 4096,
+                "mlp_layers": 16, "num_beams": 8192, "num_sectors": 1024, "history_length": 64, "route_points": 256,
+                "actions": 4096,
                 "parameters": 200_000_000}
 """Upper limits on what a checkpoint file may ask this code to build (far above any useful controller)."""
 

@@ -187,9 +187,10 @@ class AttnNavEnv(gymnasium.Env):
         obs_spec = self.observation_spec
         self.route = self._route_mode(route, unmapped_obstacle_fraction, obs_spec)
         self.unmapped_obstacle_fraction = _number("unmapped_obstacle_fraction", unmapped_obstacle_fraction)
+        if route_replan_period is None:
+            route_replan_period = ROUTE_REPLAN_PERIOD[self.route]
         self.route_guidance = make_guidance(self.route, self.map_config, obs_spec.range_max,
-                                            _number("route_replan_period", route_replan_period if route_replan_period is not None
-                                                    else ROUTE_REPLAN_PERIOD[self.route], allow_equal=False),
+                                            _number("route_replan_period", route_replan_period, allow_equal=False),
                                             _number("route_stray_distance", route_stray_distance, allow_equal=False))
         self.unmapped: tuple[int, ...] = ()
         if actions is None:
