@@ -79,8 +79,9 @@ from attn_dqn_controller.observation import LaserScanData, ObservationSpec  # no
 ECHO_NS = "/bench_echo"
 
 
-def controller_ns(backend: str, route: bool = False) -> str:
-    return f"/bench_ctl_{backend}" + ("_route" if route else "")
+def controller_ns(backend: str, kind: str = "goal") -> str:
+    """kind: goal (the model as given), route (route_source controller), nosafety (safety layer off)."""
+    return f"/bench_ctl_{backend}" + ("" if kind == "goal" else f"_{kind}")
 
 
 FAR_GOAL = (100.0, 0.0)
@@ -320,6 +321,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="checkpoint (default: an untrained model of the default spec)")
     parser.add_argument("--route", choices=["none", "scan_map"], default="none",
                         help="scan_map: also one route_source scan_map controller per backend (route-token model)")
+    parser.add_argument("--safety-off-too", action="store_true",
+                        help="also one controller per backend with safety_enabled:=false (the safety layer's cost, "
+                             "measured in the same run)")
     args = parser.parse_args()
     if args.role == "echo":
         return run_echo()
@@ -330,21 +334,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         model = args.model or make_checkpoint(tmp)
         routed = args.route != "none"
-        variants = [(b, False) for b in backends] + ([(b, True) for b in backends] if routed else [])
+        variants = [(b, "goal") for b in backends] + ([(b, "route") for b in backends] if routed else []) \
+            + ([(b, "nosafety") for b in backends] if args.safety_off_too else [])
         driver = None
         try:
             procs.append(start([sys.executable, __file__, "--role", "echo"], os.path.join(tmp, "echo.log")))
-            for backend, route in variants:
+            for backend, kind in variants:
                 extra = ["-p", f"model_path:={make_checkpoint(tmp, 8)}", "-p", f"route_source:={args.route}"] \
-                    if route else ["-p", f"model_path:={model}"]
+                    if kind == "route" else ["-p", f"model_path:={model}"]
+                if kind == "nosafety":
+                    extra += ["-p", "safety_enabled:=false"]
                 procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
-                                    "-r", f"__ns:={controller_ns(backend, route)}", *extra,
+                                    "-r", f"__ns:={controller_ns(backend, kind)}", *extra,
                                     "-p", f"device:={args.device}", "-p", f"inference_backend:={backend}",
                                     "-p", "act_on_scan:=true", "-p", "goal_tolerance:=0.15",
                                     # decide on every scan at every rate measured (the node's default is the
                                     # policy's training rate, which would answer only every n-th scan)
                                     "-p", f"control_rate_hz:={float(max(args.rates))}"],
-                                   os.path.join(tmp, f"controller_{backend}{'_route' if route else ''}.log")))
+                                   os.path.join(tmp, f"controller_{backend}_{kind}.log")))
             driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if routed else FAR_GOAL)
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
                   f"backends {', '.join(backends)} (one controller each), act_on_scan, LaserScan(360); "
@@ -362,9 +369,9 @@ def main() -> int:
             for rate in args.rates:
                 echo = results[(ECHO_NS, rate)]
                 print(f"{rate:5.0f}Hz {'echo':<22} {describe(echo)}")
-                for backend, route in variants:
-                    label = backend + (f" {args.route}" if route else "")
-                    ctl = results[(controller_ns(backend, route), rate)]
+                for backend, kind in variants:
+                    label = backend + {"goal": "", "route": f" {args.route}", "nosafety": " no-safety"}[kind]
+                    ctl = results[(controller_ns(backend, kind), rate)]
                     print(f"{rate:5.0f}Hz {'controller ' + label:<22} {describe(ctl)}")
                     if echo["latency_ms"].size and ctl["latency_ms"].size:
                         added_med = np.median(ctl["latency_ms"]) - np.median(echo["latency_ms"])
@@ -372,16 +379,17 @@ def main() -> int:
                         print(f"{rate:5.0f}Hz {'  added ' + label:<22} median {added_med:+6.3f} ms  "
                               f"p99 {added_p99:+6.3f} ms (controller - echo)")
             top = max(args.rates)
-            for backend, route in variants:
-                ns = controller_ns(backend, route)
+            for backend, kind in variants:
+                ns = controller_ns(backend, kind)
+                route = kind == "route"
                 ctl = results[(ns, top)]["latency_ms"]
                 if ctl.size >= 8:
                     quarter = ctl.size // 4
                     first, last = np.median(ctl[:quarter]), np.median(ctl[-quarter:])
-                    print(f"\nbacklog check at {top:g} Hz ({backend}): first-quarter median {first:.3f} ms, "
+                    print(f"\nbacklog check at {top:g} Hz ({backend} {kind}): first-quarter median {first:.3f} ms, "
                           f"last-quarter median {last:.3f} ms (ratio {last / first:.2f}); commands answered "
                           f"{results[(ns, top)]['answered']}/{results[(ns, top)]['sent']} scans")
-                print(f"{backend}{' ' + args.route if route else ''}: controller-reported last inference {driver.inference_ms.get(ns)} ms; duplicate "
+                print(f"{backend} {kind}: controller-reported last inference {driver.inference_ms.get(ns)} ms; duplicate "
                       f"answers (control loop repeating a scan's command): {driver.duplicates[ns]}; other commands "
                       f"(watchdog zeros, stale answers): {driver.other_commands[ns]}"
                       + (f"; route replans {driver.route_state.get(ns, (None,))[0]}, route "
