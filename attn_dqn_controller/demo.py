@@ -123,7 +123,10 @@ def run_demo(args) -> int:
     try:
         while launch.poll() is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        for _ in range(20):  # the last report may still be in flight
+        # The last reports may still be in flight when the launch ends (seen on a loaded machine): wait for
+        # every episode's report, a few seconds at most.
+        settle = time.monotonic() + 5.0
+        while len(observer.reports) < args.episodes and time.monotonic() < settle:
             executor.spin_once(timeout_sec=0.05)
     except KeyboardInterrupt:
         pass
