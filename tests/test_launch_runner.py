@@ -58,6 +58,11 @@ with open(os.path.join(out, name + ".json.tmp"), "w") as f:
     json.dump(record, f)
 os.replace(os.path.join(out, name + ".json.tmp"), os.path.join(out, name + ".json"))
 print("hello from " + name, flush=True)
+if "--wait-for" in plain:  # exit only once that node is up (its SIGINT handler set): no start-up race
+    other = os.path.join(out, plain[plain.index("--wait-for") + 1] + ".json")
+    deadline = time.monotonic() + 60.0
+    while not os.path.exists(other) and time.monotonic() < deadline:
+        time.sleep(0.02)
 if "--exit" in plain:
     sys.exit(int(plain[plain.index("--exit") + 1]))
 while not stopped:
@@ -530,7 +535,7 @@ def test_crash_exit_code_is_returned_once_all_nodes_have_exited(tmp_path, fake_n
 
 def test_exit_on_first_exit_shuts_the_others_down(tmp_path, fake_nodes):
     launch = write(tmp_path / "run.launch.yaml", RUN_LAUNCH)
-    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--exit 0"},
+    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--wait-for talker --exit 0"},
                       exit_on_first_exit=True, timeout=HANG_GUARD)
     assert code == 0
     assert (fake_nodes / "talker.exit").read_text() == "SIGINT"
@@ -540,7 +545,7 @@ def test_exit_on_first_exit_shuts_the_others_down(tmp_path, fake_nodes):
 def test_on_exit_shutdown_stops_the_others_when_that_node_exits(tmp_path, fake_nodes, capsys):
     launch = write(tmp_path / "run.launch.yaml", RUN_LAUNCH.replace(
         "    exec_name: listener\n", "    exec_name: listener\n    on_exit: shutdown\n"))
-    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--exit 0"}, timeout=HANG_GUARD)
+    code = run_launch(launch, {"out": str(fake_nodes), "listener_args": "--wait-for talker --exit 0"}, timeout=HANG_GUARD)
     assert code == 0
     assert (fake_nodes / "talker.exit").read_text() == "SIGINT"  # the talker got the shutdown's SIGINT
     assert "'listener' exited and has on_exit: shutdown" in capsys.readouterr().out
