@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 import sim  # noqa: F401  (registers AttnNav-v0)
+from bench_sim import env_rate  # bench/ is on sys.path when a bench script runs
 from attn_dqn_controller.learning.agents import DWAAgent
 from attn_dqn_controller.planning.planner import GridPlanner, PlannerConfig
 from attn_dqn_controller.planning.scan_map import RollingScanMap, ScanMapConfig
@@ -91,20 +92,11 @@ def time_env(level: str, steps: int, rng: np.random.Generator) -> tuple[float, f
     """(steps/s with resets, steps/s without them, ms per reset, episodes) with random actions on `level`."""
     env = AttnNavEnv(level=level, seed=2_000_000)
     try:
-        env.reset()
-        reset_time, episodes = 0.0, 0
-        start = time.perf_counter()
-        for _ in range(steps):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-            if terminated or truncated:
-                t0 = time.perf_counter()
-                env.reset()
-                reset_time += time.perf_counter() - t0
-                episodes += 1
-        total = time.perf_counter() - start
+        rate, reset_time, episodes = env_rate(env, steps, rng)  # the same loop bench_sim.py times
     finally:
         env.close()
-    return steps / total, steps / (total - reset_time), 1e3 * reset_time / max(episodes, 1), episodes
+    total = steps / rate
+    return rate, steps / (total - reset_time), 1e3 * reset_time / max(episodes, 1), episodes
 
 
 def main() -> None:
