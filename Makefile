@@ -13,6 +13,7 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) tests/real_launch_venv.py --if-available  # the real `ros2 launch` for its conformance tests
 	@touch $(STAMP)
 
 venv: $(STAMP)

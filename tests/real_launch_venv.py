@@ -11,6 +11,7 @@ hook, which also gives the ROS wheels' shared libraries to the loader (their
 bootstrapper only looks in its own prefix). A stamp makes reruns instant.
 
     python tests/real_launch_venv.py      # build it by hand; prints its python
+    python tests/real_launch_venv.py --if-available   # what `make venv` runs: nothing without the wheels
 """
 
 from __future__ import annotations
@@ -92,4 +93,9 @@ def ensure_launch_venv(project_python: str = sys.executable, venv: Path = VENV) 
 
 
 if __name__ == "__main__":
-    print(ensure_launch_venv())
+    # `make venv` runs this with --if-available so the suite's downloads all happen at install time
+    # (a later `make test` then sends nothing off the machine); without the wheels the tests skip.
+    if "--if-available" in sys.argv[1:] and not sorted(wheels_dir().glob("launch-*.whl")):
+        print(f"real ROS 2 launch: no wheels in {wheels_dir()}; its conformance tests will skip")
+    else:
+        print(ensure_launch_venv())

@@ -459,6 +459,37 @@ def test_a_held_command_obeys_limits_lowered_since_the_decision(shipped_policy):
     assert not held.new and held.command == (0.05, 0.0)
 
 
+def test_a_held_frame_keeps_reporting_a_safety_stop_and_a_newer_scan_only_tightens(checkpoint):  # noqa: F811
+    """Between decisions the held command is re-checked against the newest scan: a stop stays reported as
+    a stop (not 'none' because the held command is already zero), and a cleared scan does not restart the
+    robot before the next decision; a new obstacle stops it at once."""
+    from attn_dqn_controller.safety import SafetyAction, SafetyLayer
+    from test_controller_node import obstacle_ahead_scan
+
+    forward_only = Policy.load(checkpoint, device="cpu", backend="torch")  # every action has v > 0
+    logic = ControlLogic(forward_only, Limits(), decision_period=0.1, safety=SafetyLayer(),
+                         steady_clock=FakeSteadyClock())
+    logic.set_goal(4.0, 0.0)
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 3.0, stamp=3.0)
+    logic.on_scan(obstacle_ahead_scan(), 3.0, stamp=3.0)
+    stopped = logic.step(3.0)
+    assert stopped.new and stopped.command[0] == 0.0 and stopped.safety.action is SafetyAction.STOP
+    held = logic.step(3.02)
+    assert not held.new and held.command[0] == 0.0
+    assert held.safety.action is SafetyAction.STOP and held.reason.startswith("safety stop")
+    assert logic.safety.last_state.action is SafetyAction.STOP  # what the diagnostics report
+    logic.on_scan(full_scan(2.0), 3.03, stamp=3.03)  # cleared, but not due for a decision yet
+    assert logic.step(3.04).command[0] == 0.0
+    # Driving, then a held frame whose newer scan shows an obstacle: stopped before the next decision.
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 3.1, stamp=3.1)
+    logic.on_scan(full_scan(2.0), 3.1, stamp=3.1)
+    driving = logic.step(3.1)
+    assert driving.new and driving.command[0] > 0.0
+    logic.on_scan(obstacle_ahead_scan(), 3.15, stamp=3.15)
+    cut = logic.step(3.16)
+    assert not cut.new and cut.command[0] == 0.0 and cut.safety.action is SafetyAction.STOP
+
+
 def test_runtime_change_is_validated_with_the_whole_configuration(tmp_path, checkpoint):  # noqa: F811
     """The node's own check, behind rclpy's range and type checks: a value that passes those but not the
     configuration's (non-finite) is refused with the reason, and nothing changes."""

@@ -201,6 +201,9 @@ class ControlLogic:
         self._last_decision_stamp: object = None
         self._scan_interval: float | None = None
         self.last_command: tuple[float, float] = (0.0, 0.0)
+        """The command last sent (what the observation's motion tokens see)."""
+        self._requested_command: tuple[float, float] = (0.0, 0.0)
+        """The last decision's command before the safety layer (what a held frame re-checks)."""
         self.last_inference_ms: float | None = None
 
     # --- inputs -------------------------------------------------------------------------
@@ -407,12 +410,7 @@ class ControlLogic:
             self._goal_reached = True
             return self._stop(ControlState.GOAL_REACHED, "")
         if not self._needs_reset and not self._scan_due():  # hold: one frame per scan, at the decision rate
-            held = clamp_command(*self.last_command, self.limits)  # limits may have been lowered since
-            safety = None
-            if self.safety is not None and self._scan.data is not None:  # a newer scan may show a new obstacle
-                v, w, safety = self.safety.filter(*held, self._scan.data)
-                held = (v, w)
-            return Decision(ControlState.DRIVING, "", held, self._last_decision_stamp, new=False, safety=safety)
+            return self._hold()
         scan = self._scan
         match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
         if match is None or match.gap > self.limits.odom_timeout:
@@ -447,10 +445,22 @@ class ControlLogic:
         if command is None:
             return self._stop(ControlState.ERROR, f"policy produced a non-finite command {out.command}")
         command, safety = self._after_policy(command, now)
-        reason = "" if safety is None or safety.action is SafetyAction.NONE else \
-            f"safety {safety.action.value} ({safety.interventions} interventions)"
-        return Decision(ControlState.DRIVING, reason, command, self._scan.stamp, q_values, out.attention,
-                        self.last_inference_ms, safety)
+        return Decision(ControlState.DRIVING, _safety_reason(safety), command, self._scan.stamp, q_values,
+                        out.attention, self.last_inference_ms, safety)
+
+    def _hold(self) -> Decision:
+        """The last decision again until the next scan is due, re-checked by the safety layer.
+
+        The layer checks the policy's request (not the command it already cut), so a stop stays reported
+        as a stop while it lasts; a newer scan can only tighten what is sent until the next decision."""
+        held = clamp_command(*self.last_command, self.limits)  # limits may have been lowered since
+        safety = None
+        if self.safety is not None and self._scan.data is not None:  # a newer scan may show a new obstacle
+            requested = clamp_command(*self._requested_command, self.limits)
+            v, w, safety = self.safety.filter(*requested, self._scan.data)
+            held = (_tighter(v, held[0]), _tighter(w, held[1]))
+        return Decision(ControlState.DRIVING, _safety_reason(safety), held, self._last_decision_stamp, new=False,
+                        safety=safety)
 
     def _route_waypoints(self, odom_pose: Pose2D, goal_in_odom: tuple[float, float], scan: LaserScanData,
                          now: float) -> tuple[np.ndarray | None, str | None]:
@@ -489,9 +499,22 @@ class ControlLogic:
         if self.smoother is not None:
             dt = self.control_period if self._last_drive_time is None else now - self._last_drive_time
             command = self.smoother.filter(*command, min(max(dt, 1e-3), 1.0))
+        self._requested_command = command
         if self.safety is not None:
             v, w, safety = self.safety.filter(*command, self._scan.data)
             command = (v, w)
             if self.smoother is not None:  # the next command accelerates from what was really sent
                 self.smoother.reset(v, w)
         return command, safety
+
+
+def _safety_reason(safety: SafetyState | None) -> str:
+    """The status suffix for what the safety layer did ("" when it let the command through)."""
+    if safety is None or safety.action is SafetyAction.NONE:
+        return ""
+    return f"safety {safety.action.value} ({safety.interventions} interventions)"
+
+
+def _tighter(checked: float, held: float) -> float:
+    """The smaller in magnitude of a re-checked value and the held one (both share the request's sign)."""
+    return checked if abs(checked) < abs(held) else held
