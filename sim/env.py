@@ -100,6 +100,8 @@ from sim.world import LidarConfig, SimConfig, SimWorld
 
 OBSERVATION_BOUND = 2.0
 RESET_OPTIONS = ("map_seed", "start", "goal")
+STOPPED_SPEED = 0.02
+"""|v| (m/s) below which a robot commanded to stop counts as at rest when something hits it."""
 ROUTE_REPLAN_PERIOD = {"none": 1.0, "map": 1.0, "scan_map": 2.0}
 """Default seconds between re-plans; scan_map re-plans also when a seen obstacle blocks the route, and each of
 its plans searches a new graph (about 12 ms on a 5 m level, more on buildings), so its period is longer."""
@@ -381,7 +383,8 @@ class AttnNavEnv(gymnasium.Env):
         odometry = self._odometry = self.world.odometry()
         self._scan = self._sense()
         self._update_route()
-        collision = self.world.in_collision()
+        collision_kind = self.world.collision_kind()
+        collision = collision_kind is not None
         self._path_length += math.hypot(odometry.x - before.x, odometry.y - before.y)
         self._path.append((odometry.x, odometry.y))
 
@@ -399,7 +402,14 @@ class AttnNavEnv(gymnasium.Env):
         truncated = (not terminated) and self._steps >= self.max_steps
         self._done = terminated or truncated
         observation = self._observe()
-        return observation, float(reward), terminated, truncated, self._info(success, collision, self._done)
+        info = self._info(success, collision, self._done)
+        if collision:
+            # "stopped": the command sent this step had no linear speed and the robot was at rest, so the
+            # obstacle came to it (only a moving one can); evaluation counts these apart.
+            stopped = self._previous_command[0] == 0.0 and abs(odometry.v) < STOPPED_SPEED
+            info["collision_with"] = collision_kind
+            info["robot_stopped"] = bool(stopped)
+        return observation, float(reward), terminated, truncated, info
 
     def render(self):
         if self.render_mode is None:

@@ -345,11 +345,19 @@ class SimWorld:
 
     def in_collision(self) -> bool:
         """Whether the robot touches (or penetrates) a wall, obstacle or moving obstacle."""
+        return self.collision_kind() is not None
+
+    def collision_kind(self) -> str | None:
+        """What the robot touches: "moving" (a moving obstacle, first), "static", or None.
+
+        Why the kind matters: on `dynamic`, an obstacle that drives into a stopped robot is a collision
+        no stop-only safety layer can prevent, and evaluation reports those apart."""
         self._check_ready()
-        for contact in pybullet.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client):
-            if contact[2] != self.ground_id and contact[8] <= 0.0:
-                return True
-        return False
+        touched = {contact[2] for contact in pybullet.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client)
+                   if contact[2] != self.ground_id and contact[8] <= 0.0}
+        if not touched:
+            return None
+        return "moving" if touched & set(self.moving_ids) else "static"
 
     def moving_obstacle_positions(self) -> list[tuple[float, float]]:
         """Where the moving obstacles are now (x, y), in navmap.moving order."""

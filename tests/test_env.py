@@ -126,9 +126,28 @@ def test_collision_is_penalised_and_terminates(make_env):
             break
     assert terminated and not truncated and step < 15
     assert info["collision"] and not info["success"] and info["spl"] == 0.0
+    assert info["collision_with"] == "static" and not info["robot_stopped"]  # it drove into the wall
     progress = navmap.geodesic_distance(*before[:2]) - navmap.geodesic_distance(*env.pose[:2])
     assert progress < 0  # it drove away from the goal
     assert reward == pytest.approx(2.0 * progress - 10.0 - 0.01, abs=1e-9)
+
+
+def test_a_moving_obstacle_driving_into_the_stopped_robot_is_reported_as_such(make_env):
+    """The robot stands on a moving obstacle's track: the hit is a collision, labelled as the obstacle's."""
+    from attn_dqn_controller.learning.evaluation import collision_label
+
+    env = make_env(level="dynamic", seed=0)
+    env.reset(options={"map_seed": 1_000_000})
+    mover = env.navmap.moving[0]
+    (ax, ay), (bx, by) = mover.waypoints[:2]
+    env.reset(options={"map_seed": 1_000_000, "start": ((ax + bx) / 2, (ay + by) / 2, 0.0)})
+    for _ in range(200):
+        _, _, terminated, truncated, info = env.step(STOP)
+        if terminated or truncated:
+            break
+    assert terminated and info["collision"], info
+    assert info["collision_with"] == "moving" and info["robot_stopped"]
+    assert collision_label(info) == "moving, robot stopped"
 
 
 def test_truncation_at_max_steps(make_env):

@@ -233,6 +233,18 @@ def test_moving_obstacle_follows_its_schedule_and_collides(world):
         if first_contact is None and world.in_collision():
             first_contact = gap
     assert first_contact is not None and first_contact == pytest.approx(0.15 + ROBOT_RADIUS, abs=0.03)
+    assert world.collision_kind() == "moving"
+
+
+def test_collision_kind_tells_a_wall_from_a_moving_obstacle(world):
+    mover = MovingObstacle(0.15, ((4.0, 4.0), (4.5, 4.0)), 0.2)  # far from the robot
+    world.reset(arena([wall_ahead(1.0)], moving=[mover]))  # a wall 1 m ahead of the robot at (1, 2.5)
+    assert world.collision_kind() is None
+    for _ in range(60):
+        world.step(0.22, 0.0)
+        if world.collision_kind() is not None:
+            break
+    assert world.collision_kind() == "static" and world.in_collision()
 
 
 def run(world, navmap, commands):

@@ -31,6 +31,7 @@ class EpisodeRecord:
     path_length: float
     shortest_path_length: float
     spl: float
+    collision: str = ""  # "static", "moving" (the robot drove into it) or "moving, robot stopped"; "" otherwise
     trajectory: list = field(default_factory=list, repr=False)  # [(x, y, yaw), ...]
     attention: list = field(default_factory=list, repr=False)   # per step sector weights, when the agent has them
 
@@ -44,6 +45,9 @@ class EvalSummary:
     timeout_rate: float
     spl: float
     mean_steps: float
+    struck_while_stopped_rate: float = 0.0
+    """Episodes ended by a moving obstacle driving into the robot while it stood still (part of
+    collision_rate): what a stop-only safety layer cannot prevent."""
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +85,14 @@ def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = Fals
     shortest = float(info["shortest_path_length"])
     travelled = float(info["path_length"])
     spl = float(info["spl"]) if outcome == "success" else 0.0  # the env's SPL: to the goal region
-    return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, trajectory, attention)
+    collision = collision_label(info) if outcome == "collision" else ""
+    return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, collision, trajectory, attention)
+
+
+def collision_label(info: dict) -> str:
+    """The env's collision details as one label: "static", "moving", or "moving, robot stopped"."""
+    kind = info.get("collision_with", "static")
+    return f"{kind}, robot stopped" if kind == "moving" and info.get("robot_stopped") else kind
 
 
 def summarize(level: str, records: list[EpisodeRecord]) -> EvalSummary:
@@ -96,6 +107,7 @@ def summarize(level: str, records: list[EpisodeRecord]) -> EvalSummary:
         timeout_rate=outcomes.count("timeout") / n,
         spl=float(np.mean([r.spl for r in records])),
         mean_steps=float(np.mean([r.steps for r in records])),
+        struck_while_stopped_rate=sum(r.collision == "moving, robot stopped" for r in records) / n,
     )
 
 
@@ -136,6 +148,10 @@ def format_table(summaries: list[EvalSummary], title: str = "") -> str:
     for s in summaries:
         lines.append(f"{s.level:<10} {s.episodes:>8d} {s.success_rate:>8.1%} {s.collision_rate:>9.1%} "
                      f"{s.timeout_rate:>8.1%} {s.spl:>6.3f} {s.mean_steps:>7.1f}")
+    for s in summaries:
+        if s.struck_while_stopped_rate > 0:
+            lines.append(f"{s.level}: {s.struck_while_stopped_rate:.1%} of episodes (of the {s.collision_rate:.1%} "
+                         f"collisions) ended with a moving obstacle driving into the stopped robot")
     return "\n".join(lines)
 
 
