@@ -100,8 +100,6 @@ from sim.world import LidarConfig, SimConfig, SimWorld
 
 OBSERVATION_BOUND = 2.0
 RESET_OPTIONS = ("map_seed", "start", "goal")
-STOPPED_SPEED = 0.02
-"""|v| (m/s) below which a robot commanded to stop counts as at rest when something hits it."""
 ROUTE_REPLAN_PERIOD = {"none": 1.0, "map": 1.0, "scan_map": 2.0}
 """Default seconds between re-plans; scan_map re-plans also when a seen obstacle blocks the route, and each of
 its plans searches a new graph (about 12 ms on a 5 m level, more on buildings), so its period is longer."""
@@ -377,6 +375,7 @@ class AttnNavEnv(gymnasium.Env):
             raise ValueError(f"command (v={v!r}, w={w!r}) is invalid: both must be finite")
         v, w = self._filter_command(float(v), float(w))
         self.world.step(*self._actuate(v, w))
+        standing = v == 0.0 and self._previous_command[0] == 0.0  # no linear command for a whole period
         self._previous_command = (v, w)
         self._steps += 1
         before = self._odometry
@@ -404,11 +403,11 @@ class AttnNavEnv(gymnasium.Env):
         observation = self._observe()
         info = self._info(success, collision, self._done)
         if collision:
-            # "stopped": the command sent this step had no linear speed and the robot was at rest, so the
-            # obstacle came to it (only a moving one can); evaluation counts these apart.
-            stopped = self._previous_command[0] == 0.0 and abs(odometry.v) < STOPPED_SPEED
+            # "robot_stopped": no linear command this step or the one before (it may turn on the spot), so
+            # the obstacle came to the robot; odometry cannot tell, as the hit itself pushes the robot.
             info["collision_with"] = collision_kind
-            info["robot_stopped"] = bool(stopped)
+            info["robot_stopped"] = bool(standing)
+            info["collision_bearing"] = float(self.world.contact_bearing())  # rad, robot frame, 0 = ahead
         return observation, float(reward), terminated, truncated, info
 
     def render(self):

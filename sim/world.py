@@ -352,12 +352,26 @@ class SimWorld:
 
         Why the kind matters: on `dynamic`, an obstacle that drives into a stopped robot is a collision
         no stop-only safety layer can prevent, and evaluation reports those apart."""
-        self._check_ready()
-        touched = {contact[2] for contact in pybullet.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client)
-                   if contact[2] != self.ground_id and contact[8] <= 0.0}
+        touched = {contact[2] for contact in self._contacts()}
         if not touched:
             return None
         return "moving" if touched & set(self.moving_ids) else "static"
+
+    def contact_bearing(self) -> float | None:
+        """Bearing (rad, robot frame, 0 = straight ahead) of the deepest contact, or None without contact."""
+        contacts = self._contacts()
+        if not contacts:
+            return None
+        x, y, yaw = self.odometry().pose
+        point = min(contacts, key=lambda contact: contact[8])[5]  # on the robot, world frame
+        bearing = math.atan2(point[1] - y, point[0] - x) - yaw
+        return math.atan2(math.sin(bearing), math.cos(bearing))
+
+    def _contacts(self) -> list:
+        """The robot's touching (or penetrating) contacts with anything but the floor."""
+        self._check_ready()
+        return [contact for contact in pybullet.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client)
+                if contact[2] != self.ground_id and contact[8] <= 0.0]
 
     def moving_obstacle_positions(self) -> list[tuple[float, float]]:
         """Where the moving obstacles are now (x, y), in navmap.moving order."""

@@ -126,7 +126,8 @@ def test_collision_is_penalised_and_terminates(make_env):
             break
     assert terminated and not truncated and step < 15
     assert info["collision"] and not info["success"] and info["spl"] == 0.0
-    assert info["collision_with"] == "static" and not info["robot_stopped"]  # it drove into the wall
+    assert info["collision_with"] == "static" and not info["robot_stopped"]  # it drove into the wall ...
+    assert abs(info["collision_bearing"]) < 0.2  # ... ahead of it
     progress = navmap.geodesic_distance(*before[:2]) - navmap.geodesic_distance(*env.pose[:2])
     assert progress < 0  # it drove away from the goal
     assert reward == pytest.approx(2.0 * progress - 10.0 - 0.01, abs=1e-9)

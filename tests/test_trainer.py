@@ -105,6 +105,12 @@ def test_resume_continues_the_same_run(tmp_path):
     assert resumed.counters.env_steps >= 1200
     assert resumed.counters.updates > saved_updates  # the learner kept counting from the checkpoint
     assert resumed.learner.updates == resumed.counters.updates
+    # It refilled the replay (200 transitions here) and learned only from then on, at the run's ratio: the
+    # refill's backlog of updates is skipped rather than paid at once on a nearly empty replay.
+    refilled_at = ckpt.metadata["env_steps"] + resumed.resume_refill_size()
+    assert resumed.resume_refill_size() == 200
+    assert resumed.counters.updates - saved_updates == pytest.approx(
+        0.5 * (resumed.counters.env_steps - refilled_at), abs=4)
     rows = (out / "progress.csv").read_text().strip().splitlines()
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == sorted(steps) and steps[0] <= 200 and steps[-1] >= 1200  # one log, appended in order

@@ -158,6 +158,11 @@ class TrainConfig:
     log_interval: int = 1_000
     save_replay: bool = False
     """Also save the replay buffer with each checkpoint, so --resume continues exactly."""
+    resume_refill: int = 0
+    """Transitions to collect after --resume without a saved replay before learning again (0: the larger
+    of learning_starts and a tenth of replay.capacity). The updates those steps would have had are
+    skipped, not paid at once: a backlog of thousands of updates on a few thousand fresh transitions
+    overfits them and undoes much of what the network knew."""
     device: str = "auto"
     torch_threads: int = 1
     """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
@@ -189,6 +194,7 @@ class TrainConfig:
         need(self.total_steps > 0, "total_steps", "must be > 0")
         need(self.num_envs >= 1, "num_envs", "must be >= 1")
         need(self.learning_starts >= 0, "learning_starts", "must be >= 0")
+        need(self.resume_refill >= 0, "resume_refill", "must be >= 0 (0: automatic)")
         need(self.updates_per_step > 0, "updates_per_step", "must be > 0")
         need(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         need(self.log_interval > 0, "log_interval", "must be > 0")

@@ -31,7 +31,8 @@ class EpisodeRecord:
     path_length: float
     shortest_path_length: float
     spl: float
-    collision: str = ""  # "static", "moving" (the robot drove into it) or "moving, robot stopped"; "" otherwise
+    collision: str = ""  # "static", "moving" or "moving, robot stopped"; "" when the episode had no collision
+    collision_bearing: float | None = None  # where the robot was touched (rad, robot frame, 0 = ahead)
     trajectory: list = field(default_factory=list, repr=False)  # [(x, y, yaw), ...]
     attention: list = field(default_factory=list, repr=False)   # per step sector weights, when the agent has them
 
@@ -46,8 +47,9 @@ class EvalSummary:
     spl: float
     mean_steps: float
     struck_while_stopped_rate: float = 0.0
-    """Episodes ended by a moving obstacle driving into the robot while it stood still (part of
-    collision_rate): what a stop-only safety layer cannot prevent."""
+    """Episodes ended by a moving obstacle driving into the robot while it had no linear command (it may
+    turn on the spot) for a whole control period (part of collision_rate): what a stop-only safety layer
+    cannot prevent."""
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +88,9 @@ def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = Fals
     travelled = float(info["path_length"])
     spl = float(info["spl"]) if outcome == "success" else 0.0  # the env's SPL: to the goal region
     collision = collision_label(info) if outcome == "collision" else ""
-    return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, collision, trajectory, attention)
+    bearing = info.get("collision_bearing") if outcome == "collision" else None
+    return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, collision, bearing, trajectory,
+                         attention)
 
 
 def collision_label(info: dict) -> str:

@@ -197,6 +197,8 @@ class TrainingRun:
         """Set by a collector whose simulators step while the learner updates."""
         self.started = time.monotonic()
         self.wall_time_before = 0.0
+        self._refill_pending = False  # set by a resume without a saved replay
+        self._update_offset = 0  # updates skipped by such a refill (targets count from it)
         if resume:
             self._resume()
         self.logger = RunLogger(self.out_dir, resume)
@@ -207,12 +209,24 @@ class TrainingRun:
         c = self.config
         if self.counters.env_steps < max(c.learning_starts, c.learner.batch_size):
             return 0
-        # After --resume without a saved replay, refill before learning again (the backlog of updates
-        # is then paid at once, keeping the update-to-data ratio of the whole run).
         if len(self.replay) < max(c.learner.batch_size, min(c.learning_starts, c.replay.capacity)):
             return 0
-        target = int((self.counters.env_steps - c.learning_starts) * c.updates_per_step)
+        target = int((self.counters.env_steps - c.learning_starts) * c.updates_per_step) - self._update_offset
+        if self._refill_pending:  # after --resume without a saved replay: refill, then skip the backlog
+            if len(self.replay) < self.resume_refill_size():
+                return 0
+            self._update_offset += max(0, target - self.counters.updates)
+            self._refill_pending = False
+            print(f"replay refilled ({len(self.replay)} transitions): learning again at step "
+                  f"{self.counters.env_steps}, {self._update_offset} updates of the refill skipped", flush=True)
+            return 0
         return max(0, target - self.counters.updates)
+
+    def resume_refill_size(self) -> int:
+        """Transitions a resume without a saved replay collects before learning again (TrainConfig.resume_refill)."""
+        c = self.config
+        size = c.resume_refill or max(c.learning_starts, c.replay.capacity // 10)
+        return max(c.learner.batch_size, min(size, c.replay.capacity))
 
     def learn(self, n_updates: int) -> None:
         beta = self.beta(self.counters.env_steps)
@@ -328,6 +342,10 @@ class TrainingRun:
         if self.config.save_replay and replay_path.exists():
             with np.load(replay_path) as data:
                 self.replay.load_state_dict({k: data[k] for k in data.files})
+        else:
+            self._refill_pending = True
+            print(f"no saved replay: collecting {self.resume_refill_size()} transitions before learning again",
+                  flush=True)
         print(f"resumed from {path} at step {self.counters.env_steps} ({self.counters.updates} updates, "
               f"replay {len(self.replay)} transitions)", flush=True)
 
