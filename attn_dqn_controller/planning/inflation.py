@@ -60,13 +60,17 @@ def inflate(occupancy: np.ndarray, radius: float, resolution: float) -> np.ndarr
 
     A cell is inflated when its centre lies within `radius` of an occupied cell's centre.
     """
+    return inflate_radii(occupancy, [radius], resolution)[0]
+
+
+def inflate_radii(occupancy: np.ndarray, radii, resolution: float) -> list[np.ndarray]:
+    """``inflate(occupancy, r, resolution)`` for every r in `radii`, from one distance transform."""
     occupancy = np.asarray(occupancy, dtype=bool)
-    radius = _check_radius("radius", radius)
-    k = int(math.floor(radius / resolution + EPS))
-    if k == 0:
-        return occupancy.copy()
-    squared = squared_cell_distance(occupancy, border_is_obstacle=True, reach_cells=k)
-    return squared * (resolution * resolution) <= radius * radius + EPS
+    radii = [_check_radius("radius", radius) for radius in radii]
+    reach = max((int(math.floor(radius / resolution + EPS)) for radius in radii), default=0)
+    squared = squared_cell_distance(occupancy, border_is_obstacle=True, reach_cells=reach) if reach else None
+    return [squared * (resolution * resolution) <= radius * radius + EPS
+            if int(math.floor(radius / resolution + EPS)) else occupancy.copy() for radius in radii]
 
 
 def inflation_costs(occupancy: np.ndarray, resolution: float, inscribed_radius: float,
@@ -90,8 +94,20 @@ def inflation_costs(occupancy: np.ndarray, resolution: float, inscribed_radius: 
                          f"inscribed_radius={inscribed_radius!r}")
     occupancy = np.asarray(occupancy, dtype=bool)
     reach = int(math.ceil(inflation_radius / resolution)) + 1
-    distance = np.sqrt(squared_cell_distance(occupancy, border_is_obstacle, reach)) * resolution
-    costs = np.zeros(occupancy.shape, dtype=np.uint8)
+    squared = squared_cell_distance(occupancy, border_is_obstacle, reach)
+    # Squared distances are exact integers, and every one from reach**2 up lies beyond inflation_radius (cost 0):
+    # the cost of each possible value is computed once, then looked up per cell (a re-plan after a map change
+    # pays for this on every cell).
+    table = _cost_table(reach * reach, resolution, inscribed_radius, inflation_radius, cost_scaling_factor)
+    index = np.minimum(squared, reach * reach, out=squared).astype(np.intp)
+    return table[index]
+
+
+def _cost_table(max_squared: int, resolution: float, inscribed_radius: float, inflation_radius: float,
+                cost_scaling_factor: float) -> np.ndarray:
+    """Cost (uint8) of a cell at squared distance 0..max_squared (cells) from the nearest obstacle."""
+    distance = np.sqrt(np.arange(max_squared + 1, dtype=np.float64)) * resolution
+    costs = np.zeros(distance.shape, dtype=np.uint8)
     band = (distance > inscribed_radius + EPS) & (distance <= inflation_radius + EPS)
     costs[band] = np.floor(MAX_NON_OBSTACLE * np.exp(-cost_scaling_factor * (distance[band] - inscribed_radius)))
     costs[distance <= inscribed_radius + EPS] = INSCRIBED

@@ -123,14 +123,37 @@ def line_of_sight(free: np.ndarray, a, b, resolution: float) -> bool:
     return bool(inside.all() and free[rows, cols].all())
 
 
-def shortcut_path(points: list, free: np.ndarray, resolution: float) -> list:
-    """Keep only the waypoints needed so that consecutive ones see each other on `free` (string pulling)."""
+def _lines_of_sight(free: np.ndarray, a, ends: list, resolution: float) -> np.ndarray:
+    """line_of_sight(free, a, b, resolution) for every b in `ends` at once, with the very same samples."""
+    lengths = [math.dist(a, b) for b in ends]
+    counts = np.array([int(math.ceil(length / (0.25 * resolution))) + 2 for length in lengths])
+    index = np.arange(counts.max(), dtype=np.float64)
+    t = index[None, :] * (1.0 / (counts - 1))[:, None]  # np.linspace(0, 1, count) row by row, padded
+    t[np.arange(len(ends)), counts - 1] = 1.0
+    b = np.asarray(ends, dtype=np.float64)
+    cols = np.floor((a[0] + t * (b[:, :1] - a[0])) / resolution).astype(int)
+    rows = np.floor((a[1] + t * (b[:, 1:] - a[1])) / resolution).astype(int)
+    inside = (rows >= 0) & (rows < free.shape[0]) & (cols >= 0) & (cols < free.shape[1])
+    clear = inside & free[np.where(inside, rows, 0), np.where(inside, cols, 0)]
+    return (clear | (index[None, :] >= counts[:, None])).all(axis=1)
+
+
+def shortcut_path(points: list, free: np.ndarray, resolution: float, batch: int = 32) -> list:
+    """Keep only the waypoints needed so that consecutive ones see each other on `free` (string pulling).
+
+    From each kept point, the farthest point it sees is kept next; candidates are tested `batch` at a time,
+    farthest first, with line_of_sight's samples (so the result is the one a point-by-point scan gives).
+    """
     kept = [points[0]]
     i = 0
     while i < len(points) - 1:
-        j = len(points) - 1
-        while j > i + 1 and not line_of_sight(free, points[i], points[j], resolution):
-            j -= 1
+        j = i + 1
+        for high in range(len(points) - 1, i + 1, -batch):
+            candidates = list(range(high, max(high - batch, i + 1), -1))
+            seen = np.flatnonzero(_lines_of_sight(free, points[i], [points[k] for k in candidates], resolution))
+            if seen.size:
+                j = candidates[int(seen[0])]
+                break
         kept.append(points[j])
         i = j
     return kept
@@ -270,7 +293,8 @@ class GridPlanner:
                                      config.cost_scaling_factor)
         self.passable = self.costs < MAX_NON_OBSTACLE + 1  # lethal (254) and inscribed (253) are never entered
         self.grid = grid
-        self._factor = 1.0 + config.cost_weight * self.costs.astype(np.float64) / MAX_NON_OBSTACLE
+        # One factor per possible cost value, looked up per cell.
+        self._factor = (1.0 + config.cost_weight * np.arange(256, dtype=np.float64) / MAX_NON_OBSTACLE)[self.costs]
         # Searched from the goal, so each edge costs its length times the factor of the cell it leaves
         # (in the robot's direction of travel: the cell it enters).
         self._graph, self._stride = _cost_graph(self.passable, self._factor, leaving=True)

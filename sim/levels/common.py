@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from attn_dqn_controller.planning.inflation import inflate_radii
 from sim.maps import (SPAWN_MARGIN, BoxObstacle, MapConfig, NavMap, any_angle_path_length, dijkstra_field, inflate,
                       rasterize)
 
@@ -82,9 +83,13 @@ def sample_start_goal(rng: np.random.Generator, inflated: np.ndarray, roomy: np.
 
 
 def assemble(level: str, seed: int, config: MapConfig, obstacles, occupancy: np.ndarray, start, goal,
-             distance_field: np.ndarray, grid_length: float) -> NavMap:
-    """The NavMap of a finished layout: read-only grids and the any-angle shortest path length for SPL."""
-    inflated = inflate(occupancy, config.inflation_radius, config.resolution)
+             distance_field: np.ndarray, grid_length: float, inflated: np.ndarray | None = None) -> NavMap:
+    """The NavMap of a finished layout: read-only grids and the any-angle shortest path length for SPL.
+
+    `inflated`: the occupancy inflated by config.inflation_radius, when the caller has it already.
+    """
+    if inflated is None:
+        inflated = inflate(occupancy, config.inflation_radius, config.resolution)
     length = min(grid_length, any_angle_path_length(~inflated, start[:2], goal, config.resolution, distance_field))
     for array in (occupancy, inflated, distance_field):
         array.flags.writeable = False
@@ -99,12 +104,13 @@ def generate_building(level: str, seed: int, config: MapConfig, layout) -> NavMa
     for _ in range(_LAYOUT_ATTEMPTS):
         obstacles = layout(rng, config)
         occupancy = rasterize(obstacles, config)
-        inflated = inflate(occupancy, config.inflation_radius, config.resolution)
-        roomy = ~inflate(occupancy, config.inflation_radius + SPAWN_MARGIN, config.resolution)
+        inflated, crowded = inflate_radii(occupancy, (config.inflation_radius, config.inflation_radius + SPAWN_MARGIN),
+                                          config.resolution)
+        roomy = ~crowded
         for _ in range(_START_GOAL_ATTEMPTS):
             sampled = sample_start_goal(rng, inflated, roomy, config, *BUILDING_GOAL_RANGE)
             if sampled is not None:
                 start, goal, field, length = sampled
-                return assemble(level, seed, config, obstacles, occupancy, start, goal, field, length)
+                return assemble(level, seed, config, obstacles, occupancy, start, goal, field, length, inflated)
     raise RuntimeError(f"could not generate a valid {level!r} map for seed {seed} after {_LAYOUT_ATTEMPTS} layouts "
                        f"with {config}: no start and goal {BUILDING_GOAL_RANGE[0]}-{BUILDING_GOAL_RANGE[1]} m apart")
