@@ -18,6 +18,8 @@ import argparse
 import math
 from collections import Counter
 
+from machine_info import machine  # bench/ is on sys.path when a bench script runs
+
 from attn_dqn_controller.learning.agents import PolicyAgent
 from attn_dqn_controller.learning.evaluation import evaluate
 from attn_dqn_controller.policy import Policy
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1_000_000)
     args = parser.parse_args()
     agent = PolicyAgent(Policy.load(args.checkpoint, device="cpu"))
+    print(machine())
     print(f"{args.checkpoint} on {args.level}, {args.episodes} held-out maps from seed {args.seed}")
     for safety in (False, True):
         summary, records = evaluate(agent, args.level, args.episodes, args.seed,
