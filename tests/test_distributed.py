@@ -217,7 +217,8 @@ def test_sharded_replay_samples_by_total_priority_and_round_trips(ray_runtime):
 # --- resume from the head's checkpoint -------------------------------------------------------------------
 def test_resume_continues_the_distributed_run(finished_run):
     saved = load_checkpoint(finished_run.out / "checkpoint.pt").training["counters"]
-    config = config_from_dict(tiny_config(total_steps=saved["env_steps"] + 600))
+    # Learning waits for 300 fresh transitions (the replay is not saved), then goes on at the run's ratio.
+    config = config_from_dict(tiny_config(total_steps=saved["env_steps"] + 600, resume_refill=300))
     resumed = train_distributed(config, finished_run.out, device="cpu", resume=True, actors=2, progress=False)
     assert resumed.counters.env_steps >= saved["env_steps"] + 600
     assert resumed.counters.updates > saved["updates"] and resumed.learner.updates == resumed.counters.updates
