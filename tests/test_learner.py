@@ -236,6 +236,11 @@ def test_state_dict_round_trip_and_missing_batch_keys():
     torch.testing.assert_close(learner.online.linear.weight, resumed.online.linear.weight)
     with pytest.raises(KeyError, match="discount"):
         learner.update({k: v for k, v in batch.items() if k != "discount"})
+    # A resume with a lower learning rate in its config uses it, Adam's moments kept.
+    slower = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(lr=1e-4), "cpu")
+    slower.load_state_dict(learner.state_dict())
+    assert [g["lr"] for g in slower.optimizer.param_groups] == [1e-4]
+    assert slower.optimizer.state_dict()["state"][0]["step"] == learner.optimizer.state_dict()["state"][0]["step"]
 
 
 def test_config_validation_names_the_field():

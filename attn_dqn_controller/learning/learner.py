@@ -218,5 +218,7 @@ class DQNLearner:
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the config's rate wins: a resume may lower it on purpose
+            group["lr"] = self.config.lr
         self.updates = int(state["updates"])
         self.target_syncs = int(state.get("target_syncs", 0))
