@@ -247,6 +247,27 @@ def test_guided_route_plans_around_a_wall_in_its_worker_and_hands_the_route_over
     assert not guided._thread.is_alive()
 
 
+def test_guided_route_replans_by_the_decisions_clock_as_the_env_does():
+    """Under use_sim_time a simulator may run 10x faster than real time: re-planning every replan_period
+    of the decisions' (simulated) time, as in training, not every period of wall-clock time."""
+    guidance = RouteGuidance(GuidanceConfig("map", replan_period=1.0, min_replan_gap=0.5),
+                             planner_config_for(0.155))
+    guided = GuidedRoute(guidance)
+    try:
+        guided.on_map(wall_map(), "odom")
+        for i, sim_time in enumerate((10.0, 10.5, 11.0, 12.0, 13.5)):  # 3.5 simulated s in well under 1 wall s
+            guided.observe(None, (1.0, 1.0, 0.0), (3.0, 1.0), sim_time)
+            guided.wake()
+            assert wait_for(lambda: guided.route is not None and guided._now == sim_time and not guided._scans)
+            time.sleep(0.05)  # the worker's pass over this decision
+        assert wait_for(lambda: guided.replans == 4), guided.replans  # at 10, 11, 12 and 13.5 (not 10.5)
+        guided.observe(None, (1.0, 1.0, 0.0), (3.0, 1.0), 2.0)  # the clock went back (a new sim run): re-plan
+        guided.wake()
+        assert wait_for(lambda: guided.replans == 5), guided.replans
+    finally:
+        guided.close()
+
+
 # ======================================================================================
 # the node over real DDS
 # ======================================================================================
@@ -352,7 +373,7 @@ def test_node_follows_a_published_plan_and_stops_on_a_stale_or_malformed_one(tmp
         assert c.run(WAIT, scan=full_scan(),
                      until=lambda: c.status and "plan older than 1 s" in c.status), c.statuses
         assert c.status == "stale_input: route: plan older than 1 s (plan_timeout)"
-        assert c.run(1.0, scan=full_scan(), until=lambda: len(c.commands_since(t0 + 1.6)) >= 2)
+        assert c.run(WAIT, scan=full_scan(), until=lambda: len(c.commands_since(t0 + 1.6)) >= 2)
         assert all(cmd.values == (0.0,) * 6 for cmd in c.commands_since(time.monotonic() - 0.3))
         assert c.run(WAIT, scan=full_scan(), until=lambda: any(
             v.key == "route" and "plan older than" in v.value for d in c.diagnostics for v in d.values))

@@ -160,6 +160,7 @@ class GuidedRoute:
         self._cv = threading.Condition()
         self._scans: deque = deque(maxlen=max_pending_scans)
         self._pose = None
+        self._now: float | None = None  # node-clock time of the newest decision (sim time under use_sim_time)
         self._goal = None
         self._goal_version = 0
         self._grid: OccupancyGrid | None = None
@@ -204,7 +205,7 @@ class GuidedRoute:
             if self.source == "scan_map" and scan is not None and id(scan) != self._last_scan_id:
                 self._scans.append((scan, pose))
                 self._last_scan_id = id(scan)
-            self._pose = pose
+            self._pose, self._now = pose, float(now)
             if goal is not None and (self._goal is None or math.hypot(goal[0] - self._goal[0],
                                                                       goal[1] - self._goal[1]) > RETARGET_DISTANCE):
                 self._goal = (float(goal[0]), float(goal[1]))
@@ -257,10 +258,10 @@ class GuidedRoute:
                     return
                 scans = list(self._scans)
                 self._scans.clear()
-                pose, goal, goal_version = self._pose, self._goal, self._goal_version
+                pose, now, goal, goal_version = self._pose, self._now, self._goal, self._goal_version
                 grid, map_version = self._grid, self._map_version
             try:
-                changed = self._step(scans, pose, goal, goal_version, planned_goal_version, grid,
+                changed = self._step(scans, pose, now, goal, goal_version, planned_goal_version, grid,
                                      map_version != planned_map_version)
                 planned_map_version = map_version
                 if changed is not None:
@@ -269,8 +270,12 @@ class GuidedRoute:
                 with self._cv:
                     self._worker_error = f"{type(exc).__name__}: {exc}"
 
-    def _step(self, scans, pose, goal, goal_version, planned_goal_version, grid, map_changed) -> int | None:
-        """Fold scans, (re)target, re-plan when due; returns the goal version now planned for (None: none)."""
+    def _step(self, scans, pose, now, goal, goal_version, planned_goal_version, grid, map_changed) -> int | None:
+        """Fold scans, (re)target, re-plan when due; returns the goal version now planned for (None: none).
+
+        Re-planning is timed on the decisions' node clock, as the env times it on simulated time: under
+        use_sim_time a simulator running faster than real time then re-plans as often per simulated second
+        as in training, not once per wall-clock period."""
         guidance = self.guidance
         if pose is None or goal is None or (self.source == "map" and grid is None):
             return None
@@ -283,7 +288,7 @@ class GuidedRoute:
             guidance.replan_soon()
         for scan, scan_pose in scans:
             guidance.observe_scan(scan, scan_pose)
-        if guidance.update(pose, time.monotonic()):
+        if guidance.update(pose, now):
             self.replans += 1
             with self._cv:
                 self._route = (guidance.route, goal_version)

@@ -156,7 +156,7 @@ class RouteGuidance:
             raise RuntimeError("RouteGuidance.update() called before reset()")
         x, y, yaw = check_point("pose", pose, length=3)
         since = now - self._last_plan_time
-        due = self.tracker is None or since >= self.config.replan_period
+        due = self.tracker is None or since >= self.config.replan_period or since < 0.0  # < 0: the clock went back
         if not due:
             self.tracker.update(x, y)
             due = since >= self.config.min_replan_gap and (
