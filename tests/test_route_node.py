@@ -268,6 +268,34 @@ def test_guided_route_replans_by_the_decisions_clock_as_the_env_does():
         guided.close()
 
 
+def test_guided_scan_map_starts_a_new_rolling_map_when_the_pose_jumps():
+    """A pose jump between decisions (odometry restarted, a simulator's next episode) means a new frame:
+    the rolling map of the old one is dropped instead of haunting the new route with walls not there."""
+    from attn_dqn_controller.observation import LaserScanData
+
+    guidance = RouteGuidance(GuidanceConfig("scan_map", replan_period=1.0), planner_config_for(0.155))
+    guided = GuidedRoute(guidance)
+    wall = np.full(360, np.inf)
+    wall[np.abs(np.arange(360) - 180) <= 40] = 1.0  # beams -40..40 degrees: an arc of wall 1 m ahead
+    ahead = LaserScanData(wall.astype(np.float32), -np.pi, np.radians(1.0), 0.12, 3.5)
+    try:
+        for i in range(3):
+            guided.observe(ahead, (0.0, 0.0, 0.0), (3.0, 0.0), float(i))
+            guided.wake()
+            assert wait_for(lambda: guided.problem(float(i)) is None and not guided._scans)
+        assert guided.route.length > 3.5  # around the wall it saw
+        occupied_before = int(guidance.scan_map.grid().occupied().sum())
+        assert occupied_before > 0
+        guided.observe(None, (10.0, 10.0, 0.0), (13.0, 10.0), 3.0)  # teleported: another frame
+        assert guided.problem(3.0) == "waiting for the first route to the goal"  # the old route is not used
+        guided.wake()
+        assert wait_for(lambda: guided.problem(3.0) is None)
+        assert guidance.scan_map.grid().occupied().sum() == 0  # a fresh rolling map: no wall from before
+        assert guided.route.length == pytest.approx(3.0, abs=0.05)  # straight, nothing in the way
+    finally:
+        guided.close()
+
+
 # ======================================================================================
 # the node over real DDS
 # ======================================================================================

@@ -36,6 +36,9 @@ from attn_dqn_controller.planning.route import Route, RouteTracker
 ROUTE_SOURCES = ("goal", "plan", "map", "scan_map")
 ROUTE_FRAMES = ("odom", "map")
 RETARGET_DISTANCE = 0.05
+POSE_JUMP_DISTANCE = 1.0
+"""m between consecutive decisions' poses beyond which the frame itself was reset (odometry restarted, a
+simulator's new episode, a relocalization): a rolling map in the old frame is dropped, not kept."""
 """m: a goal that moved less than this (a map goal seen through an updated map -> odom correction) keeps the route."""
 
 
@@ -160,6 +163,7 @@ class GuidedRoute:
         self._cv = threading.Condition()
         self._scans: deque = deque(maxlen=max_pending_scans)
         self._pose = None
+        self._frame_reset = False  # a pose jump since the worker's last pass
         self._now: float | None = None  # node-clock time of the newest decision (sim time under use_sim_time)
         self._goal = None
         self._goal_version = 0
@@ -202,6 +206,11 @@ class GuidedRoute:
         instant and the goal, both in ``frame``. Constant time; the worker does the work after ``wake`` (the
         node calls it once the command is out, so the planner does not compete with the decision for the GIL)."""
         with self._cv:
+            if self._pose is not None and math.hypot(pose[0] - self._pose[0],
+                                                     pose[1] - self._pose[1]) > POSE_JUMP_DISTANCE:
+                self._frame_reset = True
+                self._scans.clear()  # taken in the old frame
+                self._route = None  # so is the route: wait for the first one in the new frame
             if self.source == "scan_map" and scan is not None and id(scan) != self._last_scan_id:
                 self._scans.append((scan, pose))
                 self._last_scan_id = id(scan)
@@ -260,6 +269,9 @@ class GuidedRoute:
                 self._scans.clear()
                 pose, now, goal, goal_version = self._pose, self._now, self._goal, self._goal_version
                 grid, map_version = self._grid, self._map_version
+                if self._frame_reset and pose is not None and goal is not None:
+                    self.guidance.goal = None  # _step starts afresh: a new rolling map around the robot
+                    self._frame_reset = False
             try:
                 changed = self._step(scans, pose, now, goal, goal_version, planned_goal_version, grid,
                                      map_version != planned_map_version)
