@@ -34,6 +34,7 @@ from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -45,6 +46,9 @@ from std_srvs.srv import Trigger
 
 from attn_dqn_controller.nodes.ros_conversions import (grid_to_msg, odometry_to_msg, pose_stamped, scan_to_msg,
                                                       sensor_qos)
+
+REPORT_ACK_TIMEOUT = 5.0
+"""Seconds sim_node waits at exit for its reliable subscribers to acknowledge the last episode report."""
 
 
 def _float_range(low: float, high: float) -> list[FloatingPointRange]:
@@ -202,6 +206,9 @@ class SimNode(Node):
                   "outcome": outcome, "steps": info["steps"], "path_length": round(info["path_length"], 3),
                   "shortest_path_length": round(info["shortest_path_length"], 3),
                   "spl": round(float(info.get("spl", 0.0)), 3)}
+        if info["collision"]:  # what was hit and where on the robot (the env's collision details)
+            report.update(collision_with=info["collision_with"], robot_stopped=info["robot_stopped"],
+                          collision_bearing_deg=round(math.degrees(info["collision_bearing"]), 1))
         self.episode_pub.publish(String(data=json.dumps(report)))
         self.get_logger().info(f"episode {self.episode_index} {outcome}: {json.dumps(report)}")
 
@@ -301,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         executor.add_node(node)
         run(node, executor, lambda: stopping["flag"] or not rclpy.ok())
         node.get_logger().info(f"finished after {node.completed} episode(s)")
+        # The last report must reach its subscribers before the process (and its latched copy) is gone.
+        if not node.episode_pub.wait_for_all_acked(Duration(seconds=REPORT_ACK_TIMEOUT)):
+            node.get_logger().warning(f"episode reports not acknowledged within {REPORT_ACK_TIMEOUT} s")
         return 0
     finally:
         if node is not None:
