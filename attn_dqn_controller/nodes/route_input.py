@@ -36,10 +36,10 @@ from attn_dqn_controller.planning.route import Route, RouteTracker
 ROUTE_SOURCES = ("goal", "plan", "map", "scan_map")
 ROUTE_FRAMES = ("odom", "map")
 RETARGET_DISTANCE = 0.05
+"""m: a goal that moved less than this (a map goal seen through an updated map -> odom correction) keeps the route."""
 POSE_JUMP_DISTANCE = 1.0
 """m between consecutive decisions' poses beyond which the frame itself was reset (odometry restarted, a
 simulator's new episode, a relocalization): a rolling map in the old frame is dropped, not kept."""
-"""m: a goal that moved less than this (a map goal seen through an updated map -> odom correction) keeps the route."""
 
 
 class _Follower:

@@ -67,10 +67,11 @@ def inflate_radii(occupancy: np.ndarray, radii, resolution: float) -> list[np.nd
     """``inflate(occupancy, r, resolution)`` for every r in `radii`, from one distance transform."""
     occupancy = np.asarray(occupancy, dtype=bool)
     radii = [_check_radius("radius", radius) for radius in radii]
-    reach = max((int(math.floor(radius / resolution + EPS)) for radius in radii), default=0)
+    reaches = [int(math.floor(radius / resolution + EPS)) for radius in radii]  # cells; 0: nothing to inflate
+    reach = max(reaches, default=0)
     squared = squared_cell_distance(occupancy, border_is_obstacle=True, reach_cells=reach) if reach else None
-    return [squared * (resolution * resolution) <= radius * radius + EPS
-            if int(math.floor(radius / resolution + EPS)) else occupancy.copy() for radius in radii]
+    return [squared * (resolution * resolution) <= radius * radius + EPS if k else occupancy.copy()
+            for radius, k in zip(radii, reaches)]
 
 
 def inflation_costs(occupancy: np.ndarray, resolution: float, inscribed_radius: float,
