@@ -39,3 +39,19 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
                                f"(valid: cuda:0..cuda:{count - 1})")
         return torch.device("cuda", index)
     return torch.device("cuda")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (x86 AVX512_BF16 or AMX-BF16 flags).
+
+    There a bf16 matmul measured 4x the float32 rate (bench/profile_learner.py); elsewhere torch
+    emulates bf16 on CPU, which is slower than float32, so the learner keeps float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.device import cpu_has_native_bf16
 from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
 from attn_dqn_controller.learning.replay import PrioritizedReplayBuffer
 from attn_dqn_controller.model import ModelConfig, build_model, count_parameters
@@ -45,29 +46,36 @@ def random_batch(rng: np.random.Generator, n: int) -> dict:
             "weights": rng.random(n).astype(np.float32)}
 
 
-# CPU learner paths: (name, torch threads, fused attention, torch.compile). The first is the reference.
-CPU_PATHS = (("reference (eager, hand-written attention, 1 thread)", 1, False, False),
-             ("fused SDPA attention, 1 thread", 1, True, False),
-             ("eager, hand-written attention, 2 threads", 2, False, False))
-COMPILE_PATHS = (("torch.compile, 1 thread", 1, False, True),
-                 ("torch.compile, 2 threads", 2, False, True))
+# CPU learner paths: (name, torch threads, fused attention, torch.compile, bf16 autocast). The first is
+# the reference. bf16 runs only where the CPU multiplies bf16 in hardware (device.cpu_has_native_bf16).
+CPU_PATHS = (("reference (eager, hand-written attention, 1 thread)", 1, False, False, False),
+             ("fused SDPA attention, 1 thread", 1, True, False, False),
+             ("eager, hand-written attention, 2 threads", 2, False, False, False),
+             ("bf16 autocast, eager, 1 thread", 1, False, False, True))
+COMPILE_PATHS = (("torch.compile, 1 thread", 1, False, True, False),
+                 ("torch.compile, 2 threads", 2, False, True, False),
+                 ("torch.compile + bf16 autocast, 1 thread", 1, False, True, True),
+                 ("torch.compile + bf16 autocast, 2 threads", 2, False, True, True))
 
 
 def compare_cpu_learner(config: ModelConfig, batch_size: int, updates: int, rounds: int, compile_: bool) -> None:
     """Reference vs faster learner paths, interleaved round by round so machine load hits them alike."""
     paths = CPU_PATHS + (COMPILE_PATHS if compile_ else ())
+    if not cpu_has_native_bf16():
+        print("  (this CPU has no native bf16: the bf16 paths are left out)")
+        paths = tuple(path for path in paths if not path[4])
     if compile_:   # every compiled learner here shares one forward: fresh guards, room for all their graphs
         torch._dynamo.reset()
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     batch = random_batch(np.random.default_rng(0), batch_size)
     learners, times = [], {name: [] for name, *_ in paths}
     threads_before = torch.get_num_threads()
-    for name, threads, fused, compiled in paths:
+    for name, threads, fused, compiled, bf16 in paths:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         model = build_model(SPEC, len(ACTIONS), config)
         model.fused_attention = fused
-        learner = DQNLearner(model, LearnerConfig(batch_size=batch_size, compile=compiled), "cpu")
+        learner = DQNLearner(model, LearnerConfig(batch_size=batch_size, compile=compiled, amp_bf16=bf16), "cpu")
         start = time.perf_counter()
         for _ in range(3):                                      # warm-up (and compilation, if any)
             learner.update(batch)
@@ -75,7 +83,7 @@ def compare_cpu_learner(config: ModelConfig, batch_size: int, updates: int, roun
             print(f"  {name}: warm-up (compilation) {time.perf_counter() - start:.1f} s", flush=True)
         learners.append(learner)
     for _ in range(rounds):
-        for (name, threads, _, _), learner in zip(paths, learners):
+        for (name, threads, *_), learner in zip(paths, learners):
             torch.set_num_threads(threads)
             for _ in range(updates):
                 t0 = time.perf_counter()

@@ -38,6 +38,11 @@ SETTINGS = {
                       "the new defaults with 2 learner threads (OpenMP threads stall when a core is busy)"),
     "fast+compile+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true"],
                               "the new defaults plus torch.compile and 2 learner threads"),
+    "fast+compile+bf16": (["overlap_collection=true", "torch_threads=1", "learner.compile=true", "learner.amp_bf16=true"],
+                          "the new defaults plus torch.compile and bf16 autocast (CPUs with native bf16)"),
+    "fast+compile+bf16+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true",
+                                    "learner.amp_bf16=true"],
+                                   "the new defaults plus torch.compile, bf16 autocast and 2 learner threads"),
     "reference+2threads": (["overlap_collection=false", "torch_threads=2"],
                            "updates, then step, no overlap; 2 learner threads"),
 }

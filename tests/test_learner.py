@@ -147,6 +147,24 @@ def test_double_dqn_target_hand_computed():
     torch.testing.assert_close(y, torch.tensor([1 + 0.9 * 7.0]))   # max over the target net
 
 
+def test_advantage_learning_target_hand_computed():
+    """y_AL = y - alpha * (max_b Q_target(s, b) - Q_target(s, a)): the taken action's gap to the best, scaled."""
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(advantage_learning=0.9), "cpu")
+    with torch.no_grad():
+        learner.target.linear.weight.copy_(torch.tensor([[5.0, 0.0], [0.5, 0.0], [7.0, 0.0]]))
+    next_obs = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    obs = np.array([[2.0, 0.0], [2.0, 0.0]], np.float32)     # target Q(s) = [10, 1, 14]: best 14
+    y = learner.td_targets([1.0, 1.0], next_obs, done=[0.0, 0.0], discount=[0.9, 0.9], obs=obs, action=[0, 2])
+    plain = 1 + 0.9 * 0.5                                    # the double-DQN target, as above
+    torch.testing.assert_close(y, torch.tensor([plain - 0.9 * (14 - 10), plain - 0.9 * 0.0]))
+    with pytest.raises(ValueError, match="needs obs and action"):
+        learner.td_targets([1.0], next_obs[:1], done=[0.0], discount=[0.9])
+    stats = learner.update({"obs": obs, "action": [0, 2], "reward": [1.0, 1.0], "next_obs": next_obs,
+                            "done": [0.0, 0.0], "discount": [0.9, 0.9]})
+    q_online = np.array([2.0, 4.0])                          # online Q(s) of the taken actions before the step
+    np.testing.assert_allclose(stats["td_errors"], q_online - y.numpy(), rtol=1e-6)
+
+
 def test_update_loss_td_errors_and_weights_hand_computed():
     # q(s, a) for s = [1, 0]: W[:, 0] = [1, 3, 2]. Targets are terminal (done=1), so y = r.
     learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(lr=1e-3), "cpu")
@@ -246,6 +264,8 @@ def test_state_dict_round_trip_and_missing_batch_keys():
 def test_config_validation_names_the_field():
     for kwargs, field in (({"gamma": 1.5}, "gamma"), ({"n_step": 0}, "n_step"), ({"lr": 0.0}, "lr"),
                           ({"target_update": "soft"}, "target_update"), ({"tau": 0.0}, "tau"),
+                          ({"advantage_learning": 1.0}, "advantage_learning"),
+                          ({"advantage_learning": -0.1}, "advantage_learning"),
                           ({"batch_size": 2.5}, "batch_size"), ({"double_dqn": "yes"}, "double_dqn")):
         with pytest.raises(ValueError, match=f"LearnerConfig.{field}="):
             LearnerConfig(**kwargs)
@@ -254,13 +274,37 @@ def test_config_validation_names_the_field():
         LearnerConfig.from_dict({"epsilon": 0.1})
 
 
-def test_cuda_only_options_are_off_on_cpu(caplog):
+def test_amp_bf16_on_cpu_follows_native_bf16_support(caplog, monkeypatch):
+    """amp_bf16 turns autocast on only where the CPU multiplies bf16 in hardware; elsewhere it says why not."""
+    import attn_dqn_controller.learning.learner as learner_module
+
+    monkeypatch.setattr(learner_module, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.INFO, logger="attn_dqn_controller.learning.learner"):
         learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(amp_bf16=True), "cpu")
     assert learner.use_bf16 is False and learner._online_fn is learner.online   # compile stays opt-in
-    assert "CUDA only" in caplog.text
+    assert "native bf16" in caplog.text
+    monkeypatch.setattr(learner_module, "cpu_has_native_bf16", lambda: True)
+    assert DQNLearner(LinearQ([[1.0, 0.0]]), LearnerConfig(amp_bf16=True), "cpu").use_bf16 is True
+    assert DQNLearner(LinearQ([[1.0, 0.0]]), LearnerConfig(), "cpu").use_bf16 is False
     compiled = DQNLearner(LinearQ([[1.0, 0.0]]), LearnerConfig(compile=True), "cpu")   # wrapped, compiled lazily
     assert compiled._online_fn is not compiled.online and compiled.compile_seconds is None
+
+
+def test_cpu_has_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from attn_dqn_controller.device import cpu_has_native_bf16
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx512f avx512_bf16 avx512bw", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu avx512f avx512bw avx2", False)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, _f=cpuinfo, **k:
+                            real_open(_f, *a, **k) if path == "/proc/cpuinfo" else real_open(path, *a, **k))
+        assert cpu_has_native_bf16() is expected, flags
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert cpu_has_native_bf16() is False
 
 
 def transformer_batch(spec, n, seed=0) -> dict:
@@ -306,7 +350,7 @@ def test_bf16_autocast_keeps_q_head_and_td_target_in_float32():
     with torch.no_grad():
         model.head.value.bias.fill_(9.8)
     learner = DQNLearner(model, LearnerConfig(), "cpu")
-    learner.use_bf16 = True      # what amp_bf16 turns on on CUDA
+    learner.use_bf16 = True      # what amp_bf16 turns on on CUDA and on CPUs with native bf16
     obs = torch.from_numpy(transformer_batch(spec, 16)["obs"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         q = model(obs)
@@ -323,6 +367,28 @@ def test_bf16_autocast_keeps_q_head_and_td_target_in_float32():
     with torch.no_grad(), learner._autocast():
         q_next = learner.target(obs).gather(1, learner.online(obs).argmax(1, keepdim=True)).squeeze(1)
     torch.testing.assert_close(y, 0.01 + 0.97 * q_next, rtol=0, atol=1e-5)
+
+
+def test_bf16_update_stays_close_to_the_float32_update():
+    """The bf16 body changes the rounding, not the math: TD targets, TD errors and the gradient direction
+    of one update match the float32 learner within bf16's ~3 significant digits."""
+    spec = ObservationSpec()
+    batch = transformer_batch(spec, 64)
+    results = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        learner = DQNLearner(build_model(spec, 21, ModelConfig(d_model=32, num_layers=2)), LearnerConfig(), "cpu")
+        learner.use_bf16 = bf16
+        target = learner.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
+        stats = learner.update(batch)
+        grad = torch.cat([p.grad.flatten() for p in learner.online.parameters()])
+        results[bf16] = target, stats, grad
+    (t32, s32, g32), (t16, s16, g16) = results[False], results[True]
+    assert t16.dtype == torch.float32 and not torch.equal(t16, t32)   # the body did run in bf16
+    torch.testing.assert_close(t16, t32, rtol=0, atol=0.02)
+    np.testing.assert_allclose(s16["td_errors"], s32["td_errors"], rtol=0, atol=0.05)
+    cosine = float(torch.nn.functional.cosine_similarity(g16, g32, dim=0))
+    assert cosine > 0.99, f"bf16 gradient direction differs from float32 (cosine {cosine:.4f})"
 
 
 def test_resolve_device():

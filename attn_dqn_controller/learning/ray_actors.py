@@ -42,7 +42,8 @@ def ape_x_epsilon(index: int, num_actors: int, base: float = 0.4, alpha: float =
 
 def initial_priorities(learner: DQNLearner, batch: dict) -> np.ndarray:
     """|Q(s, a) - y| with y from `DQNLearner.td_targets`, so actors and learner agree on what a TD error is."""
-    target = learner.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"])
+    target = learner.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"],
+                                batch["obs"], batch["action"])
     with torch.no_grad():
         obs = torch.as_tensor(batch["obs"], dtype=torch.float32, device=learner.device)
         action = torch.as_tensor(batch["action"], dtype=torch.int64, device=learner.device).reshape(-1, 1)
