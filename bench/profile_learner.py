@@ -8,7 +8,8 @@ For each model it prints:
     matmuls of the online net, the no-grad double-DQN forwards), and the achieved GFLOP/s
     at 1 and 2 torch threads;
   * the GFLOP/s this CPU reaches on the same matmul shapes alone and on a large square
-    matmul (the practical peak), so the update's efficiency is a measured fraction, not a guess;
+    matmul (the practical peak, float32 and bf16), so the update's efficiency is a measured
+    fraction, not a guess;
   * torch.profiler's operator table (self CPU time, top N) for one thread, grouped into
     matmul, attention softmax, normalisation/elementwise, optimizer and other.
 
@@ -28,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from attn_dqn_controller.actions import ActionTable
+from attn_dqn_controller.device import cpu_has_native_bf16
 from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
 from attn_dqn_controller.model import ModelConfig, build_model, count_parameters
 from attn_dqn_controller.observation import ObservationSpec
@@ -56,10 +58,10 @@ def random_batch(rng: np.random.Generator, n: int) -> dict:
             "weights": rng.random(n).astype(np.float32)}
 
 
-def matmul_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.0) -> float:
-    """Achieved GFLOP/s of an (m, k) @ (k, n) float32 matmul, repeated for about `seconds`."""
+def matmul_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.0, dtype=torch.float32) -> float:
+    """Achieved GFLOP/s of an (m, k) @ (k, n) matmul in `dtype`, repeated for about `seconds`."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     for _ in range(5):
         a @ b
     reps, start = 0, time.perf_counter()
@@ -146,9 +148,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=10, help="operators listed in the profile")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    for threads in (1, 2):
-        print(f"practical matmul peak, 1024x1024 float32, {threads} thread(s): "
-              f"{matmul_gflops(1024, 1024, 1024, threads):.1f} GFLOP/s")
+    for dtype in (torch.float32, torch.bfloat16):
+        for threads in (1, 2):
+            print(f"practical matmul peak, 1024x1024 {str(dtype).replace('torch.', '')}, {threads} thread(s): "
+                  f"{matmul_gflops(1024, 1024, 1024, threads, dtype=dtype):.1f} GFLOP/s")
+    print(f"native bf16 on this CPU (AVX512_BF16 / AMX): {cpu_has_native_bf16()}")
     profile_model(ModelConfig(), 256, args.updates, args.top)
     profile_model(ModelConfig(d_model=48, num_layers=2, num_heads=4), 128, args.updates, args.top)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
