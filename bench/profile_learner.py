@@ -28,34 +28,25 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attn_dqn_controller.actions import ActionTable
+from bench_learner import ACTIONS, SPEC, random_batch  # bench/ is on sys.path when a bench script runs
+
 from attn_dqn_controller.device import cpu_has_native_bf16
 from attn_dqn_controller.learning.learner import DQNLearner, LearnerConfig
 from attn_dqn_controller.model import ModelConfig, build_model, count_parameters
-from attn_dqn_controller.observation import ObservationSpec
 
-SPEC = ObservationSpec()
-ACTIONS = ActionTable.default()
-
-# Operator-name fragments -> group, checked in order (first match wins).
-GROUPS = (("matmul (linear, bmm, mm, addmm)", ("addmm", "bmm", "::mm", "matmul", "linear")),
-          ("optimizer (Adam, grad clip)", ("adam", "_foreach", "clip", "norm_")),
+# Operator names (without "aten::" and leading underscores) -> group, checked in order (first match wins).
+# A name matches exactly, or as a prefix when it is 3 letters or longer ("softmax" -> "softmax_backward_data").
+GROUPS = (("matmul (linear, bmm, mm, addmm)", ("addmm", "bmm", "mm", "matmul", "linear")),
+          ("optimizer (Adam, grad clip)", ("foreach", "linalg_vector_norm", "norm", "Optimizer")),
           ("softmax / attention weights", ("softmax",)),
-          ("layer norm", ("layer_norm",)),
-          ("activations and element-wise", ("gelu", "relu", "mul", "add", "sub", "div", "where", "sigmoid",
-                                            "tanh", "exp", "clamp", "huber", "smooth")),
-          ("copies, views, indexing", ("copy", "cat", "stack", "view", "reshape", "transpose", "permute",
+          ("layer norm", ("native_layer_norm", "layer_norm")),
+          ("copies, views, indexing", ("copy", "to_copy", "cat", "stack", "view", "reshape", "transpose", "permute",
                                        "index", "gather", "select", "slice", "expand", "contiguous", "to",
                                        "empty", "zeros", "ones", "fill", "clone", "as_strided", "unsqueeze",
-                                       "squeeze", "t")))
-
-
-def random_batch(rng: np.random.Generator, n: int) -> dict:
-    return {"obs": rng.random((n, SPEC.size), dtype=np.float32), "action": rng.integers(0, len(ACTIONS), n),
-            "reward": rng.standard_normal(n).astype(np.float32),
-            "next_obs": rng.random((n, SPEC.size), dtype=np.float32),
-            "done": (rng.random(n) < 0.05).astype(np.float32), "discount": np.full(n, 0.99 ** 3, np.float32),
-            "weights": rng.random(n).astype(np.float32)}
+                                       "squeeze", "t", "split", "chunk", "unbind", "alias", "detach")),
+          ("activations and element-wise", ("gelu", "relu", "mul", "add", "sub", "div", "where", "sigmoid",
+                                            "tanh", "exp", "clamp", "huber", "smooth", "mean", "sum", "neg", "threshold",
+                                            "max", "argmax", "abs", "pow", "sqrt", "rsub", "lerp")))
 
 
 def matmul_gflops(m: int, k: int, n: int, threads: int, seconds: float = 1.0, dtype=torch.float32) -> float:
@@ -91,10 +82,12 @@ def time_updates(learner: DQNLearner, batch: dict, threads: int, updates: int) -
     return float(np.median(times))
 
 
-def group_of(name: str) -> str:
-    lowered = name.lower()
-    for group, fragments in GROUPS:
-        if any(fragment in lowered for fragment in fragments):
+def group_of(key: str) -> str:
+    op = key.split("::")[-1].lstrip("_")
+    if key.startswith("Optimizer"):
+        return GROUPS[1][0]
+    for group, names in GROUPS:
+        if any(op == name or (len(name) >= 3 and op.startswith(name)) for name in names):
             return group
     return "other"
 
