@@ -198,8 +198,7 @@ class DQNLearner:
         if not self.online.training:  # e.g. Policy.from_model(learner.model) switched it to eval for evaluation
             self.online.train()
         started = time.perf_counter() if self.config.compile and self.compile_seconds is None else None
-        target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"],
-                                 batch["obs"], batch["action"])
+        target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"], obs, action)
         with self._autocast():
             q_all = self._online_fn(obs)
         q = q_all.float().gather(1, action).squeeze(1)
