@@ -18,7 +18,9 @@ listeners such as RViz and Nav2 clear their buffers on a backward jump. The
 odometry and scan of a step carry the same stamp, odometry first:
 ``real_time_factor`` > 0 paces steps against the wall clock; 0 runs in
 lock-step, each step waiting for the controller's answer to the last scan
-(as fast as the controller can go, and deterministic).
+(as fast as the controller can go, and deterministic). A TwistStamped command answers the scan
+whose stamp it carries: a command repeated between decisions is not taken for the answer, which
+would make every later command act one control period late.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ from std_srvs.srv import Trigger
 from attn_dqn_controller.nodes.ros_conversions import (grid_to_msg, odometry_to_msg, pose_stamped, scan_to_msg,
                                                       sensor_qos)
 
+CLOCK_START = 1.0
+"""s: /clock and the stamps start here, not at 0: a zero stamp means "no stamp" to ROS tools (tf2's latest
+transform, the controller's unstamped scan)."""
+FIRST_ANSWER_GRACE = 0.2
+"""Lock-step, first step of a run: wall seconds to keep listening after the first answer. A controller that has
+just started can send a stop stamped with the clock (its watchdog, its first control tick) as the first scan
+arrives; its decision on the scan comes after it, and the newest command is the one stepped with."""
+MAP_ACK_TIMEOUT = 2.0
+"""Lock-step: wall seconds to wait for the controller to acknowledge an episode's map."""
+MAP_SETTLE = 0.05
+"""Lock-step: wall seconds for the controller to take an acknowledged map before the episode's first scan."""
+STAMP_TOLERANCE = 1e-6
+"""s: a command stamp this much before the sensors' stamp still answers them (nanosecond rounding)."""
 REPORT_ACK_TIMEOUT = 5.0
 """Seconds sim_node waits at exit for its reliable subscribers to acknowledge the last episode report."""
 
@@ -134,11 +149,13 @@ class SimNode(Node):
 
         self.command = (0.0, 0.0)
         self.command_sim_time = -math.inf
+        self.last_command_stamp = None  # stamp of the newest command received (None: unstamped)
         self.commands_received = 0
-        self.clock_offset = 0.0  # run time before this episode: keeps /clock monotonic across resets
+        self.clock_offset = CLOCK_START  # run time before this episode: keeps /clock monotonic across resets
         self.episode_index = 0
         self.completed = 0
         self.reset_requested = False
+        self.map_pending = False
         self._start_episode()
 
     # --- parameters --------------------------------------------------------------------------
@@ -157,9 +174,22 @@ class SimNode(Node):
         if not (math.isfinite(v) and math.isfinite(w)):
             self.get_logger().warning("ignoring a non-finite cmd_vel", throttle_duration_sec=5.0)
             return
+        stamp = None
+        if isinstance(msg, TwistStamped) and (msg.header.stamp.sec or msg.header.stamp.nanosec):
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.command = (v, w)
         self.command_sim_time = self.sim_time
         self.commands_received += 1
+        self.last_command_stamp = stamp
+
+    def answered(self, sensor_time: float, received_before: int) -> bool:
+        """Lock-step: whether the controller answered the sensors stamped ``sensor_time``. A stamped command
+        answers them when its stamp is no older (the controller stamps a decision with its scan's stamp); a
+        command decided on earlier sensors, or repeated between decisions, does not, else the pairing would
+        slip and every command would act one control period late. An unstamped command answers any sensors."""
+        if self.commands_received == received_before:
+            return False
+        return self.last_command_stamp is None or self.last_command_stamp >= sensor_time - STAMP_TOLERANCE
 
     def _on_reset(self, request, response):  # noqa: ARG002
         self.reset_requested = True
@@ -195,6 +225,18 @@ class SimNode(Node):
 
         grid = known_map(self.env.navmap, tuple(self.env.unmapped))
         self.map_pub.publish(grid_to_msg(grid, self._stamp(), frame_id=self.map_frame or self.odom_frame))
+        self.map_pending = True
+
+    def deliver_map(self, executor) -> None:
+        """Lock-step: let the episode's new map reach the controller before the episode's first scan, as a
+        map_server map is there before a robot is sent anywhere (else the first route is planned on the last
+        episode's map). Waits for the subscribers' acknowledgement, then briefly for their callbacks."""
+        self.map_pending = False
+        if not self.publish_map or not self.map_pub.wait_for_all_acked(Duration(seconds=MAP_ACK_TIMEOUT)):
+            return
+        end = time.monotonic() + MAP_SETTLE
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
 
     def _publish_goal(self) -> None:
         gx, gy = self.env.navmap.goal
@@ -256,24 +298,37 @@ def _wait_for_controller(node: SimNode, executor, stop) -> None:
     if node.count_publishers("cmd_vel") == 0:
         node.get_logger().warning("no cmd_vel publisher yet; starting anyway (the robot will stand still)")
     else:
-        # Give the controller a moment to subscribe to scan/goal before the first step.
-        end = time.monotonic() + 0.5
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
-        node._publish_goal()
+        # Give the controller a moment to subscribe to scan/goal, then hand it the clock and the goal and let it
+        # settle before the first step: what it says before it has seen a scan (a stop for want of odometry)
+        # must not be taken, in lock-step, for its answer to the first scan.
+        for publish_goal in (False, True):
+            if publish_goal:
+                node.clock_pub.publish(Clock(clock=node._stamp()))
+                node._publish_goal()
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
 
 
 def run(node: SimNode, executor, stop) -> None:
     """Publish sensors, wait for the command (lock-step) or the wall-clock slot, advance; repeat."""
     _wait_for_controller(node, executor, stop)
     next_wall = time.monotonic()
+    first = True
     while not stop():
-        received_before = node.commands_received
+        if node.real_time_factor == 0.0 and node.map_pending:
+            node.deliver_map(executor)
+        received_before, sensor_time = node.commands_received, node.sim_time
         node.publish_sensors()
         if node.real_time_factor == 0.0:
             deadline = time.monotonic() + node.lockstep_timeout
-            while not stop() and node.commands_received == received_before and time.monotonic() < deadline:
+            while not stop() and not node.answered(sensor_time, received_before) and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.002)
+            if first:
+                end = time.monotonic() + FIRST_ANSWER_GRACE
+                while not stop() and time.monotonic() < end:
+                    executor.spin_once(timeout_sec=0.01)
+            first = False
         else:
             next_wall += node.control_period / node.real_time_factor
             while not stop():

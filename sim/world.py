@@ -326,9 +326,12 @@ class SimWorld:
             hit = np.isfinite(ranges)
             ranges[hit] = np.clip(ranges[hit] + self.rng.normal(0.0, lidar.noise_std, int(hit.sum())),
                                   lidar.range_min, lidar.range_max)
+        # The angles and limits as a sensor_msgs/LaserScan carries them (float32): the rolling map then folds the
+        # env's scan exactly as the node folds the message (a maze wall face lies on a cell boundary, where a
+        # float64 and a float32 beam angle put the same hit in different cells).
         spec = self._scan_spec
-        return LaserScanData(ranges.astype(np.float32), spec.angle_min, spec.angle_increment,
-                             spec.range_min, spec.range_max, lidar.mount)
+        return LaserScanData(ranges.astype(np.float32), *(float(np.float32(value)) for value in (
+            spec.angle_min, spec.angle_increment, spec.range_min, spec.range_max)), lidar.mount)
 
     def odometry(self) -> Odometry:
         """Ground-truth pose (odom frame) and twist (base_link frame)."""

@@ -38,6 +38,9 @@ from attn_dqn_controller.smoothing import VelocitySmoother
 
 GOAL_FRAMES = ("odom", "map")
 """Frames a goal can be given in: odometry's own, or the localization's map (needs a map -> odom correction)."""
+AT_REST_SPEED = 0.01
+"""m/s and rad/s: below both, a fresh observation history (a new goal, after a stop) starts with a zero previous
+command, as every training episode does; a robot still moving keeps the command it is under."""
 DECISION_SLACK = 0.75
 """A scan this fraction of a decision period after the last decided one is due (absorbs scan-time jitter)."""
 
@@ -313,11 +316,14 @@ class ControlLogic:
 
     def scan_awaits_odometry(self, max_wait: float) -> bool:
         """Whether the newest scan is newer than all odometry and arrived less than ``max_wait`` (steady s) ago:
-        the caller then waits for the odometry of its instant before deciding (fresh odometry only)."""
+        the caller then waits for the odometry of its instant before deciding (fresh odometry only). Before any
+        odometry, the first scan waits too: a simulator's first scan and odometry come together in either order."""
         scan, odom = self._scan, self._odom
-        if scan is None or scan.error or scan.consumed or scan.stamp_time is None or odom is None or odom.error:
+        if scan is None or scan.error or scan.consumed or scan.stamp_time is None or (odom is not None and odom.error):
             return False
         steady = self._steady()
+        if odom is None:
+            return steady - scan.steady < max_wait
         return (not self._odom_history.covers(scan.stamp_time) and steady - scan.steady < max_wait
                 and steady - odom.steady <= self.limits.odom_timeout)
 
@@ -409,7 +415,9 @@ class ControlLogic:
         if math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance:
             self._goal_reached = True
             return self._stop(ControlState.GOAL_REACHED, "")
-        if not self._needs_reset and not self._scan_due():  # hold: one frame per scan, at the decision rate
+        # Hold: one frame per scan, at the decision rate. A fresh history (a new goal, after a stop) starts on the
+        # first scan not decided on yet, never on the last decision's scan again (two frames of one instant).
+        if not self._scan_due() and not (self._needs_reset and not self._scan.consumed):
             return self._hold()
         scan = self._scan
         match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
@@ -421,10 +429,13 @@ class ControlLogic:
         if problem is not None:
             return self._stop(ControlState.STALE_INPUT, f"route: {problem}")
         goal_in_robot = to_robot_frame(pose.x, pose.y, pose.yaw, *goal)
+        previous = self.last_command
         if self._needs_reset:
             self.builder.reset()
+            if max(abs(match.twist[0]), abs(match.twist[1])) < AT_REST_SPEED:
+                previous = (0.0, 0.0)  # a robot at rest has no command in force: the first frame of an episode
         try:
-            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, self.last_command, route=route)
+            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, previous, route=route)
         except ScanError as exc:  # validated on arrival; kept so a contract change can only stop the robot
             scan.error = str(exc)
             return self._stop(ControlState.STALE_INPUT, f"unusable scan: {exc}")

@@ -257,6 +257,11 @@ def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "route_source scan_map: the rolling map reaches this far (m) around the robot in every direction (the "
             "env's arena side; 0.05 m cells for windows up to 12 m, 0.1 m beyond). Goals farther away are planned "
             "to as if the space beyond were free.", 1.0, 100.0)),
+        ("route_lockstep", False, _plain(
+            "route_source map/scan_map, simulation only: each decision waits until the planner thread has folded "
+            "its scan and re-planned when due, as the env does within a step. For lock-step simulators that run "
+            "faster than real time (sim_node real_time_factor:=0), where the route would otherwise lag the "
+            "simulated robot by many steps. It puts planning on the scan -> command path: never on a robot.")),
         ("route_publish_rate_hz", 2.0, _float(
             "Rate (Hz, steady clock) of ~/route (nav_msgs/Path ahead of the robot), ~/footprint "
             "(geometry_msgs/PolygonStamped) and, with scan_map, ~/map (nav_msgs/OccupancyGrid), for RViz.",
@@ -325,6 +330,7 @@ class ControllerConfig:
     route_stray_distance: float = 0.75
     route_clearance: float = 0.05
     scan_map_extent: float = 5.0
+    route_lockstep: bool = False
     route_publish_rate_hz: float = 2.0
 
 
@@ -638,7 +644,10 @@ class ControllerNode(Node):
         # The planner thread and the decisions share the GIL: a short switch interval (5 ms by default) bounds
         # how long a scan callback waits for a planner busy in Python code.
         sys.setswitchinterval(min(sys.getswitchinterval(), PLANNER_SWITCH_INTERVAL))
-        return GuidedRoute(guidance, on_route=self._on_route_planned)
+        if config.route_lockstep:
+            self.get_logger().warning("route_lockstep: planning waits on the scan -> command path (simulation only)")
+        return GuidedRoute(guidance, on_route=self._on_route_planned, lockstep=config.route_lockstep,
+                           max_speed=config.limits.max_linear_speed)
 
     def _open_route_topics(self, steady: Clock) -> None:
         """~/route, ~/footprint (and ~/map with scan_map) publishers, the plan or map subscription, their timer."""

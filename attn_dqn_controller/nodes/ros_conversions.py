@@ -225,6 +225,9 @@ def grid_from_msg(msg: OccupancyGridMsg) -> OccupancyGrid:
                            f"= {width * height}")
     if not (math.isfinite(resolution) and resolution > 0.0):
         raise MessageError(f"map info.resolution={resolution!r}: must be a finite number > 0 (m per cell)")
+    # The field is float32: 0.05 arrives as 0.05000000074505806. Take the shortest decimal that is the same
+    # float32 (0.05), the value the map's YAML gave, so cells fall where map_server and the simulator put them.
+    resolution = float(np.format_float_positional(np.float32(resolution), unique=True, trim="-"))
     origin = info.origin
     x, y, yaw = _planar_pose(origin, "map info.origin")
     if abs(yaw) > 1e-6:

@@ -37,9 +37,13 @@ ROUTE_SOURCES = ("goal", "plan", "map", "scan_map")
 ROUTE_FRAMES = ("odom", "map")
 RETARGET_DISTANCE = 0.05
 """m: a goal that moved less than this (a map goal seen through an updated map -> odom correction) keeps the route."""
+LOCKSTEP_TIMEOUT = 5.0
+"""Wall seconds a lockstep decision waits for the worker before it decides on the route it has."""
 POSE_JUMP_DISTANCE = 1.0
 """m between consecutive decisions' poses beyond which the frame itself was reset (odometry restarted, a
 simulator's new episode, a relocalization): a rolling map in the old frame is dropped, not kept."""
+ODOM_JUMP_MARGIN = 0.1
+"""m beyond what the robot can drive between two decisions before an odometry pose counts as a jump."""
 
 
 class _Follower:
@@ -151,11 +155,22 @@ class PlanRoute:
 class GuidedRoute:
     """route_source 'map' or 'scan_map': a RouteGuidance re-planned by a worker thread.
 
-    ``on_route(route, grid)`` (optional) is called from the worker after each re-plan, for publishing."""
+    ``on_route(route, grid)`` (optional) is called from the worker after each re-plan, for publishing.
 
-    def __init__(self, guidance: RouteGuidance, frame: str = "odom", on_route=None, max_pending_scans: int = 20):
+    ``lockstep`` (for simulators that step only when the controller answers, faster than real time): each
+    ``observe`` waits until the worker has folded that scan and re-planned when due, as the env does within
+    its step. Otherwise the simulated robot runs on while the worker plans, and the route lags it by many
+    simulated steps. The wait puts planning on the scan -> command path, so it is for simulation only."""
+
+    def __init__(self, guidance: RouteGuidance, frame: str = "odom", on_route=None, max_pending_scans: int = 20,
+                 lockstep: bool = False, lockstep_timeout: float = LOCKSTEP_TIMEOUT, max_speed: float | None = None):
         if frame not in ROUTE_FRAMES:
             raise ValueError(f"frame={frame!r} is invalid: allowed values are {ROUTE_FRAMES}")
+        self.lockstep = bool(lockstep)
+        self.max_speed = max_speed  # m/s: odometry poses farther apart than this allows are a reset frame
+        self.lockstep_timeout = float(lockstep_timeout)
+        self._handed = 0  # hand-overs so far (lockstep: the decision waits until the worker has processed them)
+        self._processed = 0
         self.guidance = guidance
         self.source = guidance.config.source
         self._frame = frame if self.source == "map" else "odom"
@@ -206,8 +221,7 @@ class GuidedRoute:
         instant and the goal, both in ``frame``. Constant time; the worker does the work after ``wake`` (the
         node calls it once the command is out, so the planner does not compete with the decision for the GIL)."""
         with self._cv:
-            if self._pose is not None and math.hypot(pose[0] - self._pose[0],
-                                                     pose[1] - self._pose[1]) > POSE_JUMP_DISTANCE:
+            if self._pose_jumped(pose, float(now)):
                 self._frame_reset = True
                 self._scans.clear()  # taken in the old frame
                 self._route = None  # so is the route: wait for the first one in the new frame
@@ -219,6 +233,24 @@ class GuidedRoute:
                                                                       goal[1] - self._goal[1]) > RETARGET_DISTANCE):
                 self._goal = (float(goal[0]), float(goal[1]))
                 self._goal_version += 1
+            self._handed += 1
+            if self.lockstep:
+                handed = self._handed
+                self._cv.notify_all()
+                self._cv.wait_for(lambda: self._processed >= handed or self._stop, timeout=self.lockstep_timeout)
+
+    def _pose_jumped(self, pose, now: float) -> bool:
+        """Whether the frame itself was reset between the last decision and this one: a jump beyond
+        POSE_JUMP_DISTANCE or, in the odometry frame and with ``max_speed`` known, farther than the robot can
+        drive in the time between (odometry restarted near where it was, a simulator's next episode)."""
+        if self._pose is None:
+            return False
+        distance = math.hypot(pose[0] - self._pose[0], pose[1] - self._pose[1])
+        if distance > POSE_JUMP_DISTANCE:
+            return True
+        if self._frame != "odom" or self.max_speed is None or self._now is None:
+            return False
+        return distance > self.max_speed * max(now - self._now, 0.0) + ODOM_JUMP_MARGIN
 
     def wake(self) -> None:
         """Let the worker fold the handed-over scans and re-plan now (else it looks every min_replan_gap s)."""
@@ -262,9 +294,11 @@ class GuidedRoute:
         period = self.guidance.config.min_replan_gap
         while True:
             with self._cv:
-                self._cv.wait(timeout=period)
+                if not (self.lockstep and self._processed < self._handed):  # lockstep: a decision waits
+                    self._cv.wait(timeout=period)
                 if self._stop:
                     return
+                taken = self._handed
                 scans = list(self._scans)
                 self._scans.clear()
                 pose, now, goal, goal_version = self._pose, self._now, self._goal, self._goal_version
@@ -281,6 +315,9 @@ class GuidedRoute:
             except Exception as exc:  # noqa: BLE001 - a planning defect stops the robot, never the node
                 with self._cv:
                     self._worker_error = f"{type(exc).__name__}: {exc}"
+            with self._cv:
+                self._processed = taken
+                self._cv.notify_all()
 
     def _step(self, scans, pose, now, goal, goal_version, planned_goal_version, grid, map_changed) -> int | None:
         """Fold scans, (re)target, re-plan when due; returns the goal version now planned for (None: none).
@@ -312,5 +349,5 @@ class GuidedRoute:
     def close(self) -> None:
         with self._cv:
             self._stop = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._thread.join(timeout=5.0)

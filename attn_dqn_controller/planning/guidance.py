@@ -33,6 +33,9 @@ from attn_dqn_controller.planning.route import Route, RouteTracker
 from attn_dqn_controller.planning.scan_map import RollingScanMap, ScanMapConfig
 
 GUIDANCE_SOURCES = ("map", "scan_map")
+TIME_TOLERANCE = 1e-6
+"""s: a re-plan due at exactly ``replan_period`` is due whether the clock is the env's step count times the period
+or a simulator's summed physics steps (which land a rounding error short)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class RouteGuidance:
         if self.goal is None:
             raise RuntimeError("RouteGuidance.update() called before reset()")
         x, y, yaw = check_point("pose", pose, length=3)
-        since = now - self._last_plan_time
+        since = now - self._last_plan_time + TIME_TOLERANCE
         due = self.tracker is None or since >= self.config.replan_period or since < 0.0  # < 0: the clock went back
         if not due:
             self.tracker.update(x, y)
