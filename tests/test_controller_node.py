@@ -230,6 +230,55 @@ def test_logic_previous_command_is_the_last_decision(policy):
     assert logic.step(0.1).state is ControlState.IDLE and logic.last_command == (0.0, 0.0)
 
 
+class ObservationRecorder:
+    """The policy, recording every observation it is asked to act on."""
+
+    def __init__(self, policy: Policy):
+        self.policy, self.observations = policy, []
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def act(self, obs):
+        self.observations.append(np.array(obs))
+        return self.policy.act(obs)
+
+
+def previous_command_feature(recorder: ObservationRecorder) -> np.ndarray:
+    """The previous-command features (the last two ego features) of the newest frame the policy saw."""
+    from attn_dqn_controller.observation import split_observation
+
+    _, _, ego = split_observation(recorder.observations[-1], recorder.spec)
+    return ego[-1, 2:]
+
+
+def test_logic_new_goal_starts_on_a_new_scan_from_rest_with_no_command_in_force(policy):
+    """Every training episode starts at rest with a zero previous command, on a scan of its own. A new goal
+    (a simulator's next episode) must neither decide again on the scan just decided on nor carry the last
+    goal's command into the first frame while the robot stands still; a robot still moving keeps it."""
+    recorder = ObservationRecorder(policy)
+    logic = ControlLogic(recorder, LIMITS, steady_clock=still_steady_clock)
+    logic.on_scan(full_scan(), 0.0, stamp="scan-0")
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.0)
+    logic.set_goal(3.0, 1.0)
+    first = logic.step(0.0)
+    assert first.new and len(recorder.observations) == 1
+    logic.last_command = (0.05, 0.3)  # what the robot was told last (any non-zero command)
+    logic.set_goal(-2.0, 1.0)
+    held = logic.step(0.05)
+    assert not held.new and len(recorder.observations) == 1  # no second decision on scan-0
+    logic.on_scan(full_scan(), 0.1, stamp="scan-1")
+    logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 0.1)
+    assert logic.step(0.1).new and len(recorder.observations) == 2
+    assert np.all(previous_command_feature(recorder) == 0.0)  # at rest: no command in force
+    logic.last_command = (0.05, 0.3)
+    logic.set_goal(2.0, -1.0)
+    logic.on_scan(full_scan(), 0.2, stamp="scan-2")
+    logic.on_odometry((0.0, 0.0, 0.0), (0.05, 0.3), 0.2)  # moving: the command it is under stays
+    assert logic.step(0.2).new and len(recorder.observations) == 3
+    assert np.all(previous_command_feature(recorder) > 0.0)
+
+
 def test_clamp_and_nan_guard():
     limits = Limits(max_linear_speed=0.2, max_angular_speed=1.0)
     assert clamp_command(0.5, -3.0, limits) == (0.2, -1.0)

@@ -51,6 +51,28 @@ def test_map_guidance_replans_at_its_period_and_when_the_robot_strays():
     assert waypoints.shape == (3, 2) and np.all(np.diff(waypoints[:, 0]) > 0)  # ahead, towards the goal
 
 
+def test_a_replan_due_at_exactly_the_period_is_due_on_a_clock_a_rounding_error_short():
+    """The env times re-plans as steps x period, a simulator node as summed physics steps: 39.9999999999 s after
+    a plan at 37.9999999999 + 2 s must re-plan in both, or the node's route lags the env's by a step."""
+    guidance = RouteGuidance(GuidanceConfig("map", replan_period=2.0), planner_config_for(0.155))
+    guidance.reset((4.0, 2.5), (1.0, 2.5, 0.0), _room())
+    assert guidance.update((1.0, 2.5, 0.0), 38.0)
+    assert not guidance.update((1.0, 2.5, 0.0), 39.9)
+    assert guidance.update((1.0, 2.5, 0.0), 38.0 + 2.0 - 1e-9) and guidance.replans == 2
+
+
+def test_env_scan_carries_the_float32_geometry_of_a_laserscan_message(make_env):
+    """The env's scan is what the node gets from a sensor_msgs/LaserScan (float32 angles and limits): a hit on a
+    wall face that lies on a cell boundary then lands in the same rolling-map cell in the env and the node."""
+    env = make_env(level="maze", route="scan_map")
+    env.reset(seed=EVAL_SEED_START)
+    scan = env.unwrapped.last_scan
+    for name in ("angle_min", "angle_increment", "range_min", "range_max"):
+        value = getattr(scan, name)
+        assert value == float(np.float32(value)), name
+    assert scan.angle_increment != 2 * math.pi / 360  # the float64 value is not what a message carries
+
+
 def test_scan_map_guidance_replans_around_a_wall_it_discovers():
     config = ScanMapConfig(size=12.0, resolution=RES)
     guidance = RouteGuidance(GuidanceConfig("scan_map", replan_period=10.0), planner_config_for(0.155), config)

@@ -122,6 +122,16 @@ def test_occupancy_grid_round_trip_keeps_geometry_and_values():
     assert back.data[0, 1] == 100  # row 0 is the row at the origin's y (row-major, as map_server)
 
 
+def test_a_maps_float32_resolution_reads_back_as_the_decimal_it_stands_for():
+    """Over DDS MapMetaData.resolution is float32: 0.05 arrives as 0.05000000074505806. Cells must fall where
+    the map's YAML and the simulator put them (0.05 m), or routes on a grid-aligned map shift by a cell."""
+    for resolution in (0.05, 0.1, 0.025, 0.0333):
+        msg = grid_to_msg(OccupancyGrid(GridGeometry(resolution, 3, 2), np.zeros((2, 3), np.int8)))
+        msg.info.resolution = float(np.float32(resolution))  # what a subscriber receives
+        assert msg.info.resolution != resolution
+        assert grid_from_msg(msg).geometry.resolution == resolution
+
+
 @pytest.mark.parametrize("corrupt, words", [
     (lambda m: setattr(m.info, "width", 4), "data has 6 cells, but info.width x info.height = 4 x 2"),
     (lambda m: setattr(m.info, "resolution", float("nan")), "info.resolution"),
@@ -292,6 +302,43 @@ def test_guided_scan_map_starts_a_new_rolling_map_when_the_pose_jumps():
         assert wait_for(lambda: guided.problem(3.0) is None)
         assert guidance.scan_map.grid().occupied().sum() == 0  # a fresh rolling map: no wall from before
         assert guided.route.length == pytest.approx(3.0, abs=0.05)  # straight, nothing in the way
+    finally:
+        guided.close()
+
+
+def test_lockstep_guided_route_plans_within_the_decision_as_the_env_does():
+    """route_lockstep: the decision's hand-over returns once the worker has folded its scan and re-planned when
+    due, so the route a decision uses is the env's route of that step, however fast the simulator runs."""
+    guidance = RouteGuidance(GuidanceConfig("map", replan_period=1.0), planner_config_for(0.155))
+    guided = GuidedRoute(guidance, lockstep=True)
+    try:
+        guided.on_map(wall_map(), "odom")
+        guided.observe(None, (1.0, 1.0, 0.0), (3.0, 1.0), 0.0)
+        assert guided.problem(0.0) is None and guided.replans == 1  # no wake, no wait: planned already
+        guided.observe(None, (1.0, 1.0, 0.0), (3.0, 2.0), 0.1)  # a new goal: re-planned within the hand-over
+        assert guided.problem(0.1) is None and guided.route.goal == (3.0, 2.0)
+        for now in (0.2, 0.3, 1.05):
+            guided.observe(None, (1.0, 1.0, 0.0), (3.0, 2.0), now)
+        assert guided.replans == 2  # the last plan was at 0.1 s: not due yet
+        guided.observe(None, (1.0, 1.0, 0.0), (3.0, 2.0), 1.1)
+        assert guided.replans == 3  # the periodic re-plan, in the decision that made it due
+    finally:
+        guided.close()
+    assert not guided._thread.is_alive()
+
+
+def test_guided_route_takes_an_odometry_pose_out_of_reach_for_a_new_frame():
+    """Odometry that moved farther than the robot can drive since the last decision was reset (a simulator's
+    next episode starting 0.5 m away): the rolling map of the old frame goes, as for a jump beyond 1 m."""
+    guidance = RouteGuidance(GuidanceConfig("scan_map", replan_period=1.0), planner_config_for(0.155))
+    guided = GuidedRoute(guidance, lockstep=True, max_speed=0.22)
+    try:
+        guided.observe(None, (0.0, 0.0, 0.0), (3.0, 0.0), 0.0)
+        first_map = guidance.scan_map
+        guided.observe(None, (0.02, 0.0, 0.0), (3.0, 0.0), 0.1)  # 2 cm in 0.1 s: driven
+        assert guidance.scan_map is first_map
+        guided.observe(None, (0.0, 0.5, 0.0), (3.0, 0.0), 0.2)  # 0.5 m in 0.1 s at 0.22 m/s: a reset
+        assert guidance.scan_map is not first_map
     finally:
         guided.close()
 
@@ -507,15 +554,37 @@ def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_cli
 MAZE_EPISODES = 5
 
 
-def test_route_guided_model_reaches_its_goals_in_a_maze(tmp_path, route_client):
-    """End to end: sim_node (maze) + controller with route_source map and scan_map reach their goals.
+def env_episodes(model: Path, source: str, first_seed: int, count: int) -> list[dict]:
+    """The env's own episodes of `model` on maze maps first_seed.., run as the node runs the policy: greedy,
+    safety layer on, no smoother (the node's defaults)."""
+    import gymnasium as gym
 
-    Five held-out maze maps per route source through real DDS, in lock-step with the simulator: at least
-    three reached and none hit. How often the model succeeds is measured on 100+ maps by
-    bench/route_table.py (docs/route_guidance.md); this test is about the deployed path (map or own scans
-    -> planner -> route tokens -> policy -> /cmd_vel) driving a maze as the env does. Not every map, nor
-    an exact replay of the env: the node plans in a worker thread (never on the scan -> command path),
-    so in a lock-step simulator running faster than real time its route can lag the env's by a few steps."""
+    import sim  # noqa: F401  (registers AttnNav-v0)
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.learning.evaluation import run_episode
+
+    agent = PolicyAgent(Policy.load(model, device="cpu", backend="torch"))
+    env = gym.make("AttnNav-v0", level="maze", seed=first_seed, route=source, safety=True, smoothing=False,
+                   **agent.env_kwargs())
+    try:
+        return [{"map_seed": seed, "outcome": r.outcome, "steps": r.steps, "path_length": round(r.path_length, 3)}
+                for seed in range(first_seed, first_seed + count)
+                for r in [run_episode(env, agent, seed)]]
+    finally:
+        env.close()
+
+
+def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, route_client):
+    """End to end: sim_node (maze) + controller with route_source map and scan_map, over real DDS, drive five
+    held-out maze maps per route source exactly as the env does: the same outcome, the same number of steps and
+    the same path length, map by map (and at least three reached, none hit).
+
+    The deployed path (map or own scans -> planner -> route tokens -> policy -> safety layer -> /cmd_vel) thus
+    reproduces the env the policy was trained and evaluated in, step for step. That needs the simulator in
+    lock-step (each step waits for the answer to its scan, paired by stamp) and route_lockstep (each decision
+    waits for the planner thread, as the env plans within its step): faster than real time, a planner thread
+    left to run free falls many simulated steps behind the robot. How often the model succeeds is measured on
+    200 maps per row by bench/route_table.py."""
     model = Path(os.environ.get(ROUTE_MODEL_ENV, SHIPPED_ROUTE_MODEL))
     if not model.exists():
         pytest.skip(f"no route-guided model: {model} is absent (set {ROUTE_MODEL_ENV} or ship "
@@ -524,12 +593,15 @@ def test_route_guided_model_reaches_its_goals_in_a_maze(tmp_path, route_client):
 
     from std_msgs.msg import String
 
+    first_seed = 1_000_000
     for source in ("map", "scan_map"):
+        expected = env_episodes(model, source, first_seed, MAZE_EPISODES)
         sim = start_process(tmp_path, "sim.sim_node", f"maze_{source}", [
             "level:=maze", f"episodes:={MAZE_EPISODES}", "real_time_factor:=0.0", "startup_timeout:=60.0",
-            "seed:=1000000"])
+            f"seed:={first_seed}"])
         node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", f"maze_{source}",
-                             route_node_params(model, source, "use_sim_time:=true"), remaps=("map:=/map",))
+                             route_node_params(model, source, "use_sim_time:=true", "route_lockstep:=true"),
+                             remaps=("map:=/map",))
         try:
             c = route_client(node)
             episodes = []
@@ -538,9 +610,11 @@ def test_route_guided_model_reaches_its_goals_in_a_maze(tmp_path, route_client):
                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
             assert c.run(600.0, odom=False, until=lambda: len(episodes) >= MAZE_EPISODES or not sim.alive()), \
                 sim.output()
-            outcomes = [e["outcome"] for e in episodes]
-            assert len(outcomes) == MAZE_EPISODES, (source, episodes, sim.output())
-            assert outcomes.count("success") >= 3 and "collision" not in outcomes, f"{source}: {json.dumps(episodes)}"
+            assert len(episodes) == MAZE_EPISODES, (source, episodes, sim.output())
+            driven = [{key: e[key] for key in ("map_seed", "outcome", "steps", "path_length")} for e in episodes]
+            assert driven == expected, f"{source}: node {json.dumps(driven)} != env {json.dumps(expected)}"
+            outcomes = [e["outcome"] for e in driven]
+            assert outcomes.count("success") >= 3 and "collision" not in outcomes, f"{source}: {json.dumps(driven)}"
         finally:
             node.stop()
             sim.stop()

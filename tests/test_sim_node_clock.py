@@ -90,3 +90,20 @@ def test_stamps_carry_into_the_next_second_instead_of_jumping_back():
     for t, expected in ((100.9999999999, (101, 0)), (0.30000000000000004, (0, 300_000_000)), (7.0, (7, 0))):
         stamp = SimNode._stamp(SimpleNamespace(sim_time=t))
         assert (stamp.sec, stamp.nanosec) == expected
+
+
+def test_lockstep_answer_is_the_command_stamped_with_the_scan():
+    """Lock-step pairs a scan with the command that carries its stamp: a command repeated between decisions
+    (stamped with the last decision's scan) is no answer, or every later command would act a period late."""
+    from types import SimpleNamespace
+
+    from sim.sim_node import SimNode
+
+    def answered(stamp, received=1):
+        node = SimpleNamespace(commands_received=received, last_command_stamp=stamp)
+        return SimNode.answered(node, 5.0, 0)
+
+    assert not answered(5.0, received=0)  # nothing new
+    assert not answered(4.9)  # the decision on the last scan, held
+    assert answered(5.0) and answered(5.0 - 1e-9) and answered(5.1)
+    assert answered(None)  # an unstamped Twist answers whatever it follows
