@@ -112,7 +112,8 @@ def test_lidar_range_limits_and_scan_geometry(world):
     assert np.all(np.isposinf(scan.ranges))
     assert scan.angle_min == pytest.approx(-math.pi)
     assert scan.angle_increment == pytest.approx(2 * math.pi / 360)
-    assert (scan.range_min, scan.range_max) == (0.12, 3.5)
+    # The limits as a sensor_msgs/LaserScan carries them (float32), so the node reads the very same numbers.
+    assert (scan.range_min, scan.range_max) == (float(np.float32(0.12)), 3.5)
 
 
 def test_partial_field_of_view_is_centred_on_the_heading():
