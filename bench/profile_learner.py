@@ -83,9 +83,7 @@ def time_updates(learner: DQNLearner, batch: dict, threads: int, updates: int) -
 
 
 def group_of(key: str) -> str:
-    op = key.split("::")[-1].lstrip("_")
-    if key.startswith("Optimizer"):
-        return GROUPS[1][0]
+    op = key.split("::")[-1].lstrip("_")  # "Optimizer.step#Adam.step" has no "::" and matches "Optimizer"
     for group, names in GROUPS:
         if any(op == name or (len(name) >= 3 and op.startswith(name)) for name in names):
             return group

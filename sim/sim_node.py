@@ -234,9 +234,7 @@ class SimNode(Node):
         self.map_pending = False
         if not self.publish_map or not self.map_pub.wait_for_all_acked(Duration(seconds=MAP_ACK_TIMEOUT)):
             return
-        end = time.monotonic() + MAP_SETTLE
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.01)
+        spin_for(executor, MAP_SETTLE)
 
     def _publish_goal(self) -> None:
         gx, gy = self.env.navmap.goal
@@ -291,6 +289,13 @@ class SimNode(Node):
         return True
 
 
+def spin_for(executor, seconds: float, stop=lambda: False) -> None:
+    """Handle callbacks for `seconds` of wall time (or until `stop()`)."""
+    end = time.monotonic() + seconds
+    while not stop() and time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.01)
+
+
 def _wait_for_controller(node: SimNode, executor, stop) -> None:
     deadline = time.monotonic() + node.startup_timeout
     while not stop() and time.monotonic() < deadline and node.count_publishers("cmd_vel") == 0:
@@ -301,13 +306,10 @@ def _wait_for_controller(node: SimNode, executor, stop) -> None:
         # Give the controller a moment to subscribe to scan/goal, then hand it the clock and the goal and let it
         # settle before the first step: what it says before it has seen a scan (a stop for want of odometry)
         # must not be taken, in lock-step, for its answer to the first scan.
-        for publish_goal in (False, True):
-            if publish_goal:
-                node.clock_pub.publish(Clock(clock=node._stamp()))
-                node._publish_goal()
-            end = time.monotonic() + 0.5
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
+        spin_for(executor, 0.5)
+        node.clock_pub.publish(Clock(clock=node._stamp()))
+        node._publish_goal()
+        spin_for(executor, 0.5)
 
 
 def run(node: SimNode, executor, stop) -> None:
@@ -325,9 +327,7 @@ def run(node: SimNode, executor, stop) -> None:
             while not stop() and not node.answered(sensor_time, received_before) and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.002)
             if first:
-                end = time.monotonic() + FIRST_ANSWER_GRACE
-                while not stop() and time.monotonic() < end:
-                    executor.spin_once(timeout_sec=0.01)
+                spin_for(executor, FIRST_ANSWER_GRACE, stop)
             first = False
         else:
             next_wall += node.control_period / node.real_time_factor

@@ -222,6 +222,12 @@ class SimWorld:
         self.wheel_radius = float("nan")
         self.wheel_separation = float("nan")
         self._scan_spec = self.config.lidar.spec
+        # The angles and limits as a sensor_msgs/LaserScan carries them (float32): the rolling map then folds the
+        # env's scan exactly as the node folds the message (a maze wall face lies on a cell boundary, where a
+        # float64 and a float32 beam angle put the same hit in different cells).
+        spec = self._scan_spec
+        self._scan_geometry = tuple(float(np.float32(value)) for value in (
+            spec.angle_min, spec.angle_increment, spec.range_min, spec.range_max))
         self._ray_starts = np.empty((0, 3))
         self._ray_ends = np.empty((0, 3))
         self._closed = False
@@ -326,12 +332,7 @@ class SimWorld:
             hit = np.isfinite(ranges)
             ranges[hit] = np.clip(ranges[hit] + self.rng.normal(0.0, lidar.noise_std, int(hit.sum())),
                                   lidar.range_min, lidar.range_max)
-        # The angles and limits as a sensor_msgs/LaserScan carries them (float32): the rolling map then folds the
-        # env's scan exactly as the node folds the message (a maze wall face lies on a cell boundary, where a
-        # float64 and a float32 beam angle put the same hit in different cells).
-        spec = self._scan_spec
-        return LaserScanData(ranges.astype(np.float32), *(float(np.float32(value)) for value in (
-            spec.angle_min, spec.angle_increment, spec.range_min, spec.range_max)), lidar.mount)
+        return LaserScanData(ranges.astype(np.float32), *self._scan_geometry, lidar.mount)
 
     def odometry(self) -> Odometry:
         """Ground-truth pose (odom frame) and twist (base_link frame)."""
