@@ -121,7 +121,7 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
                 curve.append({"step": int(row["step"]), "wall_s": float(row["wall_time"]),
                               "success_rate": float(row["eval_success_rate"]),
                               "collision_rate": float(row["eval_collision_rate"]), "spl": float(row["eval_spl"])})
-    agent = PolicyAgent(Policy.from_model(run.model, run.spec, run.actions, run.device))
+    agent = PolicyAgent(Policy.from_model(run.learner.policy_model, run.spec, run.actions, run.device))
     # Held-out evaluation on the nominal env, as the trainer's own: a domain-randomised config trains perturbed.
     final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config, perturbations=False),
                                                          "actions": run.actions})

@@ -238,6 +238,30 @@ def test_polyak_target_update_blends_every_step():
     assert learner.target_syncs == 0
 
 
+def test_weight_average_tracks_the_online_net_and_is_the_served_policy():
+    learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(ema_decay=0.75), "cpu")
+    assert learner.policy_model is learner.ema and learner.model is learner.online
+    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    average = learner.ema.linear.weight.clone()
+    for _ in range(3):
+        learner.update(batch)
+        average = 0.75 * average + 0.25 * learner.online.linear.weight.detach()
+        torch.testing.assert_close(learner.ema.linear.weight, average)
+    assert not torch.equal(learner.ema.linear.weight, learner.online.linear.weight)
+    assert not learner.ema.linear.weight.requires_grad
+    # The average is saved and restored with the rest; a state without one starts it from the online net.
+    resumed = DQNLearner(LinearQ([[0.0, 0.0]] * 3), LearnerConfig(ema_decay=0.75), "cpu")
+    resumed.load_state_dict(learner.state_dict())
+    torch.testing.assert_close(resumed.ema.linear.weight, learner.ema.linear.weight)
+    plain = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")
+    assert plain.policy_model is plain.online and "ema" not in plain.state_dict()
+    resumed.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(resumed.ema.linear.weight, plain.online.linear.weight)
+    with pytest.raises(ValueError, match="LearnerConfig.ema_decay="):
+        LearnerConfig(ema_decay=1.0)
+
+
 def test_state_dict_round_trip_and_missing_batch_keys():
     def make():
         return DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")

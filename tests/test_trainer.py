@@ -14,7 +14,7 @@ import torch
 
 from attn_dqn_controller.checkpoint import load_checkpoint
 from attn_dqn_controller.learning.config import ConfigError, config_from_dict, load_config
-from attn_dqn_controller.learning.trainer import train
+from attn_dqn_controller.learning.trainer import TrainingRun, train
 
 ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
 
@@ -115,6 +115,25 @@ def test_resume_continues_the_same_run(tmp_path):
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == sorted(steps) and steps[0] <= 200 and steps[-1] >= 1200  # one log, appended in order
     assert (out / "learning_curve.png").stat().st_size > 0
+
+
+def test_weight_average_is_what_the_checkpoint_serves_and_resume_keeps_both(tmp_path):
+    out = tmp_path / "run"
+    config = dict(updates_per_step=0.5, save_replay=True, **{"learner.ema_decay": 0.9})
+    run = train(config_from_dict(tiny_config(total_steps=600, **config)), out, device="cpu", progress=False)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert run.counters.updates > 0
+    for name, value in ckpt.model_state.items():   # the served weights are the average, not the online net
+        torch.testing.assert_close(value, run.learner.ema.state_dict()[name])
+    assert any(not torch.equal(value, run.learner.online.state_dict()[name])
+               for name, value in ckpt.model_state.items())
+    resumed = TrainingRun(config_from_dict(tiny_config(total_steps=1200, **config)), out, device="cpu", resume=True)
+    try:
+        for net, saved in ((resumed.learner.online, run.learner.online), (resumed.learner.ema, run.learner.ema)):
+            for name, value in net.state_dict().items():
+                torch.testing.assert_close(value, saved.state_dict()[name])
+    finally:
+        resumed.close()
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):

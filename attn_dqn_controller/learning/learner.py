@@ -66,6 +66,13 @@ class LearnerConfig:
     (AVX512_BF16 / AMX; ignored, with a log line, on other CPUs, where bf16 is emulated and slower).
     The Q head, the TD target and the loss stay float32: bf16 would round Q near 10 to steps of
     0.0625. On CPU it pays with ``compile``, which fuses the casts (bench/bench_learner.py)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the online weights, ema <- decay * ema + (1 - decay) * online
+    after every update, and serve *it* as the policy (evaluation, best.pt, exports); 0 = off, the policy is
+    the online net. Why: the greedy policy of a DQN swings from one snapshot to the next (route maze
+    validation 30 % at one evaluation, 90 % at the next), because a small weight change flips near-tied
+    actions; the average of the last ~1 / (1 - decay) updates' weights swings less. Training itself
+    (targets, exploration) is unchanged: it still uses the online net."""
     compile: bool = False
     """torch.compile the online and target nets for the update, on CPU too. The first updates pay a
     one-off compilation (about a minute on 2 cores), reported in the progress output."""
@@ -96,6 +103,8 @@ class LearnerConfig:
                 fail(name, "must be > 0")
         if not 0.0 < number("tau") <= 1.0:
             fail("tau", "must be in (0, 1]")
+        if not 0.0 <= number("ema_decay") < 1.0:
+            fail("ema_decay", "must be in [0, 1) (0 = off)")
         if not 0.0 <= number("advantage_learning") < 1.0:
             fail("advantage_learning", "must be in [0, 1)")
         if self.target_update not in TARGET_UPDATES:
@@ -126,6 +135,10 @@ class DQNLearner:
         self.target = copy.deepcopy(self.online).eval()
         self.target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=self.config.lr)
+        self.ema = None
+        if self.config.ema_decay > 0.0:
+            self.ema = copy.deepcopy(self.online).eval()
+            self.ema.requires_grad_(False)
         self.updates = 0        # gradient steps taken
         self.target_syncs = 0   # hard copies made (polyak blends are not counted)
 
@@ -141,8 +154,13 @@ class DQNLearner:
 
     @property
     def model(self) -> nn.Module:
-        """The online network (what gets checkpointed and served by Policy)."""
+        """The online network: the one trained, and the one exploration acts with."""
         return self.online
+
+    @property
+    def policy_model(self) -> nn.Module:
+        """The network to serve: the weight average when ``ema_decay`` > 0, else the online net."""
+        return self.ema if self.ema is not None else self.online
 
     def _autocast(self):
         """bf16 autocast around the network bodies; the networks run their Q head in float32 inside it."""
@@ -211,6 +229,7 @@ class DQNLearner:
         self.optimizer.step()
         self.updates += 1
         self._sync_target()
+        self._update_ema()
         if started is not None:
             self.compile_seconds = time.perf_counter() - started
             logger.info("torch.compile warm-up (first update): %.1f s", self.compile_seconds)
@@ -228,12 +247,24 @@ class DQNLearner:
                 self.target.load_state_dict(self.online.state_dict())
                 self.target_syncs += 1
 
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            for average, online in zip(self.ema.parameters(), self.online.parameters()):
+                average.lerp_(online, 1.0 - self.config.ema_decay)
+            for average, online in zip(self.ema.buffers(), self.online.buffers()):
+                average.copy_(online)
+
     # --- resume ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Online/target weights, optimizer state and counters: tensors and plain types only."""
-        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates,
-                "target_syncs": self.target_syncs, "config": self.config.to_dict()}
+        state = {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                 "target_syncs": self.target_syncs, "config": self.config.to_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in ("online", "target", "optimizer", "updates") if k not in state]
@@ -241,6 +272,8 @@ class DQNLearner:
             raise KeyError(f"learner state is missing {missing}")
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
+        if self.ema is not None:  # a run that turns the average on at a resume starts it from the online net
+            self.ema.load_state_dict(state.get("ema", state["online"]))
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config's rate wins: a resume may lower it on purpose
             group["lr"] = self.config.lr

@@ -261,7 +261,7 @@ class TrainingRun:
         from attn_dqn_controller.policy import Policy
         from sim.maps import VALIDATION_SEED_START
 
-        policy = Policy.from_model(self.model, self.spec, self.actions, self.device, robot=self.robot)
+        policy = Policy.from_model(self.learner.policy_model, self.spec, self.actions, self.device, robot=self.robot)
         agent = PolicyAgent(policy)
         kwargs = {**env_kwargs(self.config, perturbations=False), "actions": self.actions}  # nominal maps
         summaries = [evaluate(agent, level, self.config.eval.episodes, VALIDATION_SEED_START, env_kwargs=kwargs,
@@ -299,7 +299,8 @@ class TrainingRun:
         return self.out_dir / CHECKPOINT_NAME
 
     def save(self, name: str = CHECKPOINT_NAME) -> Path:
-        """Atomic write of weights + everything --resume needs (optimizer, counters, RNG states)."""
+        """Atomic write of the policy's weights (the average with ``learner.ema_decay``) + everything --resume
+        needs (online and target nets, optimizer, counters, RNG states)."""
         training = {
             "learner": self.learner.state_dict(),
             "counters": vars(self.counters).copy(),
@@ -315,7 +316,7 @@ class TrainingRun:
                     "control_rate_hz": float(self.config.env.control_rate_hz),
                     "safety": bool(self.config.env.safety), "smoothing": bool(self.config.env.smoothing)}
         path = self.out_dir / name
-        save_checkpoint(path, model=self.model, model_config=self.model_config, spec=self.spec,
+        save_checkpoint(path, model=self.learner.policy_model, model_config=self.model_config, spec=self.spec,
                         actions=self.actions, metadata=metadata, training=training, robot=self.robot)
         if self.config.save_replay and name == CHECKPOINT_NAME:
             _atomic_savez(self.out_dir / REPLAY_NAME, self.replay.state_dict())
