@@ -50,7 +50,10 @@ def _draw_attention(ax, pose, weights: np.ndarray, sector_angles: np.ndarray, se
 
 
 def plot_trajectories(examples: dict, path: str | Path, title: str = "", spec=None, attention_every: int = 25) -> Path:
-    """One panel per (level, episode): map, path coloured by outcome, attention wedges along the way."""
+    """One panel per (level, episode): map, path coloured by outcome, attention wedges along the way.
+
+    Each record's own map is drawn (``EpisodeRecord.navmap``: building levels and map files too); a record
+    without one is drawn on the generated map of its level and seed."""
     from sim.maps import generate_map
 
     from attn_dqn_controller.observation import ObservationSpec
@@ -64,7 +67,7 @@ def plot_trajectories(examples: dict, path: str | Path, title: str = "", spec=No
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (level, rec) in zip(axes.flat, panels):
-        navmap = generate_map(level, rec.map_seed)
+        navmap = rec.navmap if rec.navmap is not None else generate_map(level, rec.map_seed)
         _draw_map(ax, navmap)
         traj = np.asarray(rec.trajectory)
         ax.plot(traj[:, 0], traj[:, 1], "-", color=OUTCOME_COLOURS[rec.outcome], lw=2)

@@ -202,8 +202,10 @@ def test_eval_and_baseline_cli_with_route_and_map_files(tmp_path, capsys):
     path = save_map(tmp_path / "room.yaml", OccupancyGrid.from_occupied(occupied, RES), start=(0.6, 1.5, 0.0),
                     goal=(2.4, 1.5))
     out = tmp_path / "baseline.json"
+    plot = tmp_path / "dwa.png"
     assert main(["baseline", "--controller", "dwa", "--route", "map", "--map-file", str(path),
-                 "--json", str(out)]) == 0
+                 "--json", str(out), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0  # drawn on the episode's own map, not a generated level's
     report = json.loads(out.read_text())
     assert [m["map_file"] for m in report["maps"]] == [str(path)]
     assert len(report["maps"][0]["outcomes"]) == 1 and report["maps"][0]["outcomes"][0]["outcome"] == "success"

@@ -35,6 +35,7 @@ class EpisodeRecord:
     collision_bearing: float | None = None  # where the robot was touched (rad, robot frame, 0 = ahead)
     trajectory: list = field(default_factory=list, repr=False)  # [(x, y, yaw), ...]
     attention: list = field(default_factory=list, repr=False)   # per step sector weights, when the agent has them
+    navmap: object = field(default=None, repr=False)  # the episode's map (sim.maps.NavMap), with the trajectory
 
 
 @dataclass
@@ -90,7 +91,7 @@ def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = Fals
     collision = collision_label(info) if outcome == "collision" else ""
     bearing = info.get("collision_bearing") if outcome == "collision" else None
     return EpisodeRecord(int(map_seed), outcome, steps, travelled, shortest, spl, collision, bearing, trajectory,
-                         attention)
+                         attention, env.unwrapped.navmap if record_trajectory else None)
 
 
 def collision_label(info: dict) -> str:
