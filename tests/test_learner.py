@@ -209,12 +209,17 @@ def test_learner_fits_a_fixed_batch():
     assert last < 0.1 * first, (first, last)
 
 
+def two_transitions() -> dict:
+    """A fixed two-row batch for the LinearQ learners below."""
+    return {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
+            "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+
+
 def test_hard_target_update_copies_every_interval():
     learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
                          LearnerConfig(target_update="hard", target_update_interval=3), "cpu")
     initial = learner.target.linear.weight.clone()
-    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
-             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    batch = two_transitions()
     for _ in range(2):
         learner.update(batch)
         torch.testing.assert_close(learner.target.linear.weight, initial)
@@ -228,8 +233,7 @@ def test_hard_target_update_copies_every_interval():
 def test_polyak_target_update_blends_every_step():
     learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]),
                          LearnerConfig(target_update="polyak", tau=0.25), "cpu")
-    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
-             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    batch = two_transitions()
     target = learner.target.linear.weight.clone()
     for _ in range(2):
         learner.update(batch)
@@ -241,8 +245,7 @@ def test_polyak_target_update_blends_every_step():
 def test_weight_average_tracks_the_online_net_and_is_the_served_policy():
     learner = DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(ema_decay=0.75), "cpu")
     assert learner.policy_model is learner.ema and learner.model is learner.online
-    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
-             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    batch = two_transitions()
     average = learner.ema.linear.weight.clone()
     for _ in range(3):
         learner.update(batch)
@@ -267,8 +270,7 @@ def test_state_dict_round_trip_and_missing_batch_keys():
         return DQNLearner(LinearQ([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]]), LearnerConfig(), "cpu")
 
     learner = make()
-    batch = {"obs": np.ones((2, 2), np.float32), "action": np.array([0, 2]), "reward": np.array([5.0, -5.0]),
-             "next_obs": np.ones((2, 2), np.float32), "done": np.zeros(2), "discount": np.full(2, 0.9)}
+    batch = two_transitions()
     learner.update(batch)
     resumed = make()
     resumed.load_state_dict(learner.state_dict())

@@ -239,22 +239,15 @@ class DQNLearner:
     def _sync_target(self) -> None:
         with torch.no_grad():
             if self.config.target_update == "polyak":
-                for t, o in zip(self.target.parameters(), self.online.parameters()):
-                    t.lerp_(o, self.config.tau)
-                for t, o in zip(self.target.buffers(), self.online.buffers()):
-                    t.copy_(o)
+                _blend_into(self.target, self.online, self.config.tau)
             elif self.updates % self.config.target_update_interval == 0:
                 self.target.load_state_dict(self.online.state_dict())
                 self.target_syncs += 1
 
     def _update_ema(self) -> None:
-        if self.ema is None:
-            return
-        with torch.no_grad():
-            for average, online in zip(self.ema.parameters(), self.online.parameters()):
-                average.lerp_(online, 1.0 - self.config.ema_decay)
-            for average, online in zip(self.ema.buffers(), self.online.buffers()):
-                average.copy_(online)
+        if self.ema is not None:
+            with torch.no_grad():
+                _blend_into(self.ema, self.online, 1.0 - self.config.ema_decay)
 
     # --- resume ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -279,3 +272,12 @@ class DQNLearner:
             group["lr"] = self.config.lr
         self.updates = int(state["updates"])
         self.target_syncs = int(state.get("target_syncs", 0))
+
+
+def _blend_into(average: nn.Module, source: nn.Module, rate: float) -> None:
+    """average <- (1 - rate) * average + rate * source for the weights; buffers are copied. Used under no_grad
+    by the polyak target and by the served weight average."""
+    for a, s in zip(average.parameters(), source.parameters()):
+        a.lerp_(s, rate)
+    for a, s in zip(average.buffers(), source.buffers()):
+        a.copy_(s)
