@@ -381,11 +381,14 @@ def test_corpus_means_the_same_under_the_runner_and_real_launch(real, tmp_path, 
     differences = []
     for name in ("params.launch.yaml", "scopes.launch.yaml", "substitutions.launch.yaml"):
         code, output = run_real(real, tmp_path / name, cwd=tmp_path, env=env, timeout=30.0)
-        if code is None and not any(alive(pid) for pid in started_pids(output)):
-            # Every node exited but launch 3.7.1 did not notice one exit (seen about once in ten runs of
-            # eight quickly exiting nodes on a loaded 2-core machine; the runner never missed one in the
-            # same loop). What the nodes recorded is complete, so the comparison goes on.
-            print(f"{name}: real ros2 launch missed a node's exit and was stopped after 30 s")
+        recorded = len(list(records.glob("*.json")))
+        if code is None and recorded == len(started_pids(output)) > 0:
+            # Every node wrote its record, yet real launch 3.7.1 was still waiting at 30 s: it missed a node's
+            # exit, or a node hung in its DDS shutdown after recording (each seen about once in ten runs of
+            # eight quickly exiting nodes on a loaded 2-core machine; CI hit the second on 2026-12-02).
+            # Neither is about what the launch file means, and the records are complete, so the comparison
+            # goes on. A node that never recorded itself still fails below.
+            print(f"{name}: real ros2 launch did not end by itself within 30 s; all {recorded} nodes had recorded")
             code = 0
         assert code == 0 and "Traceback" not in output, output[-3000:]
         by_real = _collect(records)
