@@ -31,20 +31,27 @@ SETTINGS = {
     "reference": (["overlap_collection=false", "torch_threads=1"],
                   "updates, then step, no overlap; 1 learner thread (the shipped run's settings)"),
     "fast": (["overlap_collection=true", "torch_threads=1"],
-             "simulators step while the learner updates; 1 learner thread (the new defaults)"),
+             "simulators step while the learner updates; 1 learner thread (train_nav.yaml until 2026-12-02)"),
     "fast+compile": (["overlap_collection=true", "torch_threads=1", "learner.compile=true"],
-                     "the new defaults plus torch.compile (warm-up printed apart, before the timed window)"),
+                     "fast plus torch.compile (warm-up printed apart, before the timed window)"),
     "fast+2threads": (["overlap_collection=true", "torch_threads=2"],
-                      "the new defaults with 2 learner threads (OpenMP threads stall when a core is busy)"),
+                      "simulators step while the learner updates; 2 learner threads (train_nav.yaml since 2026-12-02; "
+                      "OpenMP threads stall when other jobs take the cores)"),
     "fast+compile+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true"],
-                              "the new defaults plus torch.compile and 2 learner threads"),
+                              "fast+2threads plus torch.compile"),
     "fast+compile+bf16": (["overlap_collection=true", "torch_threads=1", "learner.compile=true", "learner.amp_bf16=true"],
-                          "the new defaults plus torch.compile and bf16 autocast (CPUs with native bf16)"),
+                          "fast plus torch.compile and bf16 autocast (CPUs with native bf16)"),
     "fast+compile+bf16+2threads": (["overlap_collection=true", "torch_threads=2", "learner.compile=true",
                                     "learner.amp_bf16=true"],
-                                   "the new defaults plus torch.compile, bf16 autocast and 2 learner threads"),
+                                   "fast+2threads plus torch.compile and bf16 autocast"),
     "reference+2threads": (["overlap_collection=false", "torch_threads=2"],
                            "updates, then step, no overlap; 2 learner threads"),
+    "reference+compile+2threads": (["overlap_collection=false", "torch_threads=2", "learner.compile=true"],
+                                   "no overlap (the simulators idle while the learner has both cores), "
+                                   "torch.compile, 2 learner threads"),
+    "reference+compile+bf16+2threads": (["overlap_collection=false", "torch_threads=2", "learner.compile=true",
+                                         "learner.amp_bf16=true"],
+                                        "no overlap, torch.compile, bf16 autocast, 2 learner threads"),
 }
 
 
@@ -109,7 +116,7 @@ def main() -> None:
           f"load average after {os.getloadavg()[0]:.2f}):")
     for name in names:
         median = statistics.median(rates[name])
-        print(f"  {name:13s} {median:7.1f} env steps/s  {median / base:5.2f}x {names[0]}   "
+        print(f"  {name:32s} {median:7.1f} env steps/s  {median / base:5.2f}x {names[0]}   "
               f"[{SETTINGS[name][1]}]")
 
 

@@ -165,8 +165,10 @@ class TrainConfig:
     overfits them and undoes much of what the network knew."""
     device: str = "auto"
     torch_threads: int = 1
-    """CPU threads for the learner (0: torch's default). One is fastest on small machines, where the
-    simulator subprocesses already keep the other cores busy."""
+    """CPU threads for the learner (0: torch's default). One leaves cores to the simulators and to other jobs;
+    on a 2-core machine with nothing else running, two gave 1.2-1.45x whole-run env steps/s
+    (bench/bench_train.py, 2026-12-02), so config/train_nav.yaml sets 2. Where other jobs load the cores,
+    two threads stall each other (0.55x measured under load): keep one."""
     overlap_collection: bool = True
     """Step the simulator subprocesses while the learner updates (step_async / updates / step_wait).
     Off: the same updates run just before the step, not during it. Either way a vector step's updates
