@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
             curves.plot([p["step"] for p in r["curve"]], [100 * p["success_rate"] for p in r["curve"]],
                         color=colours[code], alpha=0.6, linewidth=1.2,
                         label=code if r is mine[0] else None)
-    spread.set_xticks(range(len(codes)), [c.split(" ")[0] for c in codes])
+    spread.set_xticks(range(len(codes)), [c.replace(" (", "\n(") for c in codes], fontsize=8)
     spread.set_ylabel("final success, 50 held-out cluttered maps (%)")
     spread.set_title("one dot per training seed; bar = mean")
     spread.set_ylim(-5, 105)
