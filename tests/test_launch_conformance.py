@@ -384,8 +384,8 @@ def test_corpus_means_the_same_under_the_runner_and_real_launch(real, tmp_path, 
         recorded = len(list(records.glob("*.json")))
         if code is None and recorded == len(started_pids(output)) > 0:
             # Every node wrote its record, yet real launch 3.7.1 was still waiting at 30 s: it missed a node's
-            # exit, or a node hung in its DDS shutdown after recording (each seen about once in ten runs of
-            # eight quickly exiting nodes on a loaded 2-core machine; CI hit the second on 2026-12-02).
+            # exit, or a node hung in its DDS shutdown after recording (about once in ten runs of eight quickly
+            # exiting nodes on a loaded 2-core machine; on CI, 2026-12-02, one of eight never reported an exit).
             # Neither is about what the launch file means, and the records are complete, so the comparison
             # goes on. A node that never recorded itself still fails below.
             print(f"{name}: real ros2 launch did not end by itself within 30 s; all {recorded} nodes had recorded")
