@@ -13,6 +13,10 @@ Route tokens (R > 0 only; a goal-only spec builds exactly the original network a
 parameters) are Linear(2 -> d) of a waypoint's features plus a learned embedding of
 its index along the route, so the Q token attends over lidar sectors and route together.
 
+With ``history_tokens="motion"`` only the newest frame makes tokens (T = 1 + K + 2 + R); each sector
+token adds Linear((H-1) * B -> d) of its beams' range change since each older frame. That embedding
+starts at zero, so such a network begins as the single-frame one (``init_from`` fine-tunes from it).
+
 The Q token is learned; its output after the last block feeds the dueling
 head, and its attention row in the last block is what ``return_attention``
 gives back (averaged over heads), so "where the policy looks" costs no second
@@ -33,6 +37,9 @@ from attn_dqn_controller.observation import EGO_FEATURES, GOAL_FEATURES, ROUTE_F
 
 MODEL_KINDS = ("transformer", "mlp")
 GATINGS = ("residual", "gru")
+HISTORY_TOKENS = ("frames", "motion")
+MOTION_FEATURE_BOUND = 2.0
+"""Motion features are clipped to +-this: a beam that jumps metres (an edge sweeping past) reads as "a lot"."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,13 @@ class ModelConfig:
     """Dueling head Q = V + A - mean(A) instead of a plain linear head."""
     mlp_hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the MLP baseline (kind="mlp" only)."""
+    history_tokens: str = "frames"
+    """How a history of H > 1 frames becomes tokens. "frames": every frame's tokens, H * (K + 2 + R) of them.
+    "motion": the newest frame's tokens only, each sector token also embedding how its beams changed since
+    each older frame, so a moving obstacle shows at the token count (and update cost) of one frame."""
+    motion_scale: float = 0.05
+    """Metres of range change that read as 1.0 in a motion feature ("motion" only): at 10 Hz an obstacle at
+    0.1-0.2 m/s moves 1-2 cm per frame, far below the lidar features' 3.4 m scale."""
 
     def __post_init__(self) -> None:
         def fail(name: str, allowed: str) -> None:
@@ -66,6 +80,11 @@ class ModelConfig:
             fail("kind", f"must be one of {MODEL_KINDS}")
         if self.gating not in GATINGS:
             fail("gating", f"must be one of {GATINGS}")
+        if self.history_tokens not in HISTORY_TOKENS:
+            fail("history_tokens", f"must be one of {HISTORY_TOKENS}")
+        if isinstance(self.motion_scale, bool) or not isinstance(self.motion_scale, (int, float)) \
+                or not (math.isfinite(self.motion_scale) and self.motion_scale > 0.0):
+            fail("motion_scale", "must be a finite number > 0 (metres)")
         for name in ("d_model", "num_layers", "num_heads", "ff_mult"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -262,11 +281,22 @@ class TransformerQNetwork(nn.Module):
             raise ValueError(f"TransformerQNetwork needs ModelConfig.kind='transformer', got {config.kind!r}")
         self.spec, self.num_actions, self.config = spec, int(num_actions), config
         d, K, H = config.d_model, spec.num_sectors, spec.history_length
+        self.motion = config.history_tokens == "motion"
+        if self.motion and H < 2:
+            raise ValueError("ModelConfig.history_tokens='motion' needs observation_spec.history_length >= 2 "
+                             f"(the change since an older frame), got {H}: set env.history_length")
+        self.token_frames = token_frames(spec, config)
         self.lidar_embed = nn.Linear(spec.beams_per_sector, d)
         self.sector_embed = nn.Parameter(torch.randn(K, d) * 0.02)
         self.goal_embed = nn.Linear(GOAL_FEATURES, d)
         self.ego_embed = nn.Linear(EGO_FEATURES, d)
-        self.time_embed = nn.Parameter(torch.randn(H, 1, d) * 0.02) if H > 1 else None
+        self.time_embed = nn.Parameter(torch.randn(H, 1, d) * 0.02) if self.token_frames > 1 else None
+        self.motion_embed = nn.Linear((H - 1) * spec.beams_per_sector, d) if self.motion else None
+        if self.motion_embed is not None:
+            nn.init.zeros_(self.motion_embed.weight)
+            nn.init.zeros_(self.motion_embed.bias)
+        # Normalised lidar feature -> motion feature: range span / motion_scale.
+        self.motion_gain = (spec.range_max - spec.range_min) / config.motion_scale
         R = spec.route_points
         self.route_embed = nn.Linear(ROUTE_FEATURES, d) if R > 0 else None
         self.route_index_embed = nn.Parameter(torch.randn(R, d) * 0.02) if R > 0 else None
@@ -281,12 +311,12 @@ class TransformerQNetwork(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        return 1 + self.spec.history_length * self.tokens_per_frame
+        return 1 + self.token_frames * self.tokens_per_frame
 
     def token_names(self) -> list[str]:
         """Name of every token in attention order, e.g. 'q', 't0/sector3', 't0/goal', 't0/ego'."""
         names = ["q"]
-        for t in range(self.spec.history_length):
+        for t in range(self.token_frames):
             names += [f"t{t}/sector{k}" for k in range(self.spec.num_sectors)] + [f"t{t}/goal", f"t{t}/ego"]
             names += [f"t{t}/route{r}" for r in range(self.spec.route_points)]
         return names
@@ -297,18 +327,27 @@ class TransformerQNetwork(nn.Module):
         H, K, B, nb = spec.history_length, spec.num_sectors, spec.beams_per_sector, spec.num_beams
         frames = obs.reshape(-1, H, spec.frame_size)
         lidar = frames[..., :nb].reshape(-1, H, K, B)
+        if self.motion:
+            change = ((lidar[:, -1:] - lidar[:, :-1]) * self.motion_gain).clamp(-MOTION_FEATURE_BOUND,
+                                                                                MOTION_FEATURE_BOUND)
+            change = change.permute(0, 2, 1, 3).reshape(-1, 1, K, (H - 1) * B)  # (N, 1, K, (H-1)*B)
+            frames = frames[:, -1:]
+            sectors = self.lidar_embed(lidar[:, -1:]) + self.sector_embed + self.motion_embed(change)
+        else:
+            sectors = self.lidar_embed(lidar) + self.sector_embed               # (N, H, K, d)
+        T = self.token_frames
         goal = frames[..., nb:nb + GOAL_FEATURES]
         ego = frames[..., nb + GOAL_FEATURES:nb + GOAL_FEATURES + EGO_FEATURES]
-        parts = [self.lidar_embed(lidar) + self.sector_embed,
+        parts = [sectors,
                  self.goal_embed(goal).unsqueeze(2),
                  self.ego_embed(ego).unsqueeze(2)]
         if self.route_embed is not None:
-            route = frames[..., nb + GOAL_FEATURES + EGO_FEATURES:].reshape(-1, H, spec.route_points, ROUTE_FEATURES)
+            route = frames[..., nb + GOAL_FEATURES + EGO_FEATURES:].reshape(-1, T, spec.route_points, ROUTE_FEATURES)
             parts.append(self.route_embed(route) + self.route_index_embed)
-        tokens = torch.cat(parts, dim=2)                                        # (N, H, K+2+R, d)
+        tokens = torch.cat(parts, dim=2)                                        # (N, T, K+2+R, d)
         if self.time_embed is not None:
             tokens = tokens + self.time_embed
-        tokens = tokens.reshape(-1, H * self.tokens_per_frame, d)
+        tokens = tokens.reshape(-1, T * self.tokens_per_frame, d)
         return torch.cat([self.q_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
 
     def forward(self, obs: torch.Tensor, return_attention: bool = False):
@@ -330,7 +369,7 @@ class TransformerQNetwork(nn.Module):
 
     def sector_attention(self, attention: torch.Tensor) -> torch.Tensor:
         """(N, T) token attention -> (N, K) weights over the newest frame's lidar sectors, summing to 1."""
-        return sector_attention(attention, self.spec)
+        return sector_attention(attention, self.spec, self.token_frames)
 
 
 class MLPQNetwork(nn.Module):
@@ -367,11 +406,18 @@ def tokens_per_frame(spec: ObservationSpec) -> int:
     return spec.num_sectors + 2 + spec.route_points
 
 
-def sector_attention(attention: torch.Tensor, spec: ObservationSpec) -> torch.Tensor:
+def token_frames(spec: ObservationSpec, config: ModelConfig) -> int:
+    """Frames that make Transformer tokens: all H, or only the newest with ``history_tokens="motion"``."""
+    return 1 if config.history_tokens == "motion" else spec.history_length
+
+
+def sector_attention(attention: torch.Tensor, spec: ObservationSpec, frames: int | None = None) -> torch.Tensor:
     """Slice the newest frame's K sector tokens out of (N, T) attention and renormalise to sum 1.
 
+    `frames`: frames that made tokens (default spec.history_length; 1 for a "motion" network).
     Only the lidar part: goal, ego and route tokens' weights are left out."""
-    K, H, per_frame = spec.num_sectors, spec.history_length, tokens_per_frame(spec)
+    K, per_frame = spec.num_sectors, tokens_per_frame(spec)
+    H = spec.history_length if frames is None else frames
     expected = 1 + H * per_frame
     if attention.dim() != 2 or attention.shape[-1] != expected:
         raise ValueError(f"attention must have shape (N, {expected}) for this spec, got {tuple(attention.shape)}")

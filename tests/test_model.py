@@ -115,7 +115,55 @@ def test_rotating_the_scan_changes_q_because_of_sector_embedding():
     torch.testing.assert_close(model(rotated), model(obs))
 
 
+def test_motion_tokens_keep_one_frames_tokens_and_start_as_the_single_frame_network():
+    spec = ObservationSpec(route_points=2, history_length=3)
+    single_spec = ObservationSpec(route_points=2)
+    motion = build_model(spec, 21, ModelConfig(d_model=32, history_tokens="motion")).eval()
+    assert motion.num_tokens == 1 + 24 + 2 + 2 == len(motion.token_names())
+    assert motion.time_embed is None and motion.motion_embed.in_features == 2 * 15
+    single = build_model(single_spec, 21, ModelConfig(d_model=32)).eval()
+    missing, unexpected = motion.load_state_dict(single.state_dict(), strict=False)
+    assert sorted(missing) == ["motion_embed.bias", "motion_embed.weight"] and unexpected == []
+    obs = obs_batch(spec, 3)
+    newest = obs[:, 2 * spec.frame_size:]
+    q, attention = motion(obs, return_attention=True)
+    q_single, attention_single = single(newest, return_attention=True)
+    # the zero-initialised motion embedding: exactly the loaded single-frame network
+    torch.testing.assert_close(q, q_single)
+    torch.testing.assert_close(motion.sector_attention(attention), single.sector_attention(attention_single))
+
+
+def test_motion_features_are_the_scaled_clipped_range_change_of_each_sector():
+    spec = ObservationSpec(num_beams=8, num_sectors=2, history_length=2, range_min=0.0, range_max=4.0)
+    model = build_model(spec, 3, ModelConfig(d_model=8, num_heads=2, history_tokens="motion", motion_scale=0.1))
+    seen = []
+    model.motion_embed.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    obs = torch.zeros(1, spec.size)
+    obs[0, :8] = 0.5                                   # older frame: every beam at 2.0 m
+    obs[0, spec.frame_size: spec.frame_size + 8] = torch.tensor([0.5, 0.4975, 0.5, 0.5, 0.5, 0.5, 0.0, 1.0])
+    model(obs)
+    # sector 0, beam 1 came 0.01 m nearer: -0.1 of motion_scale 0.1 m; sector 1's jumps clip at +-2
+    expected = torch.tensor([[[[0.0, -0.1, 0.0, 0.0], [0.0, 0.0, -2.0, 2.0]]]])
+    torch.testing.assert_close(seen[0], expected)
+    with torch.no_grad():
+        model.motion_embed.weight.normal_()
+    q_moving = model(obs)
+    still = obs.clone()
+    still[0, :spec.frame_size] = still[0, spec.frame_size:]   # the same scan twice: no motion
+    assert not torch.allclose(model(still), q_moving, atol=1e-6)
+
+
+def test_motion_tokens_need_a_history():
+    with pytest.raises(ValueError, match="history_tokens='motion' needs observation_spec.history_length >= 2"):
+        build_model(SPEC, 5, ModelConfig(history_tokens="motion"))
+    with pytest.raises(ValueError, match="history_tokens"):
+        ModelConfig(history_tokens="stack")
+    with pytest.raises(ValueError, match="motion_scale"):
+        ModelConfig(motion_scale=0.0)
+
+
 @pytest.mark.parametrize("config", [SMALL, ModelConfig(d_model=32, gating="gru", dueling=False),
+                                    ModelConfig(d_model=32, history_tokens="motion"),
                                     ModelConfig(kind="mlp", mlp_hidden=(32,))])
 def test_gradient_reaches_every_parameter(config):
     spec = ObservationSpec(history_length=2)

@@ -136,6 +136,52 @@ def test_weight_average_is_what_the_checkpoint_serves_and_resume_keeps_both(tmp_
         resumed.close()
 
 
+@pytest.fixture(scope="module")
+def trained_source(tmp_path_factory) -> Path:
+    """A tiny run's checkpoint for the init_from tests."""
+    out = tmp_path_factory.mktemp("source")
+    train(config_from_dict(tiny_config(total_steps=400)), out, device="cpu", progress=False)
+    return out / "checkpoint.pt"
+
+
+def test_init_from_fine_tunes_the_loaded_weights_with_motion_tokens_starting_at_zero(tmp_path, trained_source):
+    loaded = load_checkpoint(trained_source)
+    motion = {"init_from": str(trained_source), "env.history_length": 2,
+              "model.history_tokens": "motion"}
+    run = TrainingRun(config_from_dict(tiny_config(**motion)), tmp_path / "tuned", device="cpu")
+    try:
+        for net in (run.learner.online, run.learner.target):
+            state = net.state_dict()
+            for name, value in loaded.model_state.items():
+                torch.testing.assert_close(state[name], value)
+            assert not state["motion_embed.weight"].any()
+        obs = torch.rand(5, run.spec.size)
+        newest = obs[:, run.spec.frame_size:]
+        with torch.no_grad():
+            # the network starts as the loaded policy on the newest frame
+            torch.testing.assert_close(run.learner.online(obs), loaded.build_model()(newest))
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"env.history_length": 2}, r"lacks parameter\(s\) \['time_embed'\]"),
+    ({"model.d_model": 16}, r"parameter 'sector_embed' has shape \(24, 32\), this run's network needs \(24, 16\)"),
+    ({"env.route_points": 2, "env.route": "map"}, r"observation_spec.route_points is 0 there but this run's is 2"),
+])
+def test_init_from_names_what_does_not_fit(tmp_path, trained_source, overrides, message):
+    config = config_from_dict(tiny_config(init_from=str(trained_source), **overrides))
+    with pytest.raises(ConfigError, match="config key 'init_from': .*" + message):
+        TrainingRun(config, tmp_path / "tuned", device="cpu")
+
+
+def test_init_from_a_missing_file_and_motion_without_history_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="init_from.*no such file"):
+        TrainingRun(config_from_dict(tiny_config(init_from=str(tmp_path / "none.pt"))), tmp_path / "r", device="cpu")
+    with pytest.raises(ConfigError, match="model.history_tokens.*needs env.history_length >= 2"):
+        config_from_dict(tiny_config(**{"model.history_tokens": "motion"}))
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(config_from_dict(tiny_config()), tmp_path / "empty_dir", device="cpu", resume=True, progress=False)

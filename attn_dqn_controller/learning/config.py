@@ -163,6 +163,11 @@ class TrainConfig:
     of learning_starts and a tenth of replay.capacity). The updates those steps would have had are
     skipped, not paid at once: a backlog of thousands of updates on a few thousand fresh transitions
     overfits them and undoes much of what the network knew."""
+    init_from: str = ""
+    """A checkpoint (a run's or an exported policy) whose weights start this run: fine-tuning. Its
+    observation spec must match this run's except history_length, and its parameters must fill the
+    network except the motion embedding of ``model.history_tokens: motion``, which starts at zero, so the
+    run begins with the loaded policy. Ignored on --resume (the run's own checkpoint wins)."""
     device: str = "auto"
     torch_threads: int = 1
     """CPU threads for the learner (0: torch's default). One leaves cores to the simulators and to other jobs;
@@ -216,6 +221,8 @@ class TrainConfig:
         need(0 <= env.unmapped_obstacle_fraction <= 1, "env.unmapped_obstacle_fraction", "must be in [0, 1]")
         need(env.unmapped_obstacle_fraction == 0 or env.route == "map", "env.unmapped_obstacle_fraction",
              "needs env.route=map (the planner's prior map)")
+        need(self.model.history_tokens != "motion" or env.history_length >= 2, "model.history_tokens",
+             "'motion' needs env.history_length >= 2 (the change since an older frame)")
         need(env.route_points >= 0, "env.route_points", "must be >= 0 (0: goal only)")
         need(env.route_spacing > 0, "env.route_spacing", "must be > 0 (m)")
         need(env.route_replan_period >= 0, "env.route_replan_period", "must be >= 0 (0: the env's default)")

@@ -181,6 +181,8 @@ class TrainingRun:
         if config.torch_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
+        if config.init_from and not resume:
+            load_initial_weights(self.model, config.init_from, self.spec, len(self.actions))
         self.learner = DQNLearner(self.model, config.learner, self.device)
         self.replay = replay if replay is not None else PrioritizedReplayBuffer(
             config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
@@ -352,6 +354,40 @@ class TrainingRun:
 
     def close(self) -> None:
         self.logger.close()
+
+
+FRESH_PARAMETERS = ("motion_embed.",)
+"""Parameters a fine-tuned network may add to the loaded one; each starts so the output is unchanged."""
+
+
+def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpec, num_actions: int) -> None:
+    """Fill `model` from checkpoint `path` (``init_from``), or ConfigError naming what does not fit."""
+    def fail(msg: str) -> None:
+        raise ConfigError(f"config key 'init_from': {path}: {msg}")
+
+    if not Path(path).is_file():
+        fail("no such file")
+    ckpt = load_checkpoint(path)
+    have, want = ckpt.spec.to_dict(), spec.to_dict()
+    for key in sorted(want):
+        same = math.isclose(have.get(key, math.nan), want[key], rel_tol=1e-9) if isinstance(want[key], float) \
+            else have.get(key) == want[key]
+        if key != "history_length" and not same:
+            fail(f"observation_spec.{key} is {have.get(key)!r} there but this run's is {want[key]!r}")
+    if len(ckpt.actions) != num_actions:
+        fail(f"it has {len(ckpt.actions)} actions, this run's robot has {num_actions}")
+    own = model.state_dict()
+    for name, tensor in ckpt.model_state.items():
+        if name not in own:
+            fail(f"parameter {name!r} has no place in this run's network (model: {ckpt.model_config.to_dict()})")
+        if tuple(own[name].shape) != tuple(tensor.shape):
+            fail(f"parameter {name!r} has shape {tuple(tensor.shape)}, this run's network needs "
+                 f"{tuple(own[name].shape)}")
+    left = sorted(n for n in own if n not in ckpt.model_state and not n.startswith(FRESH_PARAMETERS))
+    if left:
+        fail(f"it lacks parameter(s) {left} of this run's network")
+    model.load_state_dict(ckpt.model_state, strict=False)
+    print(f"initial weights from {path}", flush=True)
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
