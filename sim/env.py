@@ -45,6 +45,9 @@ so robustness evaluation and domain-randomised training use the same code):
   domain randomisation; each episode draws the setting uniformly between its value
   and this upper end. Draws come from ``self.np_random``, so a seeded env repeats them;
   a nominal env draws nothing extra, so its episodes are exactly what they were.
+* ``crossing_movers`` (``dynamic`` only; a training curriculum): this share of the moving obstacles
+  go back and forth across the straight start-goal line (``MapConfig.crossing_movers``), so the
+  robot meets them far more often. 0 (default) keeps every map as it was.
 
 Route guidance (``sim.route_source``; planning and re-planning by the planning layer's ``RouteGuidance``):
 
@@ -142,7 +145,8 @@ class AttnNavEnv(gymnasium.Env):
                  safety: SafetyConfig | bool | None = None, smoothing: SmootherConfig | bool | None = None,
                  route: str = "none", unmapped_obstacle_fraction: float = 0.0, route_points: int | None = None,
                  route_spacing: float | None = None, goal_distance_scale: float | None = None,
-                 route_replan_period: float | None = None, route_stray_distance: float = 0.75):
+                 route_replan_period: float | None = None, route_stray_distance: float = 0.75,
+                 crossing_movers: float = 0.0):
         if not isinstance(level, str) or level not in ALL_LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
         self.level = level
@@ -177,6 +181,9 @@ class AttnNavEnv(gymnasium.Env):
             radius = self.robot.footprint.circumscribed_radius
             if radius != map_config.robot_radius:
                 map_config = dataclasses.replace(map_config, robot_radius=radius)
+        crossing_movers = _number("crossing_movers", crossing_movers)
+        if crossing_movers:
+            map_config = dataclasses.replace(map_config, crossing_movers=crossing_movers)  # checked by MapConfig
         self.map_config = map_config
 
         self.observation_spec = self._observation_spec(observation_spec, self.robot, num_beams=num_beams, fov=fov,

@@ -58,6 +58,10 @@ class MapConfig:
     wall_thickness: float = 0.1  # boundary and maze walls
     wall_height: float = 0.5
     min_goal_distance: float = 1.5  # straight-line start-goal distance
+    crossing_movers: float = 0.0
+    """On `dynamic`: the share of moving obstacles whose back-and-forth segment is centred on the straight
+    start-goal line, so they cross the robot's way (a training curriculum for evasion). At 0 no extra random
+    number is drawn, so every map is as before."""
 
     def __post_init__(self) -> None:
         for name in ("size", "resolution", "robot_radius", "wall_thickness", "wall_height"):
@@ -76,6 +80,10 @@ class MapConfig:
         if self.wall_thickness >= self.size / 4:
             raise ValueError(f"MapConfig.wall_thickness={self.wall_thickness!r} is invalid: "
                              f"allowed values are < size/4 = {self.size / 4!r}")
+        if isinstance(self.crossing_movers, bool) or not isinstance(self.crossing_movers, (int, float)) \
+                or not 0.0 <= self.crossing_movers <= 1.0:
+            raise ValueError(f"MapConfig.crossing_movers={self.crossing_movers!r} is invalid: allowed values are "
+                             f"numbers in [0, 1]")
         if self.min_goal_distance >= self.size:
             raise ValueError(f"MapConfig.min_goal_distance={self.min_goal_distance!r} is invalid: "
                              f"allowed values are >= 0 and < size = {self.size!r}")
@@ -486,6 +494,17 @@ def _segment_clear_of(a, b, point, distance: float) -> bool:
     return math.dist(point, (a[0] + t * ab[0], a[1] + t * ab[1])) >= distance
 
 
+def _crossing_segment(rng: np.random.Generator, start, goal):
+    """A 0.8-2.0 m segment centred on the start-goal line (30-70 % of the way), within 45 degrees of square to it."""
+    sx, sy = start[0], start[1]
+    t = rng.uniform(0.3, 0.7)
+    centre = (sx + t * (goal[0] - sx), sy + t * (goal[1] - sy))
+    heading = math.atan2(goal[1] - sy, goal[0] - sx) + math.pi / 2 + rng.uniform(-math.pi / 4, math.pi / 4)
+    half = rng.uniform(0.8, 2.0) / 2
+    dx, dy = half * math.cos(heading), half * math.sin(heading)
+    return (centre[0] - dx, centre[1] - dy), (centre[0] + dx, centre[1] + dy)
+
+
 def _sample_moving(rng: np.random.Generator, occupancy: np.ndarray, start, goal, config: MapConfig):
     """2-4 cylinders on straight back-and-forth segments through free space, away from start and goal."""
     res = config.resolution
@@ -496,11 +515,18 @@ def _sample_moving(rng: np.random.Generator, occupancy: np.ndarray, start, goal,
     keep_out = MOVING_KEEP_OUT + MOVING_RADIUS
     moving = []
     for _ in range(int(rng.integers(2, 5))):
+        crossing = config.crossing_movers > 0.0 and rng.random() < config.crossing_movers
         for _ in range(_MOVING_ATTEMPTS):
-            row, col = divmod(int(free_cells[int(rng.integers(free_cells.size))]), config.cells)
-            a = ((col + 0.5) * res, (row + 0.5) * res)
-            heading, length = rng.uniform(0.0, 2 * math.pi), rng.uniform(0.8, 2.0)
-            b = (a[0] + length * math.cos(heading), a[1] + length * math.sin(heading))
+            if crossing:
+                a, b = _crossing_segment(rng, start, goal)
+                length = math.dist(a, b)
+                if not (0.0 <= a[0] < config.size and 0.0 <= a[1] < config.size):
+                    continue
+            else:
+                row, col = divmod(int(free_cells[int(rng.integers(free_cells.size))]), config.cells)
+                a = ((col + 0.5) * res, (row + 0.5) * res)
+                heading, length = rng.uniform(0.0, 2 * math.pi), rng.uniform(0.8, 2.0)
+                b = (a[0] + length * math.cos(heading), a[1] + length * math.sin(heading))
             if not (0.0 <= b[0] < config.size and 0.0 <= b[1] < config.size):
                 continue
             if not (_segment_clear_of(a, b, start[:2], keep_out) and _segment_clear_of(a, b, goal, keep_out)):

@@ -269,6 +269,8 @@ def test_bad_level_and_seed_are_rejected():
     ({"wall_height": True}, "wall_height"),
     ({"robot_radius": 1.2, "clearance": 0.1}, "robot_radius"),
     ({"min_goal_distance": 6.0}, "min_goal_distance"),
+    ({"crossing_movers": 1.5}, "crossing_movers"),
+    ({"crossing_movers": True}, "crossing_movers"),
 ])
 def test_bad_config_is_rejected_with_the_field_name(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -329,3 +331,24 @@ def test_generated_moving_obstacles_stay_in_free_space_away_from_start_and_goal(
             back = 2 * mover.path_length / mover.speed
             assert mover.position_at(back) == pytest.approx(mover.waypoints[0])
             assert mover.position_at(back / 2) == pytest.approx(mover.waypoints[-1])
+
+
+def test_crossing_movers_go_across_the_start_goal_line_and_zero_changes_nothing():
+    crossing = MapConfig(crossing_movers=1.0)
+    for seed in range(12):
+        navmap = generate_map("dynamic", seed, crossing)
+        start, goal = np.asarray(navmap.start[:2]), np.asarray(navmap.goal)
+        direction = (goal - start) / np.linalg.norm(goal - start)
+        assert navmap.moving, "every mover is drawn across the line (or dropped when it cannot fit)"
+        for mover in navmap.moving:
+            a, b = np.asarray(mover.waypoints[0]), np.asarray(mover.waypoints[1])
+            offset = (a + b) / 2 - start
+            assert abs(offset[0] * direction[1] - offset[1] * direction[0]) < 1e-9   # centred on the line
+            assert 0.3 <= offset @ direction / np.linalg.norm(goal - start) <= 0.7
+            across = abs((b - a) @ direction) / np.linalg.norm(b - a)
+            assert across <= math.cos(math.pi / 4) + 1e-9                            # within 45 deg of square
+        # the walls, start and goal are the nominal map's: only the movers change
+        nominal = generate_map("dynamic", seed)
+        assert navmap.obstacles == nominal.obstacles and navmap.start == nominal.start
+    assert generate_map("dynamic", 7, MapConfig(crossing_movers=0.0)).moving == generate_map("dynamic", 7).moving
+

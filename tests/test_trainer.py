@@ -182,6 +182,16 @@ def test_init_from_a_missing_file_and_motion_without_history_are_config_errors(t
         config_from_dict(tiny_config(**{"model.history_tokens": "motion"}))
 
 
+def test_crossing_movers_train_only_and_are_checked():
+    from attn_dqn_controller.learning.trainer import env_kwargs
+
+    config = config_from_dict(tiny_config(**{"env.levels": ["dynamic"], "env.crossing_movers": 0.5}))
+    assert env_kwargs(config)["crossing_movers"] == 0.5
+    assert "crossing_movers" not in env_kwargs(config, perturbations=False)   # evaluation: the nominal maps
+    with pytest.raises(ConfigError, match="env.crossing_movers.*must be in \\[0, 1\\]"):
+        config_from_dict(tiny_config(**{"env.crossing_movers": 2.0}))
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(config_from_dict(tiny_config()), tmp_path / "empty_dir", device="cpu", resume=True, progress=False)

@@ -74,6 +74,9 @@ class EnvSection:
     rate), scan_map (planned on a rolling map of the robot's own scans; no prior map)."""
     unmapped_obstacle_fraction: float = 0.0
     """With route map: this fraction of the furniture (not walls) is left out of the planner's map, in [0, 1]."""
+    crossing_movers: float = 0.0
+    """On `dynamic`, the share of moving obstacles that go back and forth across the straight start-goal line,
+    in [0, 1]: a training curriculum for evasion. Evaluation keeps the nominal maps."""
     route_points: int = 0
     """Route waypoints in the observation (route tokens); 0: goal-only observations. Stored in every checkpoint."""
     route_spacing: float = 0.5
@@ -223,6 +226,7 @@ class TrainConfig:
              "needs env.route=map (the planner's prior map)")
         need(self.model.history_tokens != "motion" or env.history_length >= 2, "model.history_tokens",
              "'motion' needs env.history_length >= 2 (the change since an older frame)")
+        need(0 <= env.crossing_movers <= 1, "env.crossing_movers", "must be in [0, 1]")
         need(env.route_points >= 0, "env.route_points", "must be >= 0 (0: goal only)")
         need(env.route_spacing > 0, "env.route_spacing", "must be > 0 (m)")
         need(env.route_replan_period >= 0, "env.route_replan_period", "must be >= 0 (0: the env's default)")

@@ -66,8 +66,8 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
 
     Optional keys are passed only when set, so a nominal config builds exactly the nominal env; a
     `*_max` of 0 (the config's "off") is left out and the env keeps that setting fixed.
-    ``perturbations=False`` drops dropout, delay, slip and the randomisation ranges (the sensor layout
-    and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
+    ``perturbations=False`` drops dropout, delay, slip, the randomisation ranges and the crossing movers (the
+    sensor layout and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
     """
     env = config.env
     kwargs = {**_sensor(config), "num_sectors": env.num_sectors,
@@ -83,7 +83,7 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
     optional = ["lidar_num_beams", "lidar_fov"]
     if perturbations:
         optional += ["lidar_dropout", "action_delay", "wheel_slip", "lidar_noise_std_max", "lidar_dropout_max",
-                     "action_delay_max", "wheel_slip_max"]
+                     "action_delay_max", "wheel_slip_max", "crossing_movers"]
     kwargs.update({key: getattr(env, key) for key in optional if getattr(env, key)})
     return kwargs
 
