@@ -271,18 +271,28 @@ def check_model_bounds(config: ModelConfig, spec: ObservationSpec, num_actions: 
                               f"limit {b['parameters']:,}: refusing to build it")
 
 
+def first_spec_difference(have: ObservationSpec, want: ObservationSpec, ignore: tuple[str, ...] = ()):
+    """(field, have's value, want's value) of the first observation-spec field that differs, or None."""
+    have_dict = have.to_dict()
+    for key, wanted in want.to_dict().items():
+        if key in ignore:
+            continue
+        value = have_dict.get(key)
+        same = math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12) if isinstance(wanted, float) \
+            else value == wanted
+        if not same:
+            return key, value, wanted
+    return None
+
+
 def check_compatible(ckpt: Checkpoint, spec: ObservationSpec | None = None,
                      num_actions: int | None = None) -> None:
     """Raise CheckpointError naming the first field where the checkpoint differs from what is required."""
-    if spec is not None:
-        have, want = ckpt.spec.to_dict(), spec.to_dict()
-        for key, wanted in want.items():
-            value = have.get(key)
-            same = math.isclose(value, wanted, rel_tol=1e-9, abs_tol=1e-12) if isinstance(wanted, float) \
-                else value == wanted
-            if not same:
-                raise CheckpointError(f"checkpoint {ckpt.path} is incompatible: observation_spec.{key} is "
-                                      f"{value!r} in the checkpoint but {wanted!r} is required")
+    difference = first_spec_difference(ckpt.spec, spec) if spec is not None else None
+    if difference is not None:
+        key, value, wanted = difference
+        raise CheckpointError(f"checkpoint {ckpt.path} is incompatible: observation_spec.{key} is "
+                              f"{value!r} in the checkpoint but {wanted!r} is required")
     if num_actions is not None and len(ckpt.actions) != num_actions:
         raise CheckpointError(f"checkpoint {ckpt.path} is incompatible: actions has {len(ckpt.actions)} "
                               f"entries in the checkpoint but {num_actions} are required")

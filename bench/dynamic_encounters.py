@@ -21,6 +21,7 @@ import numpy as np
 from machine_info import machine  # bench/ is on sys.path when a bench script runs
 
 from attn_dqn_controller.learning.agents import DWAAgent, PolicyAgent
+from attn_dqn_controller.learning.evaluation import run_episode
 from attn_dqn_controller.policy import Policy
 
 NEAR = 1.0
@@ -34,13 +35,10 @@ def closing(a_prev, a_now, towards, dt: float) -> float:
 def encounter(env, agent, seed: int) -> dict | None:
     """Run one episode; the contact figures if it ended touching a moving obstacle, else None."""
     base = env.unwrapped
-    obs, _ = env.reset(options={"map_seed": seed})
-    agent.reset(env)
-    dt = base.sim_config.control_period
     near_since: dict[int, int] = {}
     history = []
-    step = 0
-    while True:
+
+    def watch(env, step: int) -> None:
         pose, movers = base.pose[:2], base.world.moving_obstacle_positions()
         history.append((pose, movers))
         for i, m in enumerate(movers):
@@ -48,24 +46,19 @@ def encounter(env, agent, seed: int) -> dict | None:
                 near_since.setdefault(i, step)
             else:
                 near_since.pop(i, None)
-        action = agent.act(obs, env)
-        if isinstance(action, tuple):
-            obs, _, terminated, truncated, info = base.step_command(*action)
-        else:
-            obs, _, terminated, truncated, info = env.step(action)
-        step += 1
-        if terminated or truncated:
-            break
-    if not (info.get("collision") and info.get("collision_with") == "moving"):
+
+    record = run_episode(env, agent, seed, on_step=watch)
+    if record.outcome != "collision" or not record.collision.startswith("moving"):
         return None
+    dt = base.sim_config.control_period
     pose, movers = base.pose[:2], base.world.moving_obstacle_positions()
     prev_pose, prev_movers = history[-1]
     i = int(np.argmin([math.dist(pose, m) for m in movers]))
     return {"seed": seed,
             "robot_closing": closing(prev_pose, pose, prev_movers[i], dt),
             "obstacle_closing": closing(prev_movers[i], movers[i], prev_pose, dt),
-            "warning_s": (step - near_since.get(i, step)) * dt,
-            "stopped": bool(info.get("robot_stopped"))}
+            "warning_s": (record.steps - near_since.get(i, record.steps)) * dt,
+            "stopped": record.collision == "moving, robot stopped"}
 
 
 def main() -> None:

@@ -520,14 +520,12 @@ def _sample_moving(rng: np.random.Generator, occupancy: np.ndarray, start, goal,
             if crossing:
                 a, b = _crossing_segment(rng, start, goal)
                 length = math.dist(a, b)
-                if not (0.0 <= a[0] < config.size and 0.0 <= a[1] < config.size):
-                    continue
             else:
                 row, col = divmod(int(free_cells[int(rng.integers(free_cells.size))]), config.cells)
                 a = ((col + 0.5) * res, (row + 0.5) * res)
                 heading, length = rng.uniform(0.0, 2 * math.pi), rng.uniform(0.8, 2.0)
                 b = (a[0] + length * math.cos(heading), a[1] + length * math.sin(heading))
-            if not (0.0 <= b[0] < config.size and 0.0 <= b[1] < config.size):
+            if not all(0.0 <= v < config.size for v in (*a, *b)):  # a random a is a free cell, always inside
                 continue
             if not (_segment_clear_of(a, b, start[:2], keep_out) and _segment_clear_of(a, b, goal, keep_out)):
                 continue

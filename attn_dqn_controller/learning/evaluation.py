@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -64,12 +64,17 @@ def outcome_of(info: dict, terminated: bool, truncated: bool) -> str:
     return "timeout"
 
 
-def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = False) -> EpisodeRecord:
+def run_episode(env, agent: Agent, map_seed: int, record_trajectory: bool = False,
+                on_step: Callable[[object, int], None] | None = None) -> EpisodeRecord:
+    """One greedy episode on `map_seed`. ``on_step(env, step)``, when given, sees the world before each action
+    (a benchmark's probe, e.g. bench/dynamic_encounters.py)."""
     obs, info = env.reset(options={"map_seed": int(map_seed)})
     agent.reset(env)
     trajectory, attention = [], []
     steps = 0
     while True:
+        if on_step is not None:
+            on_step(env, steps)
         if record_trajectory:
             trajectory.append(tuple(float(v) for v in env.unwrapped.pose))
         action = agent.act(obs, env)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attn_dqn_controller.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from attn_dqn_controller.checkpoint import (capture_rng_state, first_spec_difference, load_checkpoint, restore_rng_state,
+                                           save_checkpoint)
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
 from attn_dqn_controller.learning.learner import DQNLearner
@@ -368,12 +369,10 @@ def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpe
     if not Path(path).is_file():
         fail("no such file")
     ckpt = load_checkpoint(path)
-    have, want = ckpt.spec.to_dict(), spec.to_dict()
-    for key in sorted(want):
-        same = math.isclose(have.get(key, math.nan), want[key], rel_tol=1e-9) if isinstance(want[key], float) \
-            else have.get(key) == want[key]
-        if key != "history_length" and not same:
-            fail(f"observation_spec.{key} is {have.get(key)!r} there but this run's is {want[key]!r}")
+    difference = first_spec_difference(ckpt.spec, spec, ignore=("history_length",))
+    if difference is not None:
+        key, value, wanted = difference
+        fail(f"observation_spec.{key} is {value!r} there but this run's is {wanted!r}")
     if len(ckpt.actions) != num_actions:
         fail(f"it has {len(ckpt.actions)} actions, this run's robot has {num_actions}")
     own = model.state_dict()
