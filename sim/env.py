@@ -48,6 +48,10 @@ so robustness evaluation and domain-randomised training use the same code):
 * ``crossing_movers`` (``dynamic`` only; a training curriculum): this share of the moving obstacles
   go back and forth across the straight start-goal line (``MapConfig.crossing_movers``), so the
   robot meets them far more often. 0 (default) keeps every map as it was.
+* ``mover_shaping`` (a training reward; ``sim.shaping``): adds ``weight * (shaping_gamma * phi(s') - phi(s))``
+  with ``phi = -sum over moving obstacles of max(0, 1 - gap / mover_shaping_radius)``, gap the edge-to-edge
+  distance, and phi = 0 in terminal states: potential-based, so it leaves the optimal policy unchanged
+  while rewarding every step that opens the gap to a mover. 0 (default): off.
 
 Route guidance (``sim.route_source``; planning and re-planning by the planning layer's ``RouteGuidance``):
 
@@ -99,6 +103,7 @@ from sim.perturbations import (CommandDelay, EpisodePerturbation, Perturbations,
                                dropout_mask, slip_command)
 from sim.render import Scene, render_topdown
 from sim.route_source import ROUTE_MODES, choose_unmapped, known_map, make_guidance
+from sim.shaping import MoverShaping
 from sim.world import LidarConfig, SimConfig, SimWorld
 
 OBSERVATION_BOUND = 2.0
@@ -146,7 +151,8 @@ class AttnNavEnv(gymnasium.Env):
                  route: str = "none", unmapped_obstacle_fraction: float = 0.0, route_points: int | None = None,
                  route_spacing: float | None = None, goal_distance_scale: float | None = None,
                  route_replan_period: float | None = None, route_stray_distance: float = 0.75,
-                 crossing_movers: float = 0.0):
+                 crossing_movers: float = 0.0, mover_shaping: float = 0.0, mover_shaping_radius: float = 0.5,
+                 shaping_gamma: float = 0.99):
         if not isinstance(level, str) or level not in ALL_LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
         self.level = level
@@ -185,6 +191,8 @@ class AttnNavEnv(gymnasium.Env):
         if crossing_movers:
             map_config = dataclasses.replace(map_config, crossing_movers=crossing_movers)  # checked by MapConfig
         self.map_config = map_config
+        mover_shaping = _number("mover_shaping", mover_shaping)
+        self.mover_shaping = MoverShaping(mover_shaping, mover_shaping_radius, shaping_gamma) if mover_shaping else None
 
         self.observation_spec = self._observation_spec(observation_spec, self.robot, num_beams=num_beams, fov=fov,
                                                        range_min=range_min, range_max=range_max,
@@ -356,6 +364,8 @@ class AttnNavEnv(gymnasium.Env):
         self._path.append((self._odometry.x, self._odometry.y))
         self._geodesic = navmap.geodesic_distance(self._odometry.x, self._odometry.y)
         self._reset_route()
+        if self.mover_shaping is not None:
+            self.mover_shaping.reset(*self._movers_around())
         observation = self._observe()
         return observation, self._info(success=False, collision=False, episode_over=False)
 
@@ -405,6 +415,8 @@ class AttnNavEnv(gymnasium.Env):
         self._geodesic = geodesic
 
         terminated = success or collision
+        if self.mover_shaping is not None:
+            reward += self.mover_shaping.step(*self._movers_around(), terminal=terminated)
         truncated = (not terminated) and self._steps >= self.max_steps
         self._done = terminated or truncated
         observation = self._observe()
@@ -416,6 +428,12 @@ class AttnNavEnv(gymnasium.Env):
             info["robot_stopped"] = bool(standing)
             info["collision_bearing"] = float(self.world.contact_bearing())  # rad, robot frame, 0 = ahead
         return observation, float(reward), terminated, truncated, info
+
+    def _movers_around(self):
+        """(robot xy, robot radius, [(x, y, radius) per moving obstacle]) for the mover shaping."""
+        movers = [(x, y, float(m.radius))
+                  for (x, y), m in zip(self.world.moving_obstacle_positions(), self.navmap.moving)]
+        return (self._odometry.x, self._odometry.y), self.map_config.robot_radius, movers
 
     def render(self):
         if self.render_mode is None:

@@ -290,3 +290,18 @@ def test_overlapped_collection_is_reproducible_and_keeps_the_update_ratio(tmp_pa
         assert torch.equal(a, b) and torch.equal(a, c)
     assert len(first.replay) == len(serial.replay)
     np.testing.assert_array_equal(first.replay.obs[:len(first.replay)], serial.replay.obs[:len(serial.replay)])
+
+
+def test_mover_shaping_trains_only_with_the_learners_gamma_and_is_checked():
+    from attn_dqn_controller.learning.config import ConfigError, config_from_dict
+    from attn_dqn_controller.learning.trainer import env_kwargs
+
+    config = config_from_dict(tiny_config(**{"env.levels": ["dynamic"], "env.mover_shaping": 0.5,
+                                             "learner.gamma": 0.95}))
+    assert env_kwargs(config)["mover_shaping"] == 0.5
+    assert env_kwargs(config)["shaping_gamma"] == 0.95 and env_kwargs(config)["mover_shaping_radius"] == 0.5
+    assert "mover_shaping" not in env_kwargs(config, perturbations=False)   # evaluation: the task's own reward
+    with pytest.raises(ConfigError, match="env.mover_shaping.*must be >= 0"):
+        config_from_dict(tiny_config(**{"env.mover_shaping": -1.0}))
+    with pytest.raises(ConfigError, match="env.mover_shaping_radius.*must be > 0"):
+        config_from_dict(tiny_config(**{"env.mover_shaping_radius": 0.0}))

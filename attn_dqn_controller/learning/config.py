@@ -8,6 +8,7 @@ the key, so a typo never silently trains the wrong thing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,11 @@ class EnvSection:
     crossing_movers: float = 0.0
     """On `dynamic`, the share of moving obstacles that go back and forth across the straight start-goal line,
     in [0, 1]: a training curriculum for evasion. Evaluation keeps the nominal maps."""
+    mover_shaping: float = 0.0
+    """Weight of the potential-based shaping reward for the gap to moving obstacles (sim/shaping.py), >= 0;
+    0: off. It uses learner.gamma, so the optimal policy is unchanged. Training only."""
+    mover_shaping_radius: float = 0.5
+    """Gap (m, edge to edge) within which a moving obstacle counts for mover_shaping, > 0."""
     route_points: int = 0
     """Route waypoints in the observation (route tokens); 0: goal-only observations. Stored in every checkpoint."""
     route_spacing: float = 0.5
@@ -227,6 +233,9 @@ class TrainConfig:
         need(self.model.history_tokens != "motion" or env.history_length >= 2, "model.history_tokens",
              "'motion' needs env.history_length >= 2 (the change since an older frame)")
         need(0 <= env.crossing_movers <= 1, "env.crossing_movers", "must be in [0, 1]")
+        need(math.isfinite(env.mover_shaping) and env.mover_shaping >= 0, "env.mover_shaping", "must be >= 0")
+        need(math.isfinite(env.mover_shaping_radius) and env.mover_shaping_radius > 0, "env.mover_shaping_radius",
+             "must be > 0")
         need(env.route_points >= 0, "env.route_points", "must be >= 0 (0: goal only)")
         need(env.route_spacing > 0, "env.route_spacing", "must be > 0 (m)")
         need(env.route_replan_period >= 0, "env.route_replan_period", "must be >= 0 (0: the env's default)")

@@ -67,8 +67,9 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
 
     Optional keys are passed only when set, so a nominal config builds exactly the nominal env; a
     `*_max` of 0 (the config's "off") is left out and the env keeps that setting fixed.
-    ``perturbations=False`` drops dropout, delay, slip, the randomisation ranges and the crossing movers (the
-    sensor layout and fixed lidar noise stay): the nominal env, e.g. to evaluate a domain-randomised run.
+    ``perturbations=False`` drops dropout, delay, slip, the randomisation ranges, the crossing movers and the
+    mover shaping reward (the sensor layout and fixed lidar noise stay): the nominal env, e.g. to evaluate a
+    domain-randomised run.
     """
     env = config.env
     kwargs = {**_sensor(config), "num_sectors": env.num_sectors,
@@ -86,6 +87,9 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
         optional += ["lidar_dropout", "action_delay", "wheel_slip", "lidar_noise_std_max", "lidar_dropout_max",
                      "action_delay_max", "wheel_slip_max", "crossing_movers"]
     kwargs.update({key: getattr(env, key) for key in optional if getattr(env, key)})
+    if perturbations and env.mover_shaping:
+        kwargs.update(mover_shaping=env.mover_shaping, mover_shaping_radius=env.mover_shaping_radius,
+                      shaping_gamma=config.learner.gamma)
     return kwargs
 
 
