@@ -305,3 +305,8 @@ def test_mover_shaping_trains_only_with_the_learners_gamma_and_is_checked():
         config_from_dict(tiny_config(**{"env.mover_shaping": -1.0}))
     with pytest.raises(ConfigError, match="env.mover_shaping_radius.*must be > 0"):
         config_from_dict(tiny_config(**{"env.mover_shaping_radius": 0.0}))
+
+
+def test_anchor_weight_needs_init_from():
+    with pytest.raises(ConfigError, match="learner.anchor_weight.*needs init_from"):
+        config_from_dict(tiny_config(**{"learner.anchor_weight": 1.0}))

@@ -233,6 +233,8 @@ class TrainConfig:
         need(self.model.history_tokens != "motion" or env.history_length >= 2, "model.history_tokens",
              "'motion' needs env.history_length >= 2 (the change since an older frame)")
         need(0 <= env.crossing_movers <= 1, "env.crossing_movers", "must be in [0, 1]")
+        need(self.learner.anchor_weight == 0 or bool(self.init_from), "learner.anchor_weight",
+             "needs init_from (the weights to anchor to)")
         need(math.isfinite(env.mover_shaping) and env.mover_shaping >= 0, "env.mover_shaping", "must be >= 0")
         need(math.isfinite(env.mover_shaping_radius) and env.mover_shaping_radius > 0, "env.mover_shaping_radius",
              "must be > 0")

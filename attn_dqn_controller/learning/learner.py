@@ -73,6 +73,13 @@ class LearnerConfig:
     validation 30 % at one evaluation, 90 % at the next), because a small weight change flips near-tied
     actions; the average of the last ~1 / (1 - decay) updates' weights swings less. Training itself
     (targets, exploration) is unchanged: it still uses the online net."""
+    anchor_weight: float = 0.0
+    """Fine-tuning without forgetting: add ``anchor_weight * mean((Q(s, .) - Q_start(s, .))^2)`` over the batch
+    and every action, where Q_start is a frozen copy of the weights the learner was built with (the run's
+    ``init_from``). Why: fine-tuning the shipped route policy for moving obstacles lost its maze skill
+    within 25k steps under every recipe tried, a plain one included (docs/route_guidance.md, session 10);
+    the anchor keeps the Q-values where the new task gives no reason to move them, in the manner of
+    distillation against forgetting (Li and Hoiem 2016, "Learning without Forgetting"). 0 = off."""
     compile: bool = False
     """torch.compile the online and target nets for the update, on CPU too. The first updates pay a
     one-off compilation (about a minute on 2 cores), reported in the progress output."""
@@ -105,6 +112,8 @@ class LearnerConfig:
             fail("tau", "must be in (0, 1]")
         if not 0.0 <= number("ema_decay") < 1.0:
             fail("ema_decay", "must be in [0, 1) (0 = off)")
+        if number("anchor_weight") < 0.0:
+            fail("anchor_weight", "must be >= 0 (0 = off)")
         if not 0.0 <= number("advantage_learning") < 1.0:
             fail("advantage_learning", "must be in [0, 1)")
         if self.target_update not in TARGET_UPDATES:
@@ -139,6 +148,10 @@ class DQNLearner:
         if self.config.ema_decay > 0.0:
             self.ema = copy.deepcopy(self.online).eval()
             self.ema.requires_grad_(False)
+        self.anchor = None
+        if self.config.anchor_weight > 0.0:
+            self.anchor = copy.deepcopy(self.online).eval()
+            self.anchor.requires_grad_(False)
         self.updates = 0        # gradient steps taken
         self.target_syncs = 0   # hard copies made (polyak blends are not counted)
 
@@ -222,6 +235,10 @@ class DQNLearner:
         q = q_all.float().gather(1, action).squeeze(1)
         td = q - target
         loss = (weights * F.huber_loss(q, target, reduction="none", delta=self.config.huber_delta)).mean()
+        if self.anchor is not None:
+            with torch.no_grad(), self._autocast():
+                q_start = self.anchor(obs)
+            loss = loss + self.config.anchor_weight * (q_all.float() - q_start.float()).pow(2).mean()
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -257,6 +274,8 @@ class DQNLearner:
                  "target_syncs": self.target_syncs, "config": self.config.to_dict()}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.anchor is not None:
+            state["anchor"] = self.anchor.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -267,6 +286,11 @@ class DQNLearner:
         self.target.load_state_dict(state["target"])
         if self.ema is not None:  # a run that turns the average on at a resume starts it from the online net
             self.ema.load_state_dict(state.get("ema", state["online"]))
+        if self.anchor is not None:
+            if "anchor" not in state:
+                raise KeyError("learner state has no 'anchor' weights but anchor_weight > 0: the run being "
+                               "resumed did not anchor, and its starting weights are not in the checkpoint")
+            self.anchor.load_state_dict(state["anchor"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config's rate wins: a resume may lower it on purpose
             group["lr"] = self.config.lr
