@@ -126,6 +126,12 @@ def cmd_train(args) -> int:
     return train_command(args)
 
 
+def cmd_distill(args) -> int:
+    from attn_dqn_controller.learning.distill import distill_command
+
+    return distill_command(args)
+
+
 def cmd_export(args) -> int:
     from attn_dqn_controller.policy import Policy
 
@@ -239,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "on the scan, following a route planned on the known map")
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("distill", help="copy several teachers' Q-values, each on its own levels, into one "
+                                       "network (DAgger rounds)")
+    p.add_argument("--config", required=True, help="training config YAML: the student's robot, env and model")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--student", required=True, help="checkpoint the student starts from")
+    p.add_argument("--teacher", action="append", default=[], required=True, metavar="LEVEL[,LEVEL...]=CKPT",
+                   help="a teacher and the levels it teaches (LEVEL may carry a route: maze@scan_map); repeat")
+    p.add_argument("--rounds", type=int, default=3, help="DAgger rounds (round 0: the teachers drive)")
+    p.add_argument("--episodes", type=int, default=30, help="episodes per level and round")
+    p.add_argument("--epochs", type=int, default=4, help="passes over the data after each round")
+    p.add_argument("--epsilon", type=float, default=0.05, help="random actions while the student drives")
+    p.add_argument("--out", required=True, help="directory for policy.pt and distill.json")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against torch) or a slim policy file")
     p.add_argument("--checkpoint", required=True)
