@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=30, help="episodes per level and round")
     p.add_argument("--epochs", type=int, default=4, help="passes over the data after each round")
     p.add_argument("--epsilon", type=float, default=0.05, help="random actions while the student drives")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0: match the teachers' advantages (squared error); > 0: KL of the teachers' softmax at "
+                        "this temperature (Q units; ~0.01 is the teachers' median gap between their best two)")
     p.add_argument("--out", required=True, help="directory for policy.pt and distill.json")
     p.set_defaults(func=cmd_distill)
 

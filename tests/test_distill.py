@@ -11,7 +11,8 @@ import torch
 
 from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
 from attn_dqn_controller.learning.config import ConfigError, config_from_dict, load_config
-from attn_dqn_controller.learning.distill import (DistillSettings, Distiller, advantage_loss, parse_teacher)
+from attn_dqn_controller.learning.distill import (DistillSettings, Distiller, advantage_loss, kl_loss,
+                                                parse_teacher)
 from attn_dqn_controller.learning.trainer import observation_spec, robot_profile
 from attn_dqn_controller.model import build_model
 from attn_dqn_controller.policy import Policy
@@ -67,6 +68,21 @@ def test_advantage_loss_by_hand():
     student = teacher.clone()
     student[1] += torch.tensor([-1.0, 1.0, 0.0]) + 3.0
     assert float(advantage_loss(student, teacher)) == pytest.approx(2.0 / 6.0)
+
+
+def test_kl_loss_by_hand():
+    temperature = 0.01
+    # Teacher probabilities 1/4 and 3/4 (a gap of T ln 3); a student indifferent between the two actions:
+    # KL = 1/4 ln(1/4 / 1/2) + 3/4 ln(3/4 / 1/2).
+    teacher = torch.tensor([[0.0, temperature * np.log(3.0)]])
+    expected = 0.25 * np.log(0.5) + 0.75 * np.log(1.5)
+    assert float(kl_loss(torch.zeros(1, 2), teacher, temperature)) == pytest.approx(expected, rel=1e-5)
+    # A student equal to the teacher up to an offset loses nothing.
+    assert float(kl_loss(teacher + 4.0, teacher, temperature)) == pytest.approx(0.0, abs=1e-6)
+    assert DistillSettings(temperature=temperature).loss(torch.zeros(1, 2), teacher) == pytest.approx(expected,
+                                                                                                        rel=1e-5)
+    with pytest.raises(ValueError, match="temperature=-1"):
+        DistillSettings(temperature=-1)
 
 
 def test_each_level_is_labelled_by_its_own_teacher(tmp_path):
