@@ -254,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="append", default=[], required=True, metavar="LEVEL[,LEVEL...]=CKPT",
                    help="a teacher and the levels it teaches (LEVEL may carry a route: maze@scan_map); repeat")
     p.add_argument("--rounds", type=int, default=3, help="DAgger rounds (round 0: the teachers drive)")
-    p.add_argument("--episodes", type=int, default=30, help="episodes per level and round")
-    p.add_argument("--epochs", type=int, default=4, help="passes over the data after each round")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per level and round")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the data after each round")
     p.add_argument("--epsilon", type=float, default=0.05, help="random actions while the student drives")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="0: match the teachers' advantages (squared error); > 0: KL of the teachers' softmax at "

@@ -317,7 +317,7 @@ def test_the_anchor_recipe_config_loads_with_its_training_only_keys():
     from attn_dqn_controller.learning.trainer import env_kwargs
 
     config = load_config(str(Path(__file__).resolve().parents[1] / "config" / "train_route_anchor.yaml"))
-    assert config.learner.anchor_weight == 1.0 and config.init_from == "models/attn_dqn_route.pt"
+    assert config.learner.anchor_weight == 1.0 and config.init_from == "models/route_teacher_maze.pt"
     assert config.model.history_tokens == "motion" and config.env.history_length == 3
     training, nominal = env_kwargs(config), env_kwargs(config, perturbations=False)
     assert training["crossing_movers"] == 0.5 and training["mover_shaping"] == 1.0

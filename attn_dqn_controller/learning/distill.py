@@ -1,13 +1,14 @@
 """Policy distillation: one student network learns the Q-values of several teachers, each on its own levels.
 
-    attn-dqn distill --config config/train_route_anchor.yaml --student models/attn_dqn_route.pt \
-        --teacher dynamic=runs/dynamic_specialist/checkpoint.pt \
-        --teacher maze,maze@scan_map,office@map:0.3=models/attn_dqn_route.pt --out runs/distill
+    attn-dqn distill --config config/train_route_anchor.yaml --student models/route_teacher_dynamic.pt \
+        --teacher dynamic=models/route_teacher_dynamic.pt \
+        --teacher maze,maze@scan_map,office@map:0.3,office@scan_map,warehouse,sparse,cluttered=models/route_teacher_maze.pt \
+        --out runs/distill_route
 
 Why: a fine-tune that teaches one level (moving obstacles) forgets another (the maze) unless it is anchored,
 and an anchored fine-tune learns the new level slowly (docs/route_guidance.md, session 10). Distillation
 sidesteps the trade: each skill is learnt by a specialist, then copied into one network by supervised
-regression, which costs minutes on a CPU where reinforcement learning costs hours (Rusu et al. 2016,
+regression, which costs tens of minutes on a CPU where reinforcement learning costs hours (Rusu et al. 2016,
 "Policy Distillation").
 
 The states come in DAgger rounds (Ross, Gordon and Bagnell 2011): round 0 drives each level with its teacher,
@@ -49,13 +50,14 @@ HELD_OUT_SHARE = 0.1
 
 @dataclass(frozen=True)
 class DistillSettings:
-    """How much data and how many passes; the defaults took about 15 minutes on 2 cores for 7 levels."""
+    """How much data and how many passes. The defaults made the shipped route policy from eight levels
+    in 17-19 minutes on the project's 2-core VM, which other jobs shared (docs/route_guidance.md, session 11)."""
 
     rounds: int = 3
     """DAgger rounds: round 0 drives with the teachers, every later one with the student."""
-    episodes: int = 30
+    episodes: int = 20
     """Episodes per level and round."""
-    epochs: int = 4
+    epochs: int = 8
     """Passes over the data gathered so far, after each round."""
     epsilon: float = 0.05
     """Random actions while the student drives, so that it also visits states next to its own path."""
