@@ -322,3 +322,23 @@ def test_the_anchor_recipe_config_loads_with_its_training_only_keys():
     training, nominal = env_kwargs(config), env_kwargs(config, perturbations=False)
     assert training["crossing_movers"] == 0.5 and training["mover_shaping"] == 1.0
     assert "crossing_movers" not in nominal and "mover_shaping" not in nominal
+
+
+def test_the_dynamic_teacher_config_loads_from_the_shipped_policy():
+    from attn_dqn_controller.learning.config import load_config
+    from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, observation_spec,
+                                                      robot_profile)
+    from attn_dqn_controller.model import build_model
+
+    repo = Path(__file__).resolve().parents[1]
+    config = load_config(str(repo / "config" / "train_dynamic_teacher.yaml"))
+    assert set(config.env.levels) == {"dynamic"} and config.learner.anchor_weight == 0.0
+    training = env_kwargs(config)
+    assert training["crossing_movers"] == 0.5 and training["mover_shaping"] == 4.0
+    # Its init_from fits its network: the shipped policy has the same architecture and motion tokens.
+    spec = observation_spec(config)
+    actions = len(robot_profile(config).scaled_actions())
+    model = build_model(spec, actions, config.model)
+    load_initial_weights(model, str(repo / config.init_from), spec, actions)
+    shipped = load_checkpoint(repo / config.init_from)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in shipped.model_state.items())
