@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, load_config
+from attn_dqn_controller.learning.evaluation import run_episode
 from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, make_env, observation_spec,
                                                   robot_profile, seed_everything)
 from attn_dqn_controller.model import build_model
@@ -147,10 +148,7 @@ class Distiller:
 
         def network(path: str, role: str) -> nn.Module:
             model = build_model(self.spec, len(self.actions), config.model)
-            try:
-                load_initial_weights(model, path, self.spec, len(self.actions))
-            except ConfigError as exc:  # it names init_from; here the path is a student or a teacher
-                raise ConfigError(str(exc).replace("config key 'init_from':", role)) from None
+            load_initial_weights(model, path, self.spec, len(self.actions), source=role)
             return model
 
         self.student = network(student, "--student")
@@ -191,11 +189,12 @@ class Distiller:
             driver = teacher if round_index == 0 else self.student
             epsilon = 0.0 if round_index == 0 else self.settings.epsilon
             states, wins = [], 0
+            agent = _RecordingAgent(driver, epsilon, len(self.actions), self.rng)
             for _ in range(self.settings.episodes):  # training map seeds: never a test or validation map
                 seed = int(self.rng.integers(0, EVAL_SEED_START))
-                visited, success = self._episode(self.envs[level], driver, seed, epsilon)
-                states.append(visited)
-                wins += success
+                record = run_episode(self.envs[level], agent, seed)
+                states.append(np.stack(agent.visited))
+                wins += record.outcome == "success"
                 bar.update(1)
             obs = np.concatenate(states).astype(np.float32)
             with torch.no_grad():
@@ -207,20 +206,6 @@ class Distiller:
             successes[level] = wins / self.settings.episodes
         bar.close()
         return successes
-
-    def _episode(self, env, driver: nn.Module, seed: int, epsilon: float) -> tuple[np.ndarray, bool]:
-        obs, _ = env.reset(options={"map_seed": seed})
-        visited = []
-        while True:
-            visited.append(np.asarray(obs, dtype=np.float32))
-            if epsilon and self.rng.random() < epsilon:
-                action = int(self.rng.integers(len(self.actions)))
-            else:
-                with torch.no_grad():
-                    action = int(driver(torch.as_tensor(visited[-1])[None]).argmax(dim=1))
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                return np.stack(visited), bool(info.get("success"))
 
     # --- learning -----------------------------------------------------------------------------
     def fit(self, round_index: int) -> float:
@@ -304,6 +289,25 @@ class Distiller:
     def close(self) -> None:
         for env in self.envs.values():
             env.close()
+
+
+class _RecordingAgent:
+    """Drives an episode for ``evaluation.run_episode`` (greedy on `network`, random with probability
+    `epsilon`) and keeps every observation it was shown."""
+
+    def __init__(self, network: nn.Module, epsilon: float, num_actions: int, rng: np.random.Generator):
+        self.network, self.epsilon, self.num_actions, self.rng = network, epsilon, num_actions, rng
+        self.visited: list[np.ndarray] = []
+
+    def reset(self, env) -> None:  # noqa: ARG002 - the Agent protocol
+        self.visited = []
+
+    def act(self, observation: np.ndarray, env) -> int:  # noqa: ARG002 - the Agent protocol
+        self.visited.append(np.asarray(observation, dtype=np.float32))
+        if self.epsilon and self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.num_actions))
+        with torch.no_grad():
+            return int(self.network(torch.as_tensor(self.visited[-1])[None]).argmax(dim=1))
 
 
 def _format_round(row: dict) -> str:

@@ -365,10 +365,12 @@ FRESH_PARAMETERS = ("motion_embed.",)
 """Parameters a fine-tuned network may add to the loaded one; each starts so the output is unchanged."""
 
 
-def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpec, num_actions: int) -> None:
-    """Fill `model` from checkpoint `path` (``init_from``), or ConfigError naming what does not fit."""
+def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpec, num_actions: int,
+                         source: str = "config key 'init_from':") -> None:
+    """Fill `model` from checkpoint `path` (``init_from``), or ConfigError naming `source` (what gave the path),
+    the path and what does not fit."""
     def fail(msg: str) -> None:
-        raise ConfigError(f"config key 'init_from': {path}: {msg}")
+        raise ConfigError(f"{source} {path}: {msg}")
 
     if not Path(path).is_file():
         fail("no such file")
