@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from numbers import Real
 
 import numpy as np
 
@@ -172,17 +173,30 @@ class RobotProfile:
         return cls(**data)
 
     # --- what the rest of the project derives from it ---------------------------------------
-    def scaled_actions(self):
-        """The default action table scaled to this robot's limits (exactly the default for the TurtleBot3)."""
+    def scaled_actions(self, reverse_speed: float = 0.0):
+        """The default action table scaled to this robot's limits (exactly the default for the TurtleBot3).
+
+        `reverse_speed` > 0 appends a row of backing-up actions, (-reverse_speed, w) for each angular speed
+        of the table. They come last, so the forward actions keep their indices and a forward-only
+        checkpoint's head is the first rows of this one's (``trainer.load_initial_weights``)."""
         from attn_dqn_controller.actions import DEFAULT_ANGULAR, DEFAULT_LINEAR, ActionTable
 
+        if isinstance(reverse_speed, bool) or not isinstance(reverse_speed, Real) \
+                or not 0.0 <= float(reverse_speed) <= self.max_linear_speed:
+            raise ValueError(f"reverse_speed={reverse_speed!r} is invalid: allowed values are 0 (forward only) "
+                             f"to the robot's max_linear_speed {self.max_linear_speed:g} m/s")
         burger = PROFILES[DEFAULT_PROFILE]
         v_scale = self.max_linear_speed / burger.max_linear_speed
         w_scale = self.max_angular_speed / burger.max_angular_speed
         if v_scale == 1.0 and w_scale == 1.0:
-            return ActionTable.default()
-        return ActionTable.grid(tuple(round(v * v_scale, 6) for v in DEFAULT_LINEAR),
-                                tuple(round(w * w_scale, 6) for w in DEFAULT_ANGULAR))
+            table = ActionTable.default()
+        else:
+            table = ActionTable.grid(tuple(round(v * v_scale, 6) for v in DEFAULT_LINEAR),
+                                     tuple(round(w * w_scale, 6) for w in DEFAULT_ANGULAR))
+        if not reverse_speed:
+            return table
+        backing = tuple((-float(reverse_speed), round(w * w_scale, 6)) for w in DEFAULT_ANGULAR)
+        return ActionTable(table.pairs + backing)
 
     def with_changes(self, **changes) -> "RobotProfile":
         return replace(self, **changes)

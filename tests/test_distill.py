@@ -13,7 +13,7 @@ from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
 from attn_dqn_controller.learning.config import ConfigError, config_from_dict, load_config
 from attn_dqn_controller.learning.distill import (DistillSettings, Distiller, advantage_loss, kl_loss,
                                                 parse_teacher)
-from attn_dqn_controller.learning.trainer import observation_spec, robot_profile
+from attn_dqn_controller.learning.trainer import observation_spec, robot_profile, run_actions
 from attn_dqn_controller.model import build_model
 from attn_dqn_controller.policy import Policy
 
@@ -23,20 +23,21 @@ NAV_CONFIG = str(REPO / "config" / "train_nav.yaml")
 SHIPPED_NAV = str(REPO / "models" / "attn_dqn_nav.pt")
 
 
-def small_config():
+def small_config(reverse_speed: float = 0.0):
     return config_from_dict({
         "seed": 0, "torch_threads": 1,
         "env": {"levels": ["empty"], "max_steps": 40},
         "model": {"d_model": 32, "num_layers": 1},
+        "robot": {"reverse_speed": reverse_speed},
     })
 
 
 def random_checkpoint(config, path, seed: int):
-    """A freshly initialised network of the config's architecture, saved as a policy checkpoint."""
+    """A freshly initialised network of the config's architecture and actions, saved as a policy checkpoint."""
     torch.manual_seed(seed)
     spec = observation_spec(config)
     robot = robot_profile(config)
-    actions = robot.scaled_actions()
+    actions = run_actions(config)
     model = build_model(spec, len(actions), config.model)
     save_checkpoint(path, model, spec, actions, model_config=config.model, robot=robot)
     return str(path)
@@ -104,6 +105,29 @@ def test_each_level_is_labelled_by_its_own_teacher(tmp_path):
         assert distiller.teacher_paths == {"empty": teachers[0][1], "sparse": teachers[1][1]}
     finally:
         distiller.close()
+
+
+def test_a_forward_only_teacher_labels_the_students_backing_up_actions_as_its_worst(tmp_path):
+    config = small_config(reverse_speed=0.11)
+    student = random_checkpoint(config, tmp_path / "student.pt", seed=1)
+    teacher = random_checkpoint(small_config(), tmp_path / "forward.pt", seed=2)
+    distiller = Distiller(config, student, [(("empty",), teacher)], DistillSettings(rounds=1, episodes=1),
+                          progress=False)
+    try:
+        distiller.gather(0)  # the forward-only teacher drives the student's env: its indices mean the same there
+        obs, q = (np.concatenate(x) for x in (distiller.data["empty"].obs, distiller.data["empty"].q))
+        with torch.no_grad():
+            own = distiller.teacher_of["empty"](torch.as_tensor(obs)).numpy()
+        assert own.shape[1] == 21 and q.shape == (len(obs), 28)
+        np.testing.assert_allclose(q[:, :21], own, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(q[:, 21:], np.repeat(own.min(axis=1, keepdims=True), 7, axis=1), rtol=1e-5)
+    finally:
+        distiller.close()
+    # A teacher that can back up cannot teach a forward-only student: it would ask for actions it lacks.
+    forward_student = random_checkpoint(small_config(), tmp_path / "forward_student.pt", seed=3)
+    with pytest.raises(ConfigError, match=r"--teacher .*student.pt: its actions .*\[-0.11, 2.0\]\] are not the first "
+                                          r"of the student's"):
+        Distiller(small_config(), forward_student, [(("empty",), student)], DistillSettings(), progress=False)
 
 
 def test_two_teachers_for_one_level_is_an_error(tmp_path):

@@ -127,6 +127,22 @@ def test_profiles_round_trip_and_the_default_is_todays_robot():
         Footprint(radius=0.1, length=0.5, width=0.4)
 
 
+def test_reverse_speed_appends_a_backing_up_row_after_the_forward_actions():
+    from attn_dqn_controller.actions import ActionTable
+
+    forward = TURTLEBOT3_BURGER.scaled_actions()
+    table = TURTLEBOT3_BURGER.scaled_actions(0.15)
+    assert len(table) == len(forward) + 7 and table.pairs[:len(forward)] == forward.pairs
+    assert table.pairs[len(forward):] == tuple((-0.15, w) for w in (-2.0, -1.0, -0.4, 0.0, 0.4, 1.0, 2.0))
+    assert table.max_linear_speed == pytest.approx(0.22)  # |v|: backing up never exceeds the forward limit
+    # The Jackal's backing-up row turns at its scaled rates, like its forward rows.
+    assert JACKAL.scaled_actions(0.5).pairs[-1] == (-0.5, JACKAL.scaled_actions().pairs[-1][1])
+    assert TURTLEBOT3_BURGER.scaled_actions(0.0) == ActionTable.default()
+    for bad in (-0.1, 0.3, float("nan"), True, "fast"):
+        with pytest.raises(ValueError, match=f"reverse_speed={bad!r} is invalid.*0.22 m/s"):
+            TURTLEBOT3_BURGER.scaled_actions(bad)
+
+
 def test_a_profile_mismatch_is_refused_with_the_reason():
     burger = TURTLEBOT3_BURGER
     # Slower than the profile is an operator's restriction: accepted.

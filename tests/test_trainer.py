@@ -32,7 +32,7 @@ def tiny_config(**overrides) -> dict:
     for key, value in overrides.items():
         section, _, leaf = key.partition(".")
         if leaf:
-            data[section][leaf] = value
+            data.setdefault(section, {})[leaf] = value
         else:
             data[key] = value
     return data
@@ -162,6 +162,39 @@ def test_init_from_fine_tunes_the_loaded_weights_with_motion_tokens_starting_at_
             torch.testing.assert_close(run.learner.online(obs), loaded.build_model()(newest))
     finally:
         run.close()
+
+
+def test_init_from_a_forward_only_policy_adds_backing_up_actions_below_standing_still(tmp_path, trained_source):
+    from attn_dqn_controller.learning.trainer import ADDED_ACTION_MARGIN
+
+    loaded = load_checkpoint(trained_source)
+    run = TrainingRun(config_from_dict(tiny_config(**{"init_from": str(trained_source), "robot.reverse_speed": 0.11})),
+                      tmp_path / "tuned", device="cpu")
+    try:
+        forward = len(loaded.actions)
+        assert len(run.actions) == forward + 7 and run.actions.pairs[:forward] == loaded.actions.pairs
+        obs = torch.rand(6, run.spec.size)
+        with torch.no_grad():
+            before, after = loaded.build_model()(obs), run.learner.online(obs)
+        # The loaded actions keep their Q-values exactly (the dueling mean is compensated in the value head) ...
+        torch.testing.assert_close(after[:, :forward], before, atol=1e-5, rtol=0)
+        # ... and each backing-up (-v, w) starts at the Q of (0, w) less the margin: no greedy choice changes.
+        standing = [loaded.actions.pairs.index((0.0, w)) for _, w in run.actions.pairs[forward:]]
+        torch.testing.assert_close(after[:, forward:], before[:, standing] - ADDED_ACTION_MARGIN, atol=1e-5, rtol=0)
+        assert torch.equal(after.argmax(1), before.argmax(1))
+    finally:
+        run.close()
+    # The other way round is refused: a network with backing-up actions cannot start a forward-only run.
+    backing = TrainingRun(config_from_dict(tiny_config(**{"robot.reverse_speed": 0.11})), tmp_path / "b", device="cpu")
+    try:
+        saved = backing.save()
+    finally:
+        backing.close()
+    with pytest.raises(ConfigError, match=r"init_from': .*actions \[\[0.0, -2.0\].*\[-0.11, 2.0\]\] are not the first "
+                                          r"of this run's .*robot.reverse_speed"):
+        TrainingRun(config_from_dict(tiny_config(init_from=str(saved))), tmp_path / "c", device="cpu")
+    with pytest.raises(ConfigError, match="robot.reverse_speed.*max_linear_speed 0.22 m/s"):
+        config_from_dict(tiny_config(**{"robot.reverse_speed": 0.5}))
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -324,21 +357,25 @@ def test_the_anchor_recipe_config_loads_with_its_training_only_keys():
     assert "crossing_movers" not in nominal and "mover_shaping" not in nominal
 
 
-def test_the_dynamic_teacher_config_loads_from_the_shipped_policy():
+@pytest.mark.parametrize("name,reverse_speed", [("train_dynamic_teacher.yaml", 0.0),
+                                                  ("train_dynamic_teacher_reverse.yaml", 0.22)])
+def test_the_dynamic_teacher_configs_load_from_their_start(name, reverse_speed):
     from attn_dqn_controller.learning.config import load_config
-    from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, observation_spec,
-                                                      robot_profile)
+    from attn_dqn_controller.learning.trainer import env_kwargs, load_initial_weights, observation_spec, run_actions
     from attn_dqn_controller.model import build_model
 
     repo = Path(__file__).resolve().parents[1]
-    config = load_config(str(repo / "config" / "train_dynamic_teacher.yaml"))
+    config = load_config(str(repo / "config" / name))
     assert set(config.env.levels) == {"dynamic"} and config.learner.anchor_weight == 0.0
+    assert config.robot.reverse_speed == reverse_speed
     training = env_kwargs(config)
     assert training["crossing_movers"] == 0.5 and training["mover_shaping"] == 4.0
-    # Its init_from fits its network: the shipped policy has the same architecture and motion tokens.
+    # Its init_from fits its network: the same architecture and motion tokens, its actions the first of the run's.
     spec = observation_spec(config)
-    actions = len(robot_profile(config).scaled_actions())
-    model = build_model(spec, actions, config.model)
+    actions = run_actions(config)
+    model = build_model(spec, len(actions), config.model)
     load_initial_weights(model, str(repo / config.init_from), spec, actions)
-    shipped = load_checkpoint(repo / config.init_from)
-    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in shipped.model_state.items())
+    start = load_checkpoint(repo / config.init_from)
+    assert len(actions) == len(start.actions) + (7 if reverse_speed else 0)
+    body = {name: tensor for name, tensor in start.model_state.items() if not name.startswith("head.")}
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in body.items())

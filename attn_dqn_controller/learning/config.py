@@ -104,6 +104,9 @@ class RobotSection:
 
     profile: str = "turtlebot3_burger"
     """A shipped profile: turtlebot3_burger (the default) or jackal."""
+    reverse_speed: float = 0.0
+    """m/s; > 0 adds backing-up actions at this speed, one per angular speed, after the forward ones
+    (RobotProfile.scaled_actions). 0: forward only, like Nav2's TurtleBot3 DWB setup (min_vel_x 0)."""
 
 
 @dataclass
@@ -263,6 +266,10 @@ class TrainConfig:
         from attn_dqn_controller.robot import PROFILES
         need(self.robot.profile in PROFILES, "robot.profile",
              f"unknown profile {self.robot.profile!r}; shipped: {', '.join(PROFILES)}")
+        if self.robot.profile in PROFILES:
+            top = PROFILES[self.robot.profile].max_linear_speed
+            need(0 <= self.robot.reverse_speed <= top, "robot.reverse_speed",
+                 f"must be 0 (forward only) to the profile's max_linear_speed {top:g} m/s")
         need(self.replay.capacity >= self.learner.batch_size, "replay.capacity", "must be >= learner.batch_size")
         need(0 <= self.exploration.epsilon_end <= self.exploration.epsilon_start <= 1, "exploration",
              "need 0 <= epsilon_end <= epsilon_start <= 1")

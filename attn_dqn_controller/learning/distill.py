@@ -23,6 +23,8 @@ on different rewards (a shaping term, say) put the same state at different value
 offsets spends the network on numbers no decision reads (the node publishes Q only for debugging).
 Teachers must have the student's architecture (``model`` section); they may lack its motion-token
 embedding, which then starts at zero (``trainer.load_initial_weights``), as it does for ``init_from``.
+A teacher may also lack the student's backing-up actions (``robot.reverse_speed``): its actions must be the
+first of the student's, and it labels the ones it lacks with its lowest Q-value, as no better than its worst.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from torch import nn
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, load_config
 from attn_dqn_controller.learning.evaluation import run_episode
 from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, make_env, observation_spec,
-                                                  robot_profile, seed_everything)
+                                                  robot_profile, run_actions, seed_everything)
 from attn_dqn_controller.model import build_model
 
 POLICY_NAME = "policy.pt"
@@ -120,6 +122,17 @@ def kl_loss(q_student: torch.Tensor, q_teacher: torch.Tensor, temperature: float
     return (teacher * (torch.log(teacher.clamp_min(1e-12)) - log_student)).sum(dim=1).mean()
 
 
+def teacher_labels(teacher: nn.Module, obs: np.ndarray, num_actions: int) -> np.ndarray:
+    """The teacher's Q-values for `obs`, (N, num_actions): actions it lacks (the student's last ones, the
+    backing-up row) take its lowest value in that state, so no teacher asks the student for what it never did."""
+    with torch.no_grad():
+        q = teacher(torch.as_tensor(obs)).float().numpy()
+    missing = num_actions - q.shape[1]
+    if missing > 0:
+        q = np.concatenate([q, np.repeat(q.min(axis=1, keepdims=True), missing, axis=1)], axis=1)
+    return q
+
+
 @dataclass
 class LevelData:
     """The states gathered on one level, the teacher's Q-values for them, and which are held out."""
@@ -144,19 +157,30 @@ class Distiller:
             torch.set_num_threads(config.torch_threads)
         self.spec = observation_spec(config)
         self.robot = robot_profile(config)
-        self.actions = self.robot.scaled_actions()
+        self.actions = run_actions(config)
 
-        def network(path: str, role: str) -> nn.Module:
-            model = build_model(self.spec, len(self.actions), config.model)
-            load_initial_weights(model, path, self.spec, len(self.actions), source=role)
+        def network(path: str, role: str, actions) -> nn.Module:
+            model = build_model(self.spec, len(actions), config.model)
+            load_initial_weights(model, path, self.spec, actions, source=role)
             return model
 
-        self.student = network(student, "--student")
+        def teacher_network(path: str) -> nn.Module:
+            own = self.actions
+            if Path(path).is_file():  # a missing file is load_initial_weights' error
+                from attn_dqn_controller.checkpoint import load_checkpoint
+
+                own = load_checkpoint(path).actions
+                if own.pairs != self.actions.pairs[:len(own)]:
+                    raise ConfigError(f"--teacher {path}: its actions {own.to_list()} are not the first of the "
+                                      f"student's {self.actions.to_list()} (robot.reverse_speed adds the last)")
+            return network(path, "--teacher", own)
+
+        self.student = network(student, "--student", self.actions)
         self.teacher_of: dict[str, nn.Module] = {}
         self.teacher_paths: dict[str, str] = {}
         loaded: dict[str, nn.Module] = {}
         for levels, path in teachers:
-            teacher = loaded.get(path) or network(path, "--teacher")
+            teacher = loaded.get(path) or teacher_network(path)
             loaded[path] = teacher.eval().requires_grad_(False)
             for level in levels:
                 if level in self.teacher_of:
@@ -197,8 +221,7 @@ class Distiller:
                 wins += record.outcome == "success"
                 bar.update(1)
             obs = np.concatenate(states).astype(np.float32)
-            with torch.no_grad():
-                q = teacher(torch.as_tensor(obs)).float().numpy()
+            q = teacher_labels(teacher, obs, len(self.actions))
             data = self.data[level]
             data.obs.append(obs)
             data.q.append(q)

@@ -45,6 +45,11 @@ def robot_profile(config: TrainConfig):
     return get_profile(config.robot.profile)
 
 
+def run_actions(config: TrainConfig):
+    """The run's ActionTable: the profile's table, with backing-up actions if robot.reverse_speed > 0."""
+    return robot_profile(config).scaled_actions(config.robot.reverse_speed)
+
+
 def _sensor(config: TrainConfig) -> dict:
     """num_beams, fov, range_min, range_max: the env section's values, or the robot's where left at default."""
     from attn_dqn_controller.learning.config import EnvSection
@@ -180,14 +185,14 @@ class TrainingRun:
         self.device = resolve_device(device or config.device)
         self.spec = observation_spec(config)
         self.robot = robot_profile(config)
-        self.actions = self.robot.scaled_actions()
+        self.actions = run_actions(config)
         self.model_config = config.model
         seed_everything(config.seed)
         if config.torch_threads > 0 and self.device.type == "cpu":
             torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
         if config.init_from and not resume:
-            load_initial_weights(self.model, config.init_from, self.spec, len(self.actions))
+            load_initial_weights(self.model, config.init_from, self.spec, self.actions)
         self.learner = DQNLearner(self.model, config.learner, self.device)
         self.replay = replay if replay is not None else PrioritizedReplayBuffer(
             config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
@@ -364,11 +369,19 @@ class TrainingRun:
 FRESH_PARAMETERS = ("motion_embed.",)
 """Parameters a fine-tuned network may add to the loaded one; each starts so the output is unchanged."""
 
+ADDED_ACTION_MARGIN = 0.05
+"""A fine-tuned network's added actions (backing up) start at the Q-values of the same turn standing still,
+less this much: the loaded policy's greedy choices are unchanged, and exploration tells what the new
+actions are worth."""
 
-def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpec, num_actions: int,
+
+def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpec, actions,
                          source: str = "config key 'init_from':") -> None:
-    """Fill `model` from checkpoint `path` (``init_from``), or ConfigError naming `source` (what gave the path),
-    the path and what does not fit."""
+    """Fill `model` (built for the ActionTable `actions`) from checkpoint `path` (``init_from``), or
+    ConfigError naming `source` (what gave the path), the path and what does not fit.
+
+    The checkpoint's actions must be the first of `actions`; any after them (the backing-up row of
+    robot.reverse_speed) get advantage rows copied from the same turn at v = 0 (`ADDED_ACTION_MARGIN`)."""
     def fail(msg: str) -> None:
         raise ConfigError(f"{source} {path}: {msg}")
 
@@ -379,20 +392,41 @@ def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpe
     if difference is not None:
         key, value, wanted = difference
         fail(f"observation_spec.{key} is {value!r} there but this run's is {wanted!r}")
-    if len(ckpt.actions) != num_actions:
-        fail(f"it has {len(ckpt.actions)} actions, this run's robot has {num_actions}")
+    loaded = len(ckpt.actions)
+    if loaded > len(actions) or ckpt.actions.pairs != actions.pairs[:loaded]:
+        fail(f"its actions {ckpt.actions.to_list()} are not the first of this run's {actions.to_list()} "
+             f"(robot.profile and robot.reverse_speed choose them)")
+    state = dict(ckpt.model_state)
+    if loaded < len(actions):
+        state = _with_added_actions(state, ckpt.actions, actions)
     own = model.state_dict()
-    for name, tensor in ckpt.model_state.items():
+    for name, tensor in state.items():
         if name not in own:
             fail(f"parameter {name!r} has no place in this run's network (model: {ckpt.model_config.to_dict()})")
         if tuple(own[name].shape) != tuple(tensor.shape):
             fail(f"parameter {name!r} has shape {tuple(tensor.shape)}, this run's network needs "
                  f"{tuple(own[name].shape)}")
-    left = sorted(n for n in own if n not in ckpt.model_state and not n.startswith(FRESH_PARAMETERS))
+    left = sorted(n for n in own if n not in state and not n.startswith(FRESH_PARAMETERS))
     if left:
         fail(f"it lacks parameter(s) {left} of this run's network")
-    model.load_state_dict(ckpt.model_state, strict=False)
-    print(f"initial weights from {path}", flush=True)
+    model.load_state_dict(state, strict=False)
+    added = f", {len(actions) - loaded} action(s) added" if loaded < len(actions) else ""
+    print(f"initial weights from {path}{added}", flush=True)
+
+
+def _with_added_actions(state: dict, loaded, actions) -> dict:
+    """`state` with the head's advantage rows extended to `actions`: each added (v, w) copies the loaded
+    action nearest to (0, w), less ADDED_ACTION_MARGIN."""
+    state = dict(state)
+    weight, bias = state["head.advantage.weight"], state["head.advantage.bias"]
+    rows = [loaded.nearest(0.0, w, angular_weight=10.0) for _, w in actions.pairs[len(loaded):]]
+    new_weight = torch.cat([weight, weight[rows]])
+    new_bias = torch.cat([bias, bias[rows] - ADDED_ACTION_MARGIN])
+    state["head.advantage.weight"], state["head.advantage.bias"] = new_weight, new_bias
+    if "head.value.weight" in state:  # dueling: Q = V + A - mean(A); keep the loaded actions' Q exactly
+        state["head.value.weight"] = state["head.value.weight"] + new_weight.mean(0) - weight.mean(0)
+        state["head.value.bias"] = state["head.value.bias"] + new_bias.mean() - bias.mean()
+    return state
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
