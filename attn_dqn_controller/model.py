@@ -71,6 +71,11 @@ class ModelConfig:
     motion_scale: float = 0.05
     """Metres of range change that read as 1.0 in a motion feature ("motion" only): at 10 Hz an obstacle at
     0.1-0.2 m/s moves 1-2 cm per frame, far below the lidar features' 3.4 m scale."""
+    motion_frame_period: float = 0.0
+    """Seconds between frames, > 0 to take the robot's own motion out of the motion features ("motion" only):
+    each older scan is turned and shifted by the motion that the frames' measured velocities integrate to
+    (``ego_compensated_change``), so a static wall reads about 0 while the robot drives or turns, and what
+    remains is what moved. 0: raw range change (the shipped models). Must be 1 / env.control_rate_hz."""
 
     def __post_init__(self) -> None:
         def fail(name: str, allowed: str) -> None:
@@ -85,6 +90,11 @@ class ModelConfig:
         if isinstance(self.motion_scale, bool) or not isinstance(self.motion_scale, (int, float)) \
                 or not (math.isfinite(self.motion_scale) and self.motion_scale > 0.0):
             fail("motion_scale", "must be a finite number > 0 (metres)")
+        if isinstance(self.motion_frame_period, bool) or not isinstance(self.motion_frame_period, (int, float)) \
+                or not (math.isfinite(self.motion_frame_period) and self.motion_frame_period >= 0.0):
+            fail("motion_frame_period", "must be a finite number >= 0 (seconds; 0: no ego-motion compensation)")
+        if self.motion_frame_period > 0.0 and self.history_tokens != "motion":
+            fail("motion_frame_period", "needs history_tokens='motion'")
         for name in ("d_model", "num_layers", "num_heads", "ff_mult"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -128,6 +138,61 @@ def _check_obs(obs: torch.Tensor, spec: ObservationSpec) -> None:
         raise ValueError(f"observation batch must have shape (N, {spec.size}) for this spec, got {tuple(obs.shape)}")
     if not obs.is_floating_point():
         raise ValueError(f"observation batch must be a floating-point tensor, got dtype {obs.dtype}")
+
+
+def ego_compensated_change(lidar: torch.Tensor, ego_velocity: torch.Tensor, spec: ObservationSpec,
+                           period: float) -> torch.Tensor:
+    """Metres each newest beam differs from what each older frame predicts for a static world, (N, H-1, beams).
+
+    `lidar` (N, H, beams) holds the frames' normalised lidar features, `ego_velocity` (N, H, 2) their measured
+    (v, w) scaled by the spec's speed limits. The robot's motion from older frame k to the newest is the
+    frames' measured velocities integrated over `period` seconds each (frame j+1's velocity for the step
+    j -> j+1, as odometry reports the motion just done). The older scan is then looked up at the bearing where
+    the newest beam's point stood (turned by the heading change, interpolated between beams) and its range
+    shortened by the displacement along the beam (first order in displacement over range). Beams with no
+    return in the older scan are not shifted, so free space reads 0. Why here, not in the observation: the
+    observation contract is unchanged, so every recorded scan, the node and the ONNX export stay as they are."""
+    n, frames, beams = lidar.shape
+    span = spec.range_max - spec.range_min
+    ranges = spec.range_min + lidar * span
+    v = ego_velocity[..., 0] * spec.max_linear_speed
+    w = ego_velocity[..., 1] * spec.max_angular_speed
+    angles = torch.as_tensor(spec.beam_angles, dtype=lidar.dtype, device=lidar.device)
+    index = torch.arange(beams, device=lidar.device, dtype=lidar.dtype)
+    newest = ranges[:, -1]
+    out = []
+    for k in range(frames - 1):
+        # Pose of the newest frame in frame k: integrate steps k -> k+1 -> ... -> newest.
+        x = torch.zeros(n, dtype=lidar.dtype, device=lidar.device)
+        y, heading = torch.zeros_like(x), torch.zeros_like(x)
+        for j in range(k + 1, frames):
+            mid = heading + 0.5 * w[:, j] * period
+            x = x + v[:, j] * period * torch.cos(mid)
+            y = y + v[:, j] * period * torch.sin(mid)
+            heading = heading + w[:, j] * period
+        # The older scan at bearing angle + heading (a static point's bearing in frame k), interpolated.
+        position = index.unsqueeze(0) + (heading / spec.angle_increment).unsqueeze(1)
+        if spec.full_circle:
+            position = torch.remainder(position, beams)
+        else:
+            position = position.clamp(0.0, beams - 1)
+        low = torch.floor(position)
+        frac = position - low
+        low = low.long()
+        if spec.full_circle:  # float remainder can round up to exactly `beams`
+            low, high = torch.remainder(low, beams), torch.remainder(low + 1, beams)
+        else:
+            low, high = low.clamp(max=beams - 1), (low + 1).clamp(max=beams - 1)
+        older = ranges[:, k]
+        predicted = older.gather(1, low) * (1.0 - frac) + older.gather(1, high) * frac
+        # The displacement in the newest frame, and how much nearer it brings each beam's point.
+        c, s = torch.cos(heading).unsqueeze(1), torch.sin(heading).unsqueeze(1)
+        dx, dy = x.unsqueeze(1), y.unsqueeze(1)
+        along = (c * dx + s * dy) * torch.cos(angles) + (-s * dx + c * dy) * torch.sin(angles)
+        free = predicted >= spec.range_max - 1e-3
+        predicted = torch.where(free, predicted, predicted - along)
+        out.append(newest - predicted)
+    return torch.stack(out, dim=1)
 
 
 class QHead(nn.Module):
@@ -328,8 +393,13 @@ class TransformerQNetwork(nn.Module):
         frames = obs.reshape(-1, H, spec.frame_size)
         lidar = frames[..., :nb].reshape(-1, H, K, B)
         if self.motion:
-            change = ((lidar[:, -1:] - lidar[:, :-1]) * self.motion_gain).clamp(-MOTION_FEATURE_BOUND,
-                                                                                MOTION_FEATURE_BOUND)
+            if self.config.motion_frame_period > 0.0:
+                ego = frames[..., nb + GOAL_FEATURES:nb + GOAL_FEATURES + 2]
+                change = ego_compensated_change(frames[..., :nb], ego, spec, self.config.motion_frame_period)
+                change = (change / self.config.motion_scale).reshape(-1, H - 1, K, B)
+            else:
+                change = (lidar[:, -1:] - lidar[:, :-1]) * self.motion_gain
+            change = change.clamp(-MOTION_FEATURE_BOUND, MOTION_FEATURE_BOUND)
             change = change.permute(0, 2, 1, 3).reshape(-1, 1, K, (H - 1) * B)  # (N, 1, K, (H-1)*B)
             frames = frames[:, -1:]
             sectors = self.lidar_embed(lidar[:, -1:]) + self.sector_embed + self.motion_embed(change)

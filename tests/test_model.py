@@ -153,6 +153,82 @@ def test_motion_features_are_the_scaled_clipped_range_change_of_each_sector():
     assert not torch.allclose(model(still), q_moving, atol=1e-6)
 
 
+def _frames(spec, lidar, v, w):
+    """Flat observation (1, size) of H frames with these normalised lidar rows and measured (v, w) in m/s, rad/s."""
+    frames = torch.zeros(1, spec.history_length, spec.frame_size)
+    frames[0, :, :spec.num_beams] = torch.as_tensor(np.asarray(lidar), dtype=torch.float32)
+    ego = spec.num_beams + 3
+    frames[0, :, ego] = torch.as_tensor(v, dtype=torch.float32) / spec.max_linear_speed
+    frames[0, :, ego + 1] = torch.as_tensor(w, dtype=torch.float32) / spec.max_angular_speed
+    return frames.reshape(1, -1)
+
+
+def test_ego_compensated_change_by_hand():
+    from attn_dqn_controller.model import ego_compensated_change
+
+    spec = ObservationSpec(history_length=2)
+    nb, span = spec.num_beams, spec.range_max - spec.range_min
+    older = np.random.default_rng(1).uniform(0.2, 0.8, nb)
+    # A turn of 7 beams (7 degrees in 0.1 s): the newest beam i sees what the older scan saw at i + 7.
+    turned = np.roll(older, -7)
+    frames = _frames(spec, [older, turned], v=[0.0, 0.0], w=[0.0, 7 * spec.angle_increment / 0.1])
+    obs = frames.reshape(1, 2, spec.frame_size)
+    ego = obs[..., nb + 3:nb + 5]
+    change = ego_compensated_change(obs[..., :nb], ego, spec, 0.1)
+    assert change.shape == (1, 1, nb) and float(change.abs().max()) < 1e-5
+    raw = (turned - older) * span
+    assert np.abs(raw).max() > 0.5  # what the uncompensated motion features would have read
+    # Driving 0.02 m straight ahead: every static point comes 0.02 cos(bearing) nearer; a mover 0.03 m more.
+    ahead = older - 0.02 * np.cos(spec.beam_angles) / span
+    ahead[10] -= 0.03 / span
+    older[20] = ahead[20] = 1.0  # no return in either scan: free space reads no change, whatever the motion
+    obs = _frames(spec, [older, ahead], v=[0.0, 0.2], w=[0.0, 0.0]).reshape(1, 2, spec.frame_size)
+    change = ego_compensated_change(obs[..., :nb], obs[..., nb + 3:nb + 5], spec, 0.1)[0, 0].numpy()
+    assert change[10] == pytest.approx(-0.03, abs=1e-5)
+    np.testing.assert_allclose(np.delete(change, 10), 0.0, atol=1e-5)
+    # A heading change of a hair below zero wraps to the last beam, not past it.
+    obs = _frames(spec, [older, older], v=[0.0, 0.0], w=[0.0, -1e-9]).reshape(1, 2, spec.frame_size)
+    change = ego_compensated_change(obs[..., :nb], obs[..., nb + 3:nb + 5], spec, 0.1)
+    assert float(change.abs().max()) < 1e-5
+
+
+def test_ego_compensated_motion_features_on_real_scans_of_a_static_map():
+    """PyBullet scans while the robot turns, drives and arcs among static obstacles: the compensated change is
+    millimetres where the raw change is centimetres to metres."""
+    from attn_dqn_controller.model import ego_compensated_change
+    from sim.env import AttnNavEnv
+
+    env = AttnNavEnv(level="sparse", history_length=3)
+    try:
+        obs, _ = env.reset(options={"map_seed": 7})
+        spec, nb = env.observation_spec, env.observation_spec.num_beams
+        for v, w, raw_floor in ((0.0, 2.0, 0.1), (0.22, 0.0, 0.02), (0.11, 1.0, 0.05)):
+            for _ in range(4):
+                obs, *_ = env.step(env.actions.nearest(v, w))
+            frames = torch.as_tensor(obs, dtype=torch.float32).reshape(1, 3, spec.frame_size)
+            change = ego_compensated_change(frames[..., :nb], frames[..., nb + 3:nb + 5], spec, 0.1)
+            raw = (frames[:, -1:, :nb] - frames[:, :-1, :nb]) * (spec.range_max - spec.range_min)
+            hits = frames[0, -1, :nb] < 0.999
+            assert int(hits.sum()) > 100
+            compensated, uncompensated = float(change[0, :, hits].abs().median()), float(raw[0, :, hits].abs().median())
+            assert uncompensated > raw_floor and compensated < 0.01 and compensated < uncompensated / 4, (v, w)
+    finally:
+        env.close()
+
+
+def test_compensated_motion_needs_motion_tokens_and_the_control_period():
+    from attn_dqn_controller.learning.config import ConfigError, config_from_dict
+
+    with pytest.raises(ValueError, match="motion_frame_period=0.1 is invalid: needs history_tokens='motion'"):
+        ModelConfig(motion_frame_period=0.1)
+    with pytest.raises(ValueError, match="motion_frame_period=-1"):
+        ModelConfig(history_tokens="motion", motion_frame_period=-1)
+    model = {"history_tokens": "motion", "motion_frame_period": 0.2}
+    with pytest.raises(ConfigError, match=r"model.motion_frame_period.*1 / env.control_rate_hz = 0.1 s"):
+        config_from_dict({"env": {"history_length": 3}, "model": model})
+    assert config_from_dict({"env": {"history_length": 3, "control_rate_hz": 5}, "model": model})
+
+
 def test_motion_tokens_need_a_history():
     with pytest.raises(ValueError, match="history_tokens='motion' needs observation_spec.history_length >= 2"):
         build_model(SPEC, 5, ModelConfig(history_tokens="motion"))

@@ -206,13 +206,16 @@ def test_mlp_policy_has_no_attention(tmp_path):
     assert Policy.load(path, device="cpu").act(observations(1)[0]).action == out.action
 
 
-@pytest.mark.parametrize("kind", ["transformer", "transformer_history", "transformer_motion", "mlp"])
+@pytest.mark.parametrize("kind", ["transformer", "transformer_history", "transformer_motion",
+                                  "transformer_motion_compensated", "mlp"])
 def test_onnxruntime_backend_decides_exactly_as_torch(kind):
     spec = ObservationSpec(history_length=3) if kind.startswith("transformer_") else SPEC
     config = {"mlp": ModelConfig(kind="mlp", mlp_hidden=(32,)),
-              "transformer_motion": ModelConfig(d_model=SMALL.d_model, history_tokens="motion")}.get(kind, SMALL)
+              "transformer_motion": ModelConfig(d_model=SMALL.d_model, history_tokens="motion"),
+              "transformer_motion_compensated": ModelConfig(d_model=SMALL.d_model, history_tokens="motion",
+                                                            motion_frame_period=0.1)}.get(kind, SMALL)
     model = build_model(spec, len(ACTIONS), config)
-    if kind == "transformer_motion":
+    if kind.startswith("transformer_motion"):
         with torch.no_grad():  # trained weights, not the zero start, so the change since older frames counts
             model.motion_embed.weight.normal_(0.0, 0.1)
     eager = Policy.from_model(model, spec, ACTIONS, device="cpu")

@@ -235,6 +235,9 @@ class TrainConfig:
              "needs env.route=map (the planner's prior map)")
         need(self.model.history_tokens != "motion" or env.history_length >= 2, "model.history_tokens",
              "'motion' needs env.history_length >= 2 (the change since an older frame)")
+        period = self.model.motion_frame_period
+        need(period == 0 or abs(period * env.control_rate_hz - 1.0) < 1e-6, "model.motion_frame_period",
+             f"must be 0 or the control period 1 / env.control_rate_hz = {1.0 / env.control_rate_hz:g} s")
         need(0 <= env.crossing_movers <= 1, "env.crossing_movers", "must be in [0, 1]")
         need(self.learner.anchor_weight == 0 or bool(self.init_from), "learner.anchor_weight",
              "needs init_from (the weights to anchor to)")
