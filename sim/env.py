@@ -52,6 +52,10 @@ so robustness evaluation and domain-randomised training use the same code):
   with ``phi = -sum over moving obstacles of max(0, 1 - gap / mover_shaping_radius)``, gap the edge-to-edge
   distance, and phi = 0 in terminal states: potential-based, so it leaves the optimal policy unchanged
   while rewarding every step that opens the gap to a mover. 0 (default): off.
+* ``reversal_penalty`` (a training cost, for action tables that back up): charged on every step whose
+  linear command drives the other way from the last non-zero one, so a policy learns to commit to a
+  direction instead of rocking forward and back in place (a greedy limit cycle that ends in a time-out).
+  0 (default): off.
 
 Route guidance (``sim.route_source``; planning and re-planning by the planning layer's ``RouteGuidance``):
 
@@ -152,6 +156,7 @@ class AttnNavEnv(gymnasium.Env):
                  route_spacing: float | None = None, goal_distance_scale: float | None = None,
                  route_replan_period: float | None = None, route_stray_distance: float = 0.75,
                  crossing_movers: float = 0.0, mover_shaping: float = 0.0, mover_shaping_radius: float = 0.5,
+                 reversal_penalty: float = 0.0,
                  shaping_gamma: float = 0.99):
         if not isinstance(level, str) or level not in ALL_LEVELS:
             raise ValueError(f"level={level!r} is unknown: allowed levels are {', '.join(ALL_LEVELS)}")
@@ -191,6 +196,7 @@ class AttnNavEnv(gymnasium.Env):
         if crossing_movers:
             map_config = dataclasses.replace(map_config, crossing_movers=crossing_movers)  # checked by MapConfig
         self.map_config = map_config
+        self.reversal_penalty = _number("reversal_penalty", reversal_penalty)
         mover_shaping = _number("mover_shaping", mover_shaping)
         self.mover_shaping = MoverShaping(mover_shaping, mover_shaping_radius, shaping_gamma) if mover_shaping else None
 
@@ -313,6 +319,7 @@ class AttnNavEnv(gymnasium.Env):
         self._steps = 0
         self._path_length = 0.0
         self._previous_command = (0.0, 0.0)
+        self._direction = 0.0  # sign of the last non-zero linear command (reversal_penalty)
         self._geodesic = math.inf
         self._odometry = None
         self._scan = None
@@ -417,6 +424,10 @@ class AttnNavEnv(gymnasium.Env):
         terminated = success or collision
         if self.mover_shaping is not None:
             reward += self.mover_shaping.step(*self._movers_around(), terminal=terminated)
+        if v != 0.0:
+            if self._direction * v < 0.0:
+                reward -= self.reversal_penalty
+            self._direction = math.copysign(1.0, v)
         truncated = (not terminated) and self._steps >= self.max_steps
         self._done = terminated or truncated
         observation = self._observe()

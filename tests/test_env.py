@@ -252,3 +252,23 @@ def test_async_vector_env_with_two_workers():
         assert ends >= 4  # each worker finished and auto-reset at least twice
     finally:
         envs.close()
+
+
+def test_reversal_penalty_charges_each_change_of_driving_direction_and_nothing_else():
+    from attn_dqn_controller.robot import TURTLEBOT3_BURGER
+
+    table = TURTLEBOT3_BURGER.scaled_actions(0.11)
+    forward, stop, back = table.nearest(0.11, 0.0), table.nearest(0.0, 0.0), table.nearest(-0.11, 0.0)
+    plan = [forward, stop, back, back, forward, stop, stop, forward]
+    rewards = {}
+    for penalty in (0.0, 0.5):
+        env = AttnNavEnv(level="empty", actions=table, reversal_penalty=penalty)
+        try:
+            env.reset(options={"map_seed": 3})
+            rewards[penalty] = np.array([env.step(a)[1] for a in plan])
+        finally:
+            env.close()
+    # Backing up after driving forward (a stop between does not hide it), and forward again: two charges.
+    np.testing.assert_allclose(rewards[0.0] - rewards[0.5], [0, 0, 0.5, 0, 0.5, 0, 0, 0], atol=1e-9)
+    with pytest.raises(ValueError, match="reversal_penalty"):
+        AttnNavEnv(level="empty", reversal_penalty=-1.0)

@@ -83,6 +83,9 @@ class EnvSection:
     0: off. It uses learner.gamma, so the optimal policy is unchanged. Training only."""
     mover_shaping_radius: float = 0.5
     """Gap (m, edge to edge) within which a moving obstacle counts for mover_shaping, > 0."""
+    reversal_penalty: float = 0.0
+    """Cost (>= 0) of each step that drives the other way from the last non-zero linear command (with
+    robot.reverse_speed > 0): against rocking forward and back in place. 0: off. Training only."""
     route_points: int = 0
     """Route waypoints in the observation (route tokens); 0: goal-only observations. Stored in every checkpoint."""
     route_spacing: float = 0.5
@@ -242,6 +245,8 @@ class TrainConfig:
         need(self.learner.anchor_weight == 0 or bool(self.init_from), "learner.anchor_weight",
              "needs init_from (the weights to anchor to)")
         need(math.isfinite(env.mover_shaping) and env.mover_shaping >= 0, "env.mover_shaping", "must be >= 0")
+        need(math.isfinite(env.reversal_penalty) and env.reversal_penalty >= 0, "env.reversal_penalty",
+             "must be >= 0")
         need(math.isfinite(env.mover_shaping_radius) and env.mover_shaping_radius > 0, "env.mover_shaping_radius",
              "must be > 0")
         need(env.route_points >= 0, "env.route_points", "must be >= 0 (0: goal only)")

@@ -90,7 +90,7 @@ def env_kwargs(config: TrainConfig, perturbations: bool = True) -> dict:
     optional = ["lidar_num_beams", "lidar_fov"]
     if perturbations:
         optional += ["lidar_dropout", "action_delay", "wheel_slip", "lidar_noise_std_max", "lidar_dropout_max",
-                     "action_delay_max", "wheel_slip_max", "crossing_movers"]
+                     "action_delay_max", "wheel_slip_max", "crossing_movers", "reversal_penalty"]
     kwargs.update({key: getattr(env, key) for key in optional if getattr(env, key)})
     if perturbations and env.mover_shaping:
         kwargs.update(mover_shaping=env.mover_shaping, mover_shaping_radius=env.mover_shaping_radius,
