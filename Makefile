@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/attn-dqn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests  # the 15 slowest tests, to keep the suite well under 15 min
 
 bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
 	$(PY) bench/bench_sim.py
