@@ -66,6 +66,10 @@ class ActionTable:
         cost = diff[:, 0] ** 2 + (angular_weight * diff[:, 1]) ** 2
         return int(np.argmin(cost))
 
+    def extends(self, other: "ActionTable") -> bool:
+        """Whether `other`'s pairs are this table's first ones (a forward-only table inside one that backs up)."""
+        return self.pairs[:len(other)] == other.pairs
+
     @property
     def max_linear_speed(self) -> float:
         return float(np.max(np.abs(self.array[:, 0])))

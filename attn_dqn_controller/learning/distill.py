@@ -170,7 +170,7 @@ class Distiller:
                 from attn_dqn_controller.checkpoint import load_checkpoint
 
                 own = load_checkpoint(path).actions
-                if own.pairs != self.actions.pairs[:len(own)]:
+                if not self.actions.extends(own):
                     raise ConfigError(f"--teacher {path}: its actions {own.to_list()} are not the first of the "
                                       f"student's {self.actions.to_list()} (robot.reverse_speed adds the last)")
             return network(path, "--teacher", own)

@@ -393,7 +393,7 @@ def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpe
         key, value, wanted = difference
         fail(f"observation_spec.{key} is {value!r} there but this run's is {wanted!r}")
     loaded = len(ckpt.actions)
-    if loaded > len(actions) or ckpt.actions.pairs != actions.pairs[:loaded]:
+    if not actions.extends(ckpt.actions):
         fail(f"its actions {ckpt.actions.to_list()} are not the first of this run's {actions.to_list()} "
              f"(robot.profile and robot.reverse_speed choose them)")
     state = dict(ckpt.model_state)
