@@ -275,15 +275,18 @@ class RandomAgent:
 
 
 def test_short_training_on_empty_beats_a_random_policy(tmp_path):
-    """~20k steps (about two minutes on two cores) must clearly beat random driving on held-out maps."""
+    """10k steps of a small network (about 100 s on two cores) must clearly beat random driving on held-out maps.
+
+    Seeds 3 and 4 of this config reached 28 and 26 of 30 held-out maps, random driving 0; 6k steps were
+    not enough (5 and 1), the exploration still had half the run to decay."""
     from attn_dqn_controller.learning.agents import PolicyAgent
     from attn_dqn_controller.policy import Policy
 
     config = config_from_dict({
-        "seed": 3, "total_steps": 20_000, "num_envs": 2, "learning_starts": 1000, "updates_per_step": 0.25,
+        "seed": 3, "total_steps": 10_000, "num_envs": 2, "learning_starts": 1000, "updates_per_step": 0.25,
         "checkpoint_interval": 10_000, "log_interval": 2000,
         "env": {"levels": ["empty"], "max_steps": 200},
-        "model": {"d_model": 48},
+        "model": {"d_model": 32, "num_layers": 1},
         "learner": {"batch_size": 64, "target_update_interval": 250},
         "replay": {"capacity": 20_000},
         "exploration": {"epsilon_fraction": 0.5},
