@@ -130,8 +130,8 @@ def test_two_actors_train_a_policy_that_beats_random_driving(finished_run):
     # The same network before training mostly stands or spins (about -1 per episode: the time cost); random
     # driving often crashes (-10). Progress pays 2 per metre, so +1.0 over the untrained net is half a metre
     # closer to the goal per episode on the same 20 maps; runs of 12,000 steps scored 4.0 to 6.4 on 20 maps
-    # (untrained ~ -1), where the first 10 of those maps alone gave -0.5 to 5.3. Two runs of today's 8,000
-    # steps (session 13, to keep the suite under 15 minutes) scored 6.9 (untrained -1.0, random -4.0).
+    # (untrained ~ -1), where the first 10 of those maps alone gave -0.5 to 5.3. Two runs of the 8,000 steps
+    # used since session 13 (to keep the suite under 15 minutes) scored 6.9 (untrained -1.0, random -4.0).
     assert np.mean(greedy) >= np.mean(untrained) + 1.0, (greedy, untrained)
     assert np.mean(greedy) > np.mean(random) + 3.0, (greedy, random)
     # Same checkpoint format as single-machine training.

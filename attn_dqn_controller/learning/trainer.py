@@ -392,12 +392,12 @@ def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpe
     if difference is not None:
         key, value, wanted = difference
         fail(f"observation_spec.{key} is {value!r} there but this run's is {wanted!r}")
-    loaded = len(ckpt.actions)
     if not actions.extends(ckpt.actions):
         fail(f"its actions {ckpt.actions.to_list()} are not the first of this run's {actions.to_list()} "
              f"(robot.profile and robot.reverse_speed choose them)")
     state = dict(ckpt.model_state)
-    if loaded < len(actions):
+    added = len(actions) - len(ckpt.actions)  # >= 0: the checkpoint's actions are this run's first
+    if added:
         state = _with_added_actions(state, ckpt.actions, actions)
     own = model.state_dict()
     for name, tensor in state.items():
@@ -410,8 +410,7 @@ def load_initial_weights(model: torch.nn.Module, path: str, spec: ObservationSpe
     if left:
         fail(f"it lacks parameter(s) {left} of this run's network")
     model.load_state_dict(state, strict=False)
-    added = f", {len(actions) - loaded} action(s) added" if loaded < len(actions) else ""
-    print(f"initial weights from {path}{added}", flush=True)
+    print(f"initial weights from {path}" + (f", {added} action(s) added" if added else ""), flush=True)
 
 
 def _with_added_actions(state: dict, loaded, actions) -> dict:
