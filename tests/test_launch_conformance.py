@@ -189,13 +189,15 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
         return subprocess.run([*ros2, *args], env=real["env"], capture_output=True, text=True, timeout=60)
 
     try:
-        deadline = time.monotonic() + HANG_GUARD
-        topics = ""
-        while time.monotonic() < deadline and "/robot1/controller/status" not in topics:
-            topics = cli("topic", "list", "-t", "--no-daemon", "--spin-time", "2").stdout
         expected = {"/base_scan": "sensor_msgs/msg/LaserScan", "/diff_drive/cmd_vel": "geometry_msgs/msg/TwistStamped",
                     "/robot1/odom": "nav_msgs/msg/Odometry", "/robot1/goal_pose": "geometry_msgs/msg/PoseStamped"}
-        listed = dict(re.findall(r"^(\S+) \[(\S+)\]$", topics, re.MULTILINE))
+        # Discovery is gradual: one `topic list` may see the node's publishers before its subscriptions
+        # (CI once listed /robot1/controller/status without /base_scan). Poll until every topic is seen.
+        deadline = time.monotonic() + HANG_GUARD
+        listed = {}
+        while time.monotonic() < deadline and not expected.keys() <= listed.keys():
+            topics = cli("topic", "list", "-t", "--no-daemon", "--spin-time", "2").stdout
+            listed = dict(re.findall(r"^(\S+) \[(\S+)\]$", topics, re.MULTILINE))
         for topic, kind in expected.items():
             assert listed.get(topic) == kind, (topic, topics)
         expected_params = {"device": "String value is: cpu", "control_rate_hz": "Double value is: 0.0",
