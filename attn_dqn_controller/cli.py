@@ -68,10 +68,23 @@ def cmd_eval(args) -> int:
     from attn_dqn_controller.policy import Policy
 
     agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
+    evasion = _enable_evasion(agent.policy, args.evasion)
     route, words = _route_kwargs(args, "map" if agent.policy.spec.route_points > 0 else "none")
     env_kwargs = {**agent.env_kwargs(), "safety": args.safety == "on", "smoothing": args.smoothing == "on", **route}
-    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing}, {words})"
+    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing}, evasion {evasion}, {words})"
     return _run_evaluation(agent, args, title=title, env_kwargs=env_kwargs)
+
+
+def _enable_evasion(policy, choice: str) -> str:
+    """Apply --evasion to the policy (auto: on when it sees >= 2 frames, as the node's default); 'on' or 'off'."""
+    frames = policy.spec.history_length
+    if choice == "on" and frames < 2:
+        raise CliError(f"--evasion on needs a policy that sees >= 2 frames; this one sees {frames} "
+                       f"(one frame shows no motion): use --evasion off or auto")
+    if choice == "off" or frames < 2:
+        return "off"
+    policy.enable_evasion()
+    return "on"
 
 
 def _evaluation_rows(args) -> list[tuple[str, str, dict, int]]:
@@ -236,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply the geometric safety layer (stop / slow-down zones) after the policy, as the node does")
     p.add_argument("--smoothing", choices=["on", "off"], default="off",
                    help="apply the velocity smoother (the robot profile's acceleration limits), as the node can")
+    p.add_argument("--evasion", choices=["auto", "on", "off"], default="auto",
+                   help="the predictive evasion shield on the policy's choice, as the node applies it by default "
+                        "(auto: on for policies that see >= 2 frames; off: the Q-network's argmax alone)")
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from attn_dqn_controller.actions import ActionTable
-from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+from attn_dqn_controller.checkpoint import control_rate_of, load_checkpoint, save_checkpoint
 from attn_dqn_controller.device import resolve_device
+from attn_dqn_controller.evasion import EvasionConfig, EvasionDecision, EvasionShield
 from attn_dqn_controller.model import ModelConfig
 from attn_dqn_controller.observation import ObservationSpec
 from attn_dqn_controller.robot import get_profile
@@ -47,6 +48,10 @@ class PolicyOutput:
     """(A,) Q-values, float32."""
     attention: np.ndarray | None
     """(K,) attention over the newest frame's lidar sectors (sums to 1); None for the MLP."""
+    greedy_action: int = -1
+    """The Q-network's own choice (the argmax); differs from ``action`` only when the evasion shield vetoed it."""
+    evasion: EvasionDecision | None = None
+    """What the evasion shield saw and did; None when it is off."""
 
 
 class _OnnxHead(nn.Module):
@@ -89,8 +94,22 @@ class Policy:
         self._input = self._host if self.device.type == "cpu" else self._host.to(self.device)
         self.backend = self._resolve_backend(backend)
         self._session = self._onnx_session() if self.backend == "onnxruntime" else None
+        self.evasion: EvasionShield | None = None
+        """The predictive evasion shield applied by ``act`` (None: off, the network's argmax)."""
         for _ in range(2):  # warm-up: first-call allocations happen now, not on the robot
             self._forward()
+
+    def enable_evasion(self, config: EvasionConfig | None = None, period: float | None = None) -> EvasionShield:
+        """Turn on the evasion shield (attn_dqn_controller/evasion.py) for ``act``. `period`: seconds between
+        observation frames (None: the training control period the checkpoint stores). ValueError when the
+        policy sees one frame only, since one frame shows no motion."""
+        period = 1.0 / control_rate_of(self.metadata) if period is None else period
+        self.evasion = EvasionShield(self.spec, np.asarray(self.actions.pairs, dtype=np.float64),
+                                     self.robot.footprint.circumscribed_radius, period, config)
+        return self.evasion
+
+    def disable_evasion(self) -> None:
+        self.evasion = None
 
     @classmethod
     def load(cls, path, device="auto", backend: str = "torch") -> "Policy":
@@ -132,8 +151,12 @@ class Policy:
             bad = np.flatnonzero(~np.isfinite(self._host_np[0]))
             raise ValueError(f"observation has {bad.size} non-finite value(s) (first at index {bad[0]})")
         q_values, sectors = self._forward()
-        action = int(np.argmax(q_values))
-        return PolicyOutput(action, self.actions.command(action), q_values, sectors)
+        greedy = int(np.argmax(q_values))
+        if self.evasion is None:
+            return PolicyOutput(greedy, self.actions.command(greedy), q_values, sectors, greedy)
+        decision = self.evasion.choose(obs, q_values)
+        return PolicyOutput(decision.action, self.actions.command(decision.action), q_values, sectors, greedy,
+                            decision)
 
     def _forward(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q-values (A,), sector attention (K,) or None) of the observation in the input buffer."""

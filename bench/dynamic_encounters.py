@@ -1,7 +1,7 @@
 """Who closed the gap in each collision with a moving obstacle, and how much warning the robot had.
 
     .venv/bin/python bench/dynamic_encounters.py [--checkpoint models/attn_dqn_route.pt] \
-        [--episodes 200] [--seed 1500000] [--baseline dwa]
+        [--episodes 200] [--seed 1500000] [--baseline dwa] [--evasion on]
 
 Runs a policy (or the DWA baseline) on `dynamic` maps and, for every episode that ends touching a moving
 obstacle, reports from the last control period before contact:
@@ -71,8 +71,12 @@ def main() -> None:
     parser.add_argument("--baseline", choices=["dwa"], help="run the DWA baseline instead of the checkpoint")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1_500_000)
+    parser.add_argument("--evasion", choices=["on", "off"], default="off",
+                        help="the policy with the evasion shield (as the node drives it), or the Q-network alone")
     args = parser.parse_args()
     policy = Policy.load(args.checkpoint, device="cpu")
+    if args.evasion == "on":
+        policy.enable_evasion()
     agent = PolicyAgent(policy)
     kwargs = {**agent.env_kwargs(), "route": "map"}   # the dynamic row of the route table: route from the map
     if args.baseline == "dwa":

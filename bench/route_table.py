@@ -9,7 +9,7 @@ JSON; passes or fails nothing. Outcomes do not depend on machine load: control
 runs in lock-step with the simulator.
 
     .venv/bin/python bench/route_table.py --checkpoint models/attn_dqn_route.pt --episodes 200 \
-        [--controllers ours,dwa,pure_pursuit] [--rows maze@map,office@map:0.3,...] [--jobs 2] \
+        [--controllers ours,ours_net,dwa,pure_pursuit] [--rows maze@map,office@map:0.3,...] [--jobs 2] \
         [--json docs/route_table.json]
 """
 
@@ -29,7 +29,9 @@ TARGETS = {"maze@map": "success >= 97 %, SPL >= 0.85", "office@map": "success >=
            "maze@scan_map": "success >= 85 %", "office@scan_map": "success >= 80 %",
            "sparse@map": "no worse than goal-only (98 %)", "cluttered@map": "no worse than goal-only (95.5 %)",
            "dynamic@map": "no worse than goal-only (87 %)"}
-CONTROLLERS = ("ours", "dwa", "pure_pursuit")
+CONTROLLERS = ("ours", "ours_net", "dwa", "pure_pursuit")
+"""ours: the policy as the node drives it by default (the evasion shield on for policies that see >= 2 frames);
+ours_net: the Q-network's argmax alone (`attn-dqn eval --evasion off`)."""
 
 
 def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int) -> dict:
@@ -42,8 +44,10 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
     from attn_dqn_controller.policy import Policy
 
     env_kwargs = {}
-    if controller == "ours":
+    if controller in ("ours", "ours_net"):
         agent = PolicyAgent(Policy.load(checkpoint, device="cpu"))
+        if controller == "ours" and agent.policy.spec.history_length >= 2:
+            agent.policy.enable_evasion()
         env_kwargs = agent.env_kwargs()
     elif controller == "dwa":
         agent = DWAAgent()

@@ -456,7 +456,8 @@ class ControlLogic:
         if command is None:
             return self._stop(ControlState.ERROR, f"policy produced a non-finite command {out.command}")
         command, safety = self._after_policy(command, now)
-        return Decision(ControlState.DRIVING, _safety_reason(safety), command, self._scan.stamp, q_values,
+        reason = _safety_reason(safety) or _evasion_reason(getattr(out, "evasion", None))
+        return Decision(ControlState.DRIVING, reason, command, self._scan.stamp, q_values,
                         out.attention, self.last_inference_ms, safety)
 
     def _hold(self) -> Decision:
@@ -524,6 +525,13 @@ def _safety_reason(safety: SafetyState | None) -> str:
     if safety is None or safety.action is SafetyAction.NONE:
         return ""
     return f"safety {safety.action.value} ({safety.interventions} interventions)"
+
+
+def _evasion_reason(evasion) -> str:
+    """The status suffix when the evasion shield overrode the policy's choice ("" otherwise)."""
+    if evasion is None or not evasion.overridden:
+        return ""
+    return f"evading {len(evasion.moving)} moving obstacle(s)"
 
 
 def _tighter(checked: float, held: float) -> float:

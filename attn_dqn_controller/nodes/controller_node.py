@@ -223,7 +223,23 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
             "control loop still runs as a watchdog. false: commands only from the control loop.")),
         ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
         *safety_parameter_table(),
+        *evasion_parameter_table(),
         *route_parameter_table(),
+    ]
+
+
+def evasion_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+    """The predictive evasion shield (attn_dqn_controller/evasion.py), applied to the policy's choice."""
+    return [
+        ("evasion_enabled", True, _plain(
+            "Predictive evasion shield: finds moving obstacles in the observation's scans and vetoes the "
+            "policy's action when, held, it would meet one within evasion_horizon; the highest-Q clear action "
+            "is taken instead. Needs a policy that sees >= 2 frames (off, with a warning, for one-frame models).")),
+        ("evasion_horizon", 3.0, _float(
+            "Seconds each action is held in the shield's roll-out against the moving obstacles.", 0.1, 10.0)),
+        ("evasion_margin", 0.05, _float(
+            "Clearance (m) beyond the footprint's circumscribed radius that counts as contact with a moving "
+            "obstacle in the shield's roll-out.", 0.0, 2.0)),
     ]
 
 
@@ -323,6 +339,7 @@ class ControllerConfig:
     smoother: object = None  # SmootherConfig, or None when smoothing_enabled is false
     footprint: object = None  # robot.Footprint
     lidar_mount: object = None  # observation.LidarMount
+    evasion: object = None  # evasion.EvasionConfig, or None when evasion_enabled is false
     route_source: str = "goal"
     map_file: str = ""
     plan_timeout: float = 2.0
@@ -367,6 +384,19 @@ def _safety_config(values: dict) -> dict:
     return {"safety": safety, "smoother": smoother, "footprint": footprint, "lidar_mount": mount}
 
 
+def _evasion_config(values: dict):
+    """Pop the evasion parameters from ``values``: an EvasionConfig, or None when the shield is off."""
+    from attn_dqn_controller.evasion import EvasionConfig
+
+    p = {name: values.pop(name) for name, _, _ in evasion_parameter_table()}
+    if not p["evasion_enabled"]:
+        return None
+    try:
+        return EvasionConfig(horizon=p["evasion_horizon"], margin=p["evasion_margin"])
+    except ValueError as exc:
+        raise StartupError(f"invalid evasion parameters: {exc}") from None
+
+
 # --- the node ---------------------------------------------------------------------------------
 class ControllerNode(Node):
     """The controller: loads the policy at construction (StartupError if it cannot), then drives.
@@ -393,6 +423,7 @@ class ControllerNode(Node):
                 f"control_rate_hz {self.control_rate_hz:g} differs from the rate the policy was trained at "
                 f"({self.training_rate_hz:g} Hz): its decisions will be spaced unlike in training")
         self._period = 1.0 / self.control_rate_hz
+        self._enable_evasion()
         self.route_input = self._make_route_input()
         self.logic = ControlLogic(self.policy, self.config.limits, decision_period=self._period,
                                   route_input=self.route_input, **self._safety_chain())
@@ -448,8 +479,20 @@ class ControllerNode(Node):
             f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
             f"control {self.control_rate_hz:g} Hz (trained at {self.training_rate_hz:g} Hz), "
             f"act_on_scan={self.config.act_on_scan}, cmd_vel {cmd_type.__name__}, "
-            f"localization {self.config.localization_topic or 'off'}, route_source {self.config.route_source}"
+            f"localization {self.config.localization_topic or 'off'}, route_source {self.config.route_source}, "
+            f"evasion {'on' if self.policy.evasion is not None else 'off'}"
             + (f" ({spec.route_points} route tokens, {spec.route_spacing:g} m apart)" if spec.route_points else ""))
+
+    def _enable_evasion(self) -> None:
+        """The evasion shield on the policy's choice, spaced at the decision period like the frames it reads."""
+        if self.config.evasion is None:
+            return
+        if self.policy.spec.history_length < 2:
+            self.get_logger().warning(
+                f"evasion_enabled: the model sees {self.policy.spec.history_length} frame, and one frame shows no "
+                f"motion; the evasion shield is off for it")
+            return
+        self.policy.enable_evasion(self.config.evasion, period=self._period)
 
     def _close(self, destroy_command_publisher) -> None:
         """Undo ``_open`` (command publishers through the matching ``destroy_command_publisher``):
@@ -520,7 +563,7 @@ class ControllerNode(Node):
                             values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
         except ValueError as exc:
             raise StartupError(f"invalid parameter {exc}") from None
-        return ControllerConfig(limits=limits, **_safety_config(values), **values)
+        return ControllerConfig(limits=limits, **_safety_config(values), evasion=_evasion_config(values), **values)
 
     # --- run-time parameter changes ---------------------------------------------------------
     def _validate_runtime_change(self, parameters: list[Parameter]) -> SetParametersResult:
