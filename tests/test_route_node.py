@@ -552,43 +552,59 @@ def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_cli
 
 
 MAZE_EPISODES = 5
+DYNAMIC_FIRST_SEED, DYNAMIC_EPISODES = 1_000_001, 3  # the env's shield changes 5, 0 and 7 decisions on these
 STEP_SLACK, PATH_SLACK = 5, 0.1
 """Steps and metres the node's episode may differ from the env's. On a quiet machine they are equal; on a loaded
 one the lock-step pairing can still slip once at an episode's start (a stop the controller sends while its map
 is on the way is taken for the answer), which shifts the trajectory by a step."""
 
 
-def env_episodes(model: Path, source: str, first_seed: int, count: int) -> list[dict]:
-    """The env's own episodes of `model` on maze maps first_seed.., run as the node runs the policy: greedy,
-    safety layer on, no smoother (the node's defaults)."""
+def env_episodes(model: Path, level: str, source: str, first_seed: int, count: int) -> tuple[list[dict], int]:
+    """The env's own episodes of `model` on `level` maps first_seed.., run as the node runs the policy: greedy,
+    the evasion shield on (for a policy that sees >= 2 frames), safety layer on, no smoother (the node's
+    defaults). Also returns how many decisions the shield changed."""
     import gymnasium as gym
 
     import sim  # noqa: F401  (registers AttnNav-v0)
     from attn_dqn_controller.learning.agents import PolicyAgent
     from attn_dqn_controller.learning.evaluation import run_episode
 
-    agent = PolicyAgent(Policy.load(model, device="cpu", backend="torch"))
-    env = gym.make("AttnNav-v0", level="maze", seed=first_seed, route=source, safety=True, smoothing=False,
+    policy = Policy.load(model, device="cpu", backend="torch")
+    if policy.spec.history_length >= 2:
+        policy.enable_evasion()
+
+    class Counting(PolicyAgent):
+        overrides = 0
+
+        def act(self, observation, env):
+            out = self.policy.act(observation)
+            Counting.overrides += bool(out.evasion is not None and out.evasion.overridden)
+            return out.action
+
+    agent = Counting(policy)
+    env = gym.make("AttnNav-v0", level=level, seed=first_seed, route=source, safety=True, smoothing=False,
                    **agent.env_kwargs())
     try:
-        return [{"map_seed": seed, "outcome": r.outcome, "steps": r.steps, "path_length": round(r.path_length, 3)}
-                for seed in range(first_seed, first_seed + count)
-                for r in [run_episode(env, agent, seed)]]
+        episodes = [{"map_seed": seed, "outcome": r.outcome, "steps": r.steps, "path_length": round(r.path_length, 3)}
+                    for seed in range(first_seed, first_seed + count)
+                    for r in [run_episode(env, agent, seed)]]
+        return episodes, Counting.overrides
     finally:
         env.close()
 
 
 def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, route_client):
-    """End to end: sim_node (maze) + controller with route_source map and scan_map, over real DDS, drive five
-    held-out maze maps per route source as the env does: the same outcome, the same number of steps and the same
-    path length, map by map, within STEP_SLACK and PATH_SLACK (and at least three reached, none hit).
+    """End to end: sim_node + controller over real DDS drive held-out maps as the env does: the same outcome, the
+    same number of steps and the same path length, map by map, within STEP_SLACK and PATH_SLACK. Five mazes per
+    route source (`map`, `scan_map`; at least three reached, none hit), then three `dynamic` maps on which the
+    evasion shield changes decisions in the env: the node's shield must change the same ones.
 
-    The deployed path (map or own scans -> planner -> route tokens -> policy -> safety layer -> /cmd_vel) thus
-    reproduces the env the policy was trained and evaluated in, step for step. That needs the simulator in
-    lock-step (each step waits for the answer to its scan, paired by stamp) and route_lockstep (each decision
-    waits for the planner thread, as the env plans within its step): faster than real time, a planner thread
-    left to run free falls many simulated steps behind the robot. How often the model succeeds is measured on
-    200 maps per row by bench/route_table.py."""
+    The deployed path (map or own scans -> planner -> route tokens -> policy -> evasion shield -> safety layer
+    -> /cmd_vel) thus reproduces the env the policy was trained and evaluated in, step for step. That needs the
+    simulator in lock-step (each step waits for the answer to its scan, paired by stamp) and route_lockstep
+    (each decision waits for the planner thread, as the env plans within its step): faster than real time, a
+    planner thread left to run free falls many simulated steps behind the robot. How often the model succeeds
+    is measured on 200 maps per row by bench/route_table.py."""
     model = Path(os.environ.get(ROUTE_MODEL_ENV, SHIPPED_ROUTE_MODEL))
     if not model.exists():
         pytest.skip(f"no route-guided model: {model} is absent (set {ROUTE_MODEL_ENV} or ship "
@@ -597,13 +613,14 @@ def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, ro
 
     from std_msgs.msg import String
 
-    first_seed = 1_000_000
-    for source in ("map", "scan_map"):
-        expected = env_episodes(model, source, first_seed, MAZE_EPISODES)
-        sim = start_process(tmp_path, "sim.sim_node", f"maze_{source}", [
-            "level:=maze", f"episodes:={MAZE_EPISODES}", "real_time_factor:=0.0", "startup_timeout:=60.0",
+    runs = (("maze", "map", 1_000_000, MAZE_EPISODES), ("maze", "scan_map", 1_000_000, MAZE_EPISODES),
+            ("dynamic", "map", DYNAMIC_FIRST_SEED, DYNAMIC_EPISODES))
+    for level, source, first_seed, count in runs:
+        expected, overrides = env_episodes(model, level, source, first_seed, count)
+        sim = start_process(tmp_path, "sim.sim_node", f"{level}_{source}", [
+            f"level:={level}", f"episodes:={count}", "real_time_factor:=0.0", "startup_timeout:=60.0",
             f"seed:={first_seed}"])
-        node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", f"maze_{source}",
+        node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", f"{level}_{source}",
                              route_node_params(model, source, "use_sim_time:=true", "route_lockstep:=true"),
                              remaps=("map:=/map",))
         try:
@@ -612,16 +629,19 @@ def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, ro
             c.node.create_subscription(String, "sim/episode", lambda m: episodes.append(json.loads(m.data)),
                                        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
-            assert c.run(600.0, odom=False, until=lambda: len(episodes) >= MAZE_EPISODES or not sim.alive()), \
+            assert c.run(600.0, odom=False, until=lambda: len(episodes) >= count or not sim.alive()), \
                 sim.output()
-            assert len(episodes) == MAZE_EPISODES, (source, episodes, sim.output())
+            assert len(episodes) == count, (source, episodes, sim.output())
             driven = [{key: e[key] for key in ("map_seed", "outcome", "steps", "path_length")} for e in episodes]
             same = all(d["map_seed"] == x["map_seed"] and d["outcome"] == x["outcome"]
                        and abs(d["steps"] - x["steps"]) <= STEP_SLACK
                        and abs(d["path_length"] - x["path_length"]) <= PATH_SLACK for d, x in zip(driven, expected))
-            assert same, f"{source}: node {json.dumps(driven)} != env {json.dumps(expected)}"
+            assert same, f"{level} {source}: node {json.dumps(driven)} != env {json.dumps(expected)}"
             outcomes = [e["outcome"] for e in driven]
-            assert outcomes.count("success") >= 3 and "collision" not in outcomes, f"{source}: {json.dumps(driven)}"
+            if level == "maze":
+                assert outcomes.count("success") >= 3 and "collision" not in outcomes, f"{source}: {json.dumps(driven)}"
+            else:  # maps picked so that the shield acts: the node reproduced its decisions, not just the network's
+                assert overrides > 0 and "collision" not in outcomes, (overrides, json.dumps(driven))
         finally:
             node.stop()
             sim.stop()
