@@ -7,9 +7,10 @@ shield does the kinematics the network does not:
 
 1. it finds the obstacles that move, from the observation's own frames: the newest and the oldest scan of
    the history, the older one carried into the newest robot frame by the odometry the frames record (the
-   same ego-motion as ``model.ego_compensated_change``). Small clusters of returns are matched between the
-   two scans; a cluster whose centroid moved faster than ``min_obstacle_speed`` is a moving obstacle, with
-   that velocity;
+   same ego-motion as ``model.ego_compensated_change``), its heading refined by matching the two scans. A
+   small cluster of the newest returns that stands off the older scan's surface by more than
+   ``min_obstacle_speed`` allows is a moving obstacle; its velocity is the shift that carries the older
+   surface onto it (iterated closest points);
 2. it rolls the robot forward under the greedy command, held for ``horizon`` seconds, and each moving
    cluster forward at its velocity. Only if they meet does it act (a "shield" in the sense of Alshiekh et
    al. 2018, "Safe Reinforcement Learning via Shielding"): it takes the highest-Q action whose roll-out
@@ -52,17 +53,16 @@ class EvasionConfig:
     step: float = 0.1
     """Time step of the roll-outs."""
     min_obstacle_speed: float = 0.06
-    """Clusters whose centroid moved slower than this are static (beam quantisation moves a static one's)."""
+    """Clusters that stand off the older surface, or moved, by less than this speed are static (a static
+    cluster's returns stand 6-7 mm off in 0.2 s, from beam quantisation and odometry)."""
     max_obstacle_speed: float = 1.0
     """Clusters that seem faster are a mismatch, not an obstacle."""
     max_cluster_extent: float = 0.6
     """Clusters wider than this (walls, shelves) are never taken for a moving obstacle."""
-    match_distance: float = 0.15
-    """Largest centroid shift between the oldest and newest frame that matches two clusters."""
 
     def __post_init__(self) -> None:
         for name in ("horizon", "static_horizon", "step", "margin", "min_obstacle_speed", "max_obstacle_speed",
-                     "max_cluster_extent", "match_distance"):
+                     "max_cluster_extent"):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok or value < 0.0 or (value == 0.0 and name not in ("margin", "static_horizon")):
@@ -80,7 +80,7 @@ class MovingCluster:
     points: np.ndarray
     velocity: np.ndarray
     standoff: float
-    """Median distance (m) of its returns from the oldest frame's returns."""
+    """Median distance (m) of its returns from the surface the oldest frame saw."""
 
 
 @dataclass(frozen=True)
