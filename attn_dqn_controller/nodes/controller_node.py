@@ -234,7 +234,8 @@ def evasion_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
         ("evasion_enabled", True, _plain(
             "Predictive evasion shield: finds moving obstacles in the observation's scans and vetoes the "
             "policy's action when, held, it would meet one within evasion_horizon; the highest-Q clear action "
-            "is taken instead. Needs a policy that sees >= 2 frames (off, with a warning, for one-frame models).")),
+            "is taken instead. Needs a policy that sees >= 2 frames (off, said once in the log, for one-frame "
+            "models).")),
         ("evasion_horizon", 3.0, _float(
             "Seconds each action is held in the shield's roll-out against the moving obstacles.", 0.1, 10.0)),
         ("evasion_margin", 0.05, _float(
@@ -487,10 +488,10 @@ class ControllerNode(Node):
         """The evasion shield on the policy's choice, spaced at the decision period like the frames it reads."""
         if self.config.evasion is None:
             return
-        if self.policy.spec.history_length < 2:
-            self.get_logger().warning(
-                f"evasion_enabled: the model sees {self.policy.spec.history_length} frame, and one frame shows no "
-                f"motion; the evasion shield is off for it")
+        if self.policy.spec.history_length < 2:  # the default (goal-only) model: said once, not warned
+            self.get_logger().info(
+                f"evasion shield off: the model sees {self.policy.spec.history_length} frame, and one frame shows "
+                f"no motion")
             return
         self.policy.enable_evasion(self.config.evasion, period=self._period)
 
