@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/attn-dqn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests  # the 15 slowest tests, to keep the suite well under 15 min
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests  # two workers (one runs every ROS 2 node test); the 15 slowest tests
 
 bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
 	$(PY) bench/bench_sim.py

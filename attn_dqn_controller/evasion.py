@@ -17,8 +17,13 @@ shield does the kinematics the network does not:
    meets no moving obstacle within ``horizon`` and no static return within ``static_horizon``, or, when no
    action is clear, the one whose first contact comes latest.
 
-It reads only the flat observation, the spec, the action table and the footprint, so the env and the node
-decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no PyBullet. What it cannot
+Perception is the dear part (a few milliseconds where movers are in view), so it runs *after* a decision,
+for the next one: ``observe(obs)`` finds the movers of this observation; ``choose`` on the observation that
+follows it carries them one control period forward (their velocity, then the odometry of the step) and
+decides at once. The node calls ``observe`` after the command is out, so the scan -> command path only rolls
+out actions. An observation that does not follow the last one observed (an episode's first, a gap) is
+perceived on the spot. It reads only the flat observation, the spec, the action table and the footprint, so
+the env and the node decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no PyBullet. What it cannot
 see it cannot dodge: an obstacle merged with a wall in one cluster, or one hidden behind another.
 """
 
@@ -30,11 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from attn_dqn_controller.observation import ObservationSpec, split_observation
+from attn_dqn_controller.observation import EGO_FEATURES, GOAL_FEATURES, ObservationSpec, split_observation
 
 _NO_RETURN = 1e-3  # metres below range_max that still read as "no return"
 _MIN_CLUSTER_RETURNS = 4  # fewer returns than this make too noisy a shape to tell moving from static
 _MIN_REFERENCE_RETURNS = 20  # static-looking returns needed to refine the heading (else: the odometry's)
+_MOVER_RETURN_GAP = 0.1  # metres: newest returns this near a carried-forward mover are its own, not static
 _HEADING_SEARCH = np.array([0.0, *(sign * k * 0.01 for k in range(1, 7) for sign in (-1, 1))])
 """Radians tried around the odometry's heading change, smallest first (a tie keeps the odometry's)."""
 _HEADING_ROTATIONS = np.array([[[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]] for a in _HEADING_SEARCH])
@@ -95,6 +101,22 @@ class EvasionDecision:
     """Seconds to the first predicted contact of the returned action (inf: none within the horizons)."""
 
 
+@dataclass(frozen=True)
+class _Perceived:
+    """The movers of one observation, kept for the decision on the observation that follows it."""
+
+    newest_frame: np.ndarray
+    """The lidar and motion features of that observation's newest frame (what its successor holds one back)."""
+    moving: tuple[MovingCluster, ...]
+
+    def __post_init__(self) -> None:  # the movers stacked once, so carrying them forward is a few array ops
+        sizes = [len(m.points) for m in self.moving]
+        object.__setattr__(self, "points", np.concatenate([m.points for m in self.moving]) if sizes else None)
+        object.__setattr__(self, "velocity_by_cluster", np.array([m.velocity for m in self.moving]))
+        object.__setattr__(self, "velocities", np.repeat(self.velocity_by_cluster, sizes, axis=0) if sizes else None)
+        object.__setattr__(self, "splits", np.cumsum(sizes)[:-1])
+
+
 class EvasionShield:
     """Vetoes greedy actions whose roll-out meets a moving obstacle (see the module docstring)."""
 
@@ -116,7 +138,62 @@ class EvasionShield:
         self._angles = spec.beam_angles
         times = np.arange(1, int(math.ceil(self.config.horizon / self.config.step - 1e-9)) + 1) * self.config.step
         self._times = times
+        self._static_times = int((times <= self.config.static_horizon + 1e-9).sum())  # the first ones
         self._paths = _unicycle_paths(self.commands, times)  # (A, T, 2)
+        self._perceived: _Perceived | None = None
+        ego_start = spec.num_beams + GOAL_FEATURES
+        self._perceived_columns = np.r_[0:spec.num_beams, ego_start:ego_start + EGO_FEATURES]
+        self._cos, self._sin = np.cos(self._angles), np.sin(self._angles)
+
+    # --- tracking across decisions -------------------------------------------------------------------
+    def observe(self, obs: np.ndarray) -> None:
+        """Find the movers of `obs` for the decision on the observation that follows it (call it after the
+        decision on `obs` is out: this is the dear part, and it is off the scan -> command path)."""
+        frames = self._frames(obs)
+        if self._perceived is not None and np.array_equal(self._perceived.newest_frame, frames[-1]):
+            return  # already perceived (choose() found no predecessor and perceived it on the spot)
+        self._perceived = _Perceived(frames[-1].copy(), self.moving_clusters(obs)[0])
+
+    def reset(self) -> None:
+        """Forget the movers last observed (the next decision perceives its own observation)."""
+        self._perceived = None
+
+    def _frames(self, obs: np.ndarray) -> np.ndarray:
+        """(H, beams + motion features): each frame's lidar and ego-motion features, the ones perception reads."""
+        return np.asarray(obs, dtype=np.float64).reshape(self.spec.history_length, -1)[:, self._perceived_columns]
+
+    def _movers_now(self, obs: np.ndarray) -> tuple[tuple[MovingCluster, ...], np.ndarray]:
+        """The moving clusters to check `obs`'s actions against, and the static returns. When `obs` follows
+        the observation last observed, its movers are carried one period forward (cheap); else `obs` is
+        perceived now and kept, so that observe(obs) after the decision costs nothing."""
+        frames = self._frames(obs)
+        known = self._perceived
+        if known is None or not np.array_equal(known.newest_frame, frames[-2]):
+            moving, static = self.moving_clusters(obs)
+            self._perceived = _Perceived(frames[-1].copy(), moving)
+            return moving, static
+        spec = self.spec
+        ranges = spec.range_min + frames[-1, :spec.num_beams] * (spec.range_max - spec.range_min)
+        beams = ranges < spec.range_max - _NO_RETURN
+        newest = np.stack([ranges[beams] * self._cos[beams], ranges[beams] * self._sin[beams]], axis=1)
+        if not known.moving:
+            return (), newest
+        v, w = frames[-1, spec.num_beams:spec.num_beams + 2] * (spec.max_linear_speed, spec.max_angular_speed)
+        x, y, heading = _integrate(np.array([(v, w), (v, w)]), self.period)  # the one step just taken
+        c, s = math.cos(heading), math.sin(heading)
+        turn = np.array([[c, -s], [s, c]])  # row vectors of the older robot frame @ turn: the newest frame
+        moved = (known.points + known.velocities * self.period - (x, y)) @ turn
+        velocities = known.velocity_by_cluster @ turn
+        moving = tuple(MovingCluster(points, velocity, m.standoff) for points, velocity, m
+                       in zip(np.split(moved, known.splits), velocities, known.moving))
+        # The movers' own returns are not static obstacles: drop the newest returns near where they are now.
+        boxed = np.flatnonzero(((newest >= moved.min(axis=0) - _MOVER_RETURN_GAP)
+                                & (newest <= moved.max(axis=0) + _MOVER_RETURN_GAP)).all(axis=1))
+        rel = newest[boxed, None, :] - moved[None]
+        own = boxed[np.einsum("npk,npk->np", rel, rel).min(axis=1, initial=np.inf) <= _MOVER_RETURN_GAP ** 2]
+        static = np.ones(len(newest), dtype=bool)
+        static[own] = False
+        return moving, newest[static]
 
     # --- perception ------------------------------------------------------------------------------------
     def moving_clusters(self, obs: np.ndarray) -> tuple[tuple[MovingCluster, ...], np.ndarray]:
@@ -204,7 +281,7 @@ class EvasionShield:
         """The action to take given the network's Q-values for this observation."""
         q = np.asarray(q_values, dtype=np.float64)
         greedy = int(np.argmax(q))
-        moving, static = self.moving_clusters(obs)
+        moving, static = self._movers_now(obs)
         if not moving or self._time_to_contact(moving, static, [greedy])[0] == math.inf:
             return EvasionDecision(greedy, greedy, False, moving, math.inf)  # the usual case: one roll-out
         contact = self._time_to_contact(moving, static)
@@ -219,17 +296,19 @@ class EvasionShield:
     def _time_to_contact(self, moving: tuple[MovingCluster, ...], static: np.ndarray,
                          actions: list[int] | None = None) -> np.ndarray:
         """Seconds to each action's first predicted contact (all actions, or those listed); inf when none
-        within the horizons."""
+        within the horizons. All movers' points are rolled out together: the first contact with any of them
+        is the first contact with their union."""
         cfg, times = self.config, self._times
         paths = self._paths if actions is None else self._paths[actions]
         contact = np.full(len(paths), math.inf)
-        for cluster in moving:
-            future = cluster.points[None, :, :] + times[:, None, None] * cluster.velocity  # (T, P, 2)
-            contact = np.minimum(contact, _first_time(_within(paths, future, self.robot_radius + cfg.margin), times))
-        near = times <= cfg.static_horizon + 1e-9
-        if static.size and near.any():
-            hits = _within(paths[:, near], np.broadcast_to(static, (int(near.sum()), *static.shape)), self.robot_radius)
-            contact = np.minimum(contact, _first_time(hits, times[near]))
+        if moving:
+            points, velocities = _stacked(moving)
+            future = points[None] + times[:, None, None] * velocities[None]  # (T, P, 2)
+            contact = _first_time(_within(paths, future, self.robot_radius + cfg.margin), times)
+        near = self._static_times
+        if static.size and near:
+            hits = _within(paths[:, :near], np.broadcast_to(static, (near, *static.shape)), self.robot_radius)
+            contact = np.minimum(contact, _first_time(hits, times[:near]))
         return contact
 
 
@@ -277,6 +356,15 @@ class _Surface:
         second = np.einsum("sqk,sqk->sq", rel, rel)
         pick = (second[1] < second[0]).astype(int)
         return foot[pick, np.arange(len(queries))]
+
+
+def _stacked(moving: tuple[MovingCluster, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2) every mover's points and (P, 2) each point's velocity (its cluster's)."""
+    if len(moving) == 1:
+        return moving[0].points, np.broadcast_to(moving[0].velocity, moving[0].points.shape)
+    sizes = [len(cluster.points) for cluster in moving]
+    return (np.concatenate([cluster.points for cluster in moving]),
+            np.repeat([cluster.velocity for cluster in moving], sizes, axis=0))
 
 
 def _flatten(clusters: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

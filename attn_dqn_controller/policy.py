@@ -96,6 +96,11 @@ class Policy:
         self._session = self._onnx_session() if self.backend == "onnxruntime" else None
         self.evasion: EvasionShield | None = None
         """The predictive evasion shield applied by ``act`` (None: off, the network's argmax)."""
+        self.defer_tracking = False
+        """True: ``act`` leaves the shield's perception of its observation to ``track_pending()`` (the node
+        calls it once the command is out); the next ``act`` runs it first if nobody did. Decisions are the same
+        either way; only when the work is done differs."""
+        self._untracked: np.ndarray | None = None
         for _ in range(2):  # warm-up: first-call allocations happen now, not on the robot
             self._forward()
 
@@ -106,10 +111,12 @@ class Policy:
         period = 1.0 / control_rate_of(self.metadata) if period is None else period
         self.evasion = EvasionShield(self.spec, np.asarray(self.actions.pairs, dtype=np.float64),
                                      self.robot.footprint.circumscribed_radius, period, config)
+        self._untracked = None
         return self.evasion
 
     def disable_evasion(self) -> None:
         self.evasion = None
+        self._untracked = None
 
     @classmethod
     def load(cls, path, device="auto", backend: str = "torch") -> "Policy":
@@ -154,9 +161,21 @@ class Policy:
         greedy = int(np.argmax(q_values))
         if self.evasion is None:
             return PolicyOutput(greedy, self.actions.command(greedy), q_values, sectors, greedy)
+        self.track_pending()
         decision = self.evasion.choose(obs, q_values)
+        if self.defer_tracking:
+            self._untracked = obs.copy()
+        else:
+            self.evasion.observe(obs)
         return PolicyOutput(decision.action, self.actions.command(decision.action), q_values, sectors, greedy,
                             decision)
+
+    def track_pending(self) -> None:
+        """Let the evasion shield perceive the last observation acted on, for the next decision (a no-op when
+        there is none, or the shield is off)."""
+        obs, self._untracked = self._untracked, None
+        if obs is not None and self.evasion is not None:
+            self.evasion.observe(obs)
 
     def _forward(self) -> tuple[np.ndarray, np.ndarray | None]:
         """(Q-values (A,), sector attention (K,) or None) of the observation in the input buffer."""

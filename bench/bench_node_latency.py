@@ -33,12 +33,18 @@ its added latency against the goal-only controller of the same run is what route
 guidance costs on the scan -> command path (GIL sharing with the planner thread,
 the route tokens' inference).
 
+Moving obstacles (``--movers``): the scans show a 0.15 m radius cylinder sweeping across 1.2 m ahead at
+0.15 m/s inside the 2 m ring, so the evasion shield of a 3-frame model sees a mover at every decision; one
+controller per backend with the shield (the default) and one with ``evasion_enabled:=false`` run in the same
+run. Their difference is what the shield adds to the scan -> command path (its perception runs after the
+command is out).
+
 Backlog check at 100 Hz: median of the first vs last quarter of the run (a
 queue would make it grow) and commands answered vs scans sent (depth 1 means
 an overloaded node drops scans instead of queueing them).
 
     .venv/bin/python bench/bench_node_latency.py [--seconds 10] [--device cpu|cuda] [--backends ...] [--model PATH]
-                                                 [--route scan_map]
+                                                 [--route scan_map] [--movers]
 """
 
 from __future__ import annotations
@@ -80,7 +86,8 @@ ECHO_NS = "/bench_echo"
 
 
 def controller_ns(backend: str, kind: str = "goal") -> str:
-    """kind: goal (the model as given), route (route_source controller), nosafety (safety layer off)."""
+    """kind: goal (the model as given), route (route_source controller), nosafety (safety layer off),
+    noevasion (evasion shield off)."""
     return f"/bench_ctl_{backend}" + ("" if kind == "goal" else f"_{kind}")
 
 
@@ -121,9 +128,10 @@ def stamp_ns(stamp: Time) -> int:
 class Driver:
     """Publishes scans/odom/goal to one namespace at a time and records when each command came back."""
 
-    def __init__(self, controllers: list[str], goal: tuple[float, float] = FAR_GOAL):
+    def __init__(self, controllers: list[str], goal: tuple[float, float] = FAR_GOAL, movers: bool = False):
         self.controllers = controllers  # controller namespaces
         self.goal = goal
+        self.movers = movers
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.pub_node = rclpy.create_node("bench_driver", context=self.context)
@@ -198,17 +206,31 @@ class Driver:
         odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=stamp))
         if goal:
             goal_pub.publish(pose_stamped(*self.goal, stamp=stamp))
-        msg = scan_to_msg(self.scan, stamp=stamp, frame_id="base_scan")
+        msg = scan_to_msg(self.scan_with_mover(now_ns * 1e-9) if self.movers else self.scan, stamp=stamp,
+                          frame_id="base_scan")
         with self.lock:
             self.sent[now_ns] = now_ns
         scan_pub.publish(msg)
         return now_ns
 
+    def scan_with_mover(self, t: float) -> LaserScanData:
+        """The 2 m ring with a cylinder (radius 0.15 m) 1.2 m ahead, sweeping y in [-0.6, 0.6] at 0.15 m/s."""
+        spec = ObservationSpec()
+        sweep = (0.15 * t) % 2.4
+        centre = np.array([1.2, (sweep if sweep <= 1.2 else 2.4 - sweep) - 0.6])
+        d = np.stack([np.cos(spec.beam_angles), np.sin(spec.beam_angles)], axis=1)
+        along = d @ centre
+        miss2 = centre @ centre - along ** 2
+        hit = miss2 <= 0.15 ** 2
+        ranges = np.full(spec.num_beams, 2.0)
+        ranges[hit] = np.minimum(2.0, along[hit] - np.sqrt(0.15 ** 2 - miss2[hit]))
+        return LaserScanData.from_spec(ranges.astype(np.float32), spec)
+
     def prepare(self, ns: str, timeout: float = 60.0) -> None:
         """Discovery done and (controller) DRIVING before measuring."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.matched(ns) and (ns == ECHO_NS or self.status.get(ns) == "driving"):
+            if self.matched(ns) and (ns == ECHO_NS or self.status.get(ns, "").split(":")[0] == "driving"):
                 return
             self.publish(ns, goal=True)
             time.sleep(0.05)
@@ -248,9 +270,9 @@ class Driver:
 
 
 # --- orchestration ------------------------------------------------------------------------------
-def make_checkpoint(directory: str, route_points: int = 0) -> str:
-    """An untrained Transformer with the default spec (plus ``route_points`` route tokens) and actions: same
-    inference cost as a trained one."""
+def make_checkpoint(directory: str, route_points: int = 0, history_length: int = 1) -> str:
+    """An untrained Transformer with the default spec (plus ``route_points`` route tokens, ``history_length``
+    frames) and actions: same inference cost as a trained one."""
     import torch
 
     from attn_dqn_controller.actions import ActionTable
@@ -258,8 +280,9 @@ def make_checkpoint(directory: str, route_points: int = 0) -> str:
     from attn_dqn_controller.policy import Policy
 
     torch.manual_seed(0)
-    spec, actions = ObservationSpec(route_points=route_points, route_spacing=0.5), ActionTable.default()
-    path = os.path.join(directory, f"bench_policy_route{route_points}.pt")
+    spec = ObservationSpec(route_points=route_points, route_spacing=0.5, history_length=history_length)
+    actions = ActionTable.default()
+    path = os.path.join(directory, f"bench_policy_route{route_points}_frames{history_length}.pt")
     Policy.from_model(build_model(spec, len(actions), ModelConfig()), spec, actions, device="cpu").save(path)
     return path
 
@@ -324,6 +347,9 @@ def main() -> int:
     parser.add_argument("--safety-off-too", action="store_true",
                         help="also one controller per backend with safety_enabled:=false (the safety layer's cost, "
                              "measured in the same run)")
+    parser.add_argument("--movers", action="store_true",
+                        help="scans with a moving cylinder and a 3-frame model (unless --model): one controller per "
+                             "backend with the evasion shield, one with evasion_enabled:=false")
     args = parser.parse_args()
     if args.role == "echo":
         return run_echo()
@@ -332,10 +358,11 @@ def main() -> int:
     print(machine())
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
-        model = args.model or make_checkpoint(tmp)
+        model = args.model or make_checkpoint(tmp, history_length=3 if args.movers else 1)
         routed = args.route != "none"
         variants = [(b, "goal") for b in backends] + ([(b, "route") for b in backends] if routed else []) \
-            + ([(b, "nosafety") for b in backends] if args.safety_off_too else [])
+            + ([(b, "nosafety") for b in backends] if args.safety_off_too else []) \
+            + ([(b, "noevasion") for b in backends] if args.movers else [])
         driver = None
         try:
             procs.append(start([sys.executable, __file__, "--role", "echo"], os.path.join(tmp, "echo.log")))
@@ -344,6 +371,8 @@ def main() -> int:
                     if kind == "route" else ["-p", f"model_path:={model}"]
                 if kind == "nosafety":
                     extra += ["-p", "safety_enabled:=false"]
+                if kind == "noevasion":
+                    extra += ["-p", "evasion_enabled:=false"]
                 procs.append(start([sys.executable, "-m", "attn_dqn_controller.nodes.controller_node", "--ros-args",
                                     "-r", f"__ns:={controller_ns(backend, kind)}", *extra,
                                     "-p", f"device:={args.device}", "-p", f"inference_backend:={backend}",
@@ -352,12 +381,15 @@ def main() -> int:
                                     # policy's training rate, which would answer only every n-th scan)
                                     "-p", f"control_rate_hz:={float(max(args.rates))}"],
                                    os.path.join(tmp, f"controller_{backend}_{kind}.log")))
-            driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if routed else FAR_GOAL)
+            driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if routed else FAR_GOAL,
+                            movers=args.movers)
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
                   f"backends {', '.join(backends)} (one controller each), act_on_scan, LaserScan(360); "
                   f"{args.seconds:g} s per phase after 1 s warm-up; phases interleaved per rate"
                   + (f"; route: + route_source {args.route} controllers (8 route tokens), goal {ROUTE_GOAL}"
-                     if routed else ""))
+                     if routed else "")
+                  + ("; movers: a cylinder sweeps across the scans, controllers with and without the evasion shield"
+                     if args.movers else ""))
             results = {}
             for rate in args.rates:
                 for ns in (ECHO_NS, *driver.controllers):
@@ -370,7 +402,8 @@ def main() -> int:
                 echo = results[(ECHO_NS, rate)]
                 print(f"{rate:5.0f}Hz {'echo':<22} {describe(echo)}")
                 for backend, kind in variants:
-                    label = backend + {"goal": "", "route": f" {args.route}", "nosafety": " no-safety"}[kind]
+                    label = backend + {"goal": "", "route": f" {args.route}", "nosafety": " no-safety",
+                                       "noevasion": " no-evasion"}[kind]
                     ctl = results[(controller_ns(backend, kind), rate)]
                     print(f"{rate:5.0f}Hz {'controller ' + label:<22} {describe(ctl)}")
                     if echo["latency_ms"].size and ctl["latency_ms"].size:

@@ -10,6 +10,7 @@ import pytest
 
 from attn_dqn_controller.actions import ActionTable
 from attn_dqn_controller.evasion import EvasionConfig, EvasionShield
+from attn_dqn_controller.learning.agents import PolicyAgent
 from attn_dqn_controller.observation import ObservationSpec, lidar_features
 from attn_dqn_controller.policy import Policy
 from sim.env import AttnNavEnv
@@ -110,6 +111,40 @@ def test_with_no_clear_action_it_takes_the_latest_contact():
     assert decision.time_to_contact == contact.max()
 
 
+def _crossing_while_driving(frames: int) -> list[np.ndarray]:
+    """Observations, one per step, of a robot driving +x at 0.2 m/s while a cylinder crosses its path at
+    0.3 m/s (towards -y), 1.5 m ahead: each holds the last three frames, as the env and the node build them."""
+    scans = [(cylinder_ranges((1.5, 0.6 - 0.03 * k), 0.15, (0.02 * k, 0.0, 0.0)), (0.2, 0.0)) for k in range(frames)]
+    return [observation(scans[k - 2:k + 1]) for k in range(2, frames)]
+
+
+def test_movers_perceived_after_one_decision_are_carried_forward_to_the_next():
+    first, second = _crossing_while_driving(4)
+    fresh, fresh_static = shield().moving_clusters(second)
+    tracked = shield()
+    tracked.observe(first)
+    carried, static = tracked._movers_now(second)
+    assert len(fresh) == len(carried) == 1
+    # One period on at its own velocity, then into the robot's new frame (it drove 2 cm): where the
+    # perception of the newer observation puts it, within a centimetre or two, and as fast.
+    assert np.hypot(*(carried[0].points.mean(axis=0) - fresh[0].points.mean(axis=0))) < 0.02
+    assert carried[0].velocity == pytest.approx(fresh[0].velocity, abs=0.02)
+    assert carried[0].velocity == pytest.approx([0.0, -0.3], abs=0.04)
+    assert len(static) == len(fresh_static) == 0  # the mover's own returns are not taken for a wall
+
+
+def test_an_observation_that_does_not_follow_the_last_one_is_perceived_on_the_spot():
+    first, second = _crossing_while_driving(4)
+    s = shield()
+    s.observe(second)  # `first` does not follow `second`
+    now, _ = s._movers_now(first)
+    fresh, _ = shield().moving_clusters(first)
+    assert len(now) == 1 and np.array_equal(now[0].points, fresh[0].points)
+    assert np.array_equal(now[0].velocity, fresh[0].velocity)
+    s.reset()
+    assert s._perceived is None
+
+
 @pytest.mark.parametrize("field, value", [("horizon", 0.0), ("margin", -0.1), ("min_obstacle_speed", math.nan),
                                           ("max_obstacle_speed", 0.01)])
 def test_bad_settings_name_the_field(field, value):
@@ -138,6 +173,8 @@ def _stand_on_a_movers_track(use_shield: bool):
         overrides, info = 0, {}
         for _ in range(200):
             action = s.choose(obs, q).action if use_shield else int(np.argmax(q))
+            if use_shield:
+                s.observe(obs)  # its movers, carried to the next decision (as Policy.act does)
             overrides += action != int(np.argmax(q))
             obs, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
@@ -170,6 +207,34 @@ def test_policy_act_applies_the_shield_and_reports_the_networks_own_choice():
     assert out.evasion.time_to_contact == math.inf  # a clear action exists within 2 s: the robot may turn away
     policy.disable_evasion()
     assert policy.act(obs).action == plain.action
+
+
+def test_deferred_perception_decides_as_the_perception_inside_act(make_env):
+    """The node leaves the shield's perception until the command is out (defer_tracking, track_pending);
+    the env runs it inside act. On a real `dynamic` episode both take the same actions, and the shield
+    overrides the network at least once there."""
+    runs = []
+    for deferred in (False, True):
+        policy = Policy.load("models/attn_dqn_route.pt", device="cpu")
+        policy.enable_evasion()
+        policy.defer_tracking = deferred
+        env = make_env(level="dynamic", route="map", **PolicyAgent(policy).env_kwargs())
+        obs, _ = env.reset(options={"map_seed": 1_000_008})
+        actions, overrides = [], 0
+        for _ in range(80):
+            out = policy.act(obs)
+            if deferred:
+                assert policy._untracked is not None
+                policy.track_pending()
+                assert policy._untracked is None
+            actions.append(out.action)
+            overrides += out.action != out.greedy_action
+            obs, _, terminated, truncated, _ = env.step(out.action)
+            if terminated or truncated:
+                break
+        runs.append((actions, overrides))
+    assert runs[0] == runs[1]
+    assert runs[0][1] > 0
 
 
 def test_eval_command_line_turns_the_shield_on_and_refuses_it_for_one_frame_policies(capsys):

@@ -494,6 +494,7 @@ class ControllerNode(Node):
                 f"no motion")
             return
         self.policy.enable_evasion(self.config.evasion, period=self._period)
+        self.policy.defer_tracking = True  # its perception runs after the command is out (_act)
 
     def _close(self, destroy_command_publisher) -> None:
         """Undo ``_open`` (command publishers through the matching ``destroy_command_publisher``):
@@ -917,17 +918,23 @@ class ControllerNode(Node):
             self._act(self._now(), from_scan=False)
 
     def _act(self, now: float, from_scan: bool) -> None:
-        """One decision, published. The scan path and the control loop share it."""
+        """One decision, published; then the work that can wait for the command to be out. The scan path and
+        the control loop share it."""
         if not self._acting:  # a managed node that is not active publishes no command
             return
         decision = self.logic.step(now)
-        if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
-            return  # an unchanged stop: the control loop repeats the zero at its own rate, not at the scan rate
-        if from_scan and not decision.new:
-            return  # a scan skipped to keep the training decision rate: the last command stands
-        self._publish_command(decision)
-        if self.route_input is not None:
+        published = self._publish_decision(decision, now, from_scan)
+        self._track_movers()
+        if published and self.route_input is not None:
             self.route_input.wake()  # the planner works after the command is out, not during the decision
+
+    def _publish_decision(self, decision: Decision, now: float, from_scan: bool) -> bool:
+        """Publish the command and what goes with it; False when the scan path leaves the last command be."""
+        if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
+            return False  # an unchanged stop: the control loop repeats the zero at its own rate, not the scan's
+        if from_scan and not decision.new:
+            return False  # a scan skipped to keep the training decision rate: the last command stands
+        self._publish_command(decision)
         if from_scan:
             self._last_scan_command = now
         if decision.status != self._status:
@@ -937,6 +944,19 @@ class ControllerNode(Node):
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))
                 self._publish_attention_markers(decision)
+        return True
+
+    def _track_movers(self) -> None:
+        """The evasion shield's perception of the observation just decided on, for the next decision: the
+        dear part of the shield, run once the command is out (a no-op when the shield is off or nothing was
+        decided). A failure here only forgets the movers: the next decision perceives its own observation."""
+        try:
+            self.policy.track_pending()
+        except Exception as exc:  # noqa: BLE001 - the robot is driving on the command just sent; keep the node
+            if self.policy.evasion is not None:
+                self.policy.evasion.reset()
+            self.get_logger().error(f"evasion shield perception failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=5.0)
 
     def _publish_attention_markers(self, decision: Decision) -> None:
         stamp = decision.scan_stamp or self.get_clock().now().to_msg()
