@@ -22,7 +22,9 @@ demo: $(STAMP)
 	$(VENV)/bin/attn-dqn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests  # two workers (one runs every ROS 2 node test); the 15 slowest tests
+	$(PY) -m pytest -q -n 2 -m 'not serial' --durations=10 tests; parallel=$$?; \
+	$(PY) -m pytest -q -m serial --durations=10 tests; serial=$$?; \
+	exit $$((parallel || serial))  # two pytest-xdist workers, then the `serial` tests (tests/conftest.py) alone
 
 bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
 	$(PY) bench/bench_sim.py

@@ -22,8 +22,10 @@ for the next one: ``observe(obs)`` finds the movers of this observation; ``choos
 follows it carries them one control period forward (their velocity, then the odometry of the step) and
 decides at once. The node calls ``observe`` after the command is out, so the scan -> command path only rolls
 out actions. An observation that does not follow the last one observed (an episode's first, a gap) is
-perceived on the spot. It reads only the flat observation, the spec, the action table and the footprint, so
-the env and the node decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no PyBullet. What it cannot
+perceived on the spot.
+
+It reads only the flat observation, the spec, the action table and the footprint, so the env and the node
+decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no PyBullet. What it cannot
 see it cannot dodge: an obstacle merged with a wall in one cluster, or one hidden behind another.
 """
 
@@ -101,20 +103,18 @@ class EvasionDecision:
     """Seconds to the first predicted contact of the returned action (inf: none within the horizons)."""
 
 
-@dataclass(frozen=True)
 class _Perceived:
-    """The movers of one observation, kept for the decision on the observation that follows it."""
+    """The movers of one observation, kept for the decision on the observation that follows it; stacked once
+    here, so that carrying them forward is a few array operations."""
 
-    newest_frame: np.ndarray
-    """The lidar and motion features of that observation's newest frame (what its successor holds one back)."""
-    moving: tuple[MovingCluster, ...]
-
-    def __post_init__(self) -> None:  # the movers stacked once, so carrying them forward is a few array ops
-        sizes = [len(m.points) for m in self.moving]
-        object.__setattr__(self, "points", np.concatenate([m.points for m in self.moving]) if sizes else None)
-        object.__setattr__(self, "velocity_by_cluster", np.array([m.velocity for m in self.moving]))
-        object.__setattr__(self, "velocities", np.repeat(self.velocity_by_cluster, sizes, axis=0) if sizes else None)
-        object.__setattr__(self, "splits", np.cumsum(sizes)[:-1])
+    def __init__(self, newest_frame: np.ndarray, moving: tuple[MovingCluster, ...]):
+        self.newest_frame = newest_frame
+        """The lidar and motion features of that observation's newest frame (its successor holds them one back)."""
+        self.moving = moving
+        sizes = [len(cluster.points) for cluster in moving]
+        self.velocity_by_cluster = np.array([cluster.velocity for cluster in moving]).reshape(-1, 2)
+        self.points, self.velocities = _stacked(moving) if moving else (None, None)
+        self.splits = np.cumsum(sizes)[:-1]
 
 
 class EvasionShield:
