@@ -10,33 +10,8 @@ import pytest
 
 from attn_dqn_controller.isolation import isolate_dds, isolate_ray
 
-
-def _worker_domain(env) -> None:
-    """Under pytest-xdist every worker inherits the controller's ROS_DOMAIN_ID: give each its own (the next ids,
-    1..101), so the nodes of two tests running at once never see each other (`make test` keeps the node tests
-    out of its parallel run anyway: SERIAL_MODULES)."""
-    worker = env.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
-    if worker and worker[2:].isdigit():
-        env["ROS_DOMAIN_ID"] = str((int(env["ROS_DOMAIN_ID"]) + int(worker[2:])) % 101 + 1)
-
-
 isolate_dds(os.environ)
-_worker_domain(os.environ)
 isolate_ray(os.environ)
-
-SERIAL_MODULES = {"test_controller_node", "test_controller_realtime", "test_fuzz_scans", "test_launch_conformance",
-                  "test_launch_files", "test_launch_runner", "test_package", "test_ros_conversions",
-                  "test_route_node", "test_sim_node_clock", "test_distributed"}
-"""Tests that must not share the CPU with another test: ROS 2 nodes that answer in real time, and Ape-X on Ray,
-whose actors and learner interleave by timing. They carry the `serial` mark: `make test` runs the rest on two
-pytest-xdist workers, then these one at a time."""
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SERIAL_MODULES:
-            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture

@@ -541,7 +541,9 @@ def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_cli
             row, col = grid.geometry.world_to_cell(1.02, 0.0)
             return bool(grid.occupied()[row, col - 1:col + 2].any())
 
-        assert c.run(WAIT, scan=wall_scan(1.0), goal=(3.0, 0.0), until=wall_mapped), node.output()
+        # The map and the route are published apart: wait for both (the map may come first).
+        assert c.run(WAIT, scan=wall_scan(1.0), goal=(3.0, 0.0), until=lambda: wall_mapped() and bool(c.routes)), \
+            node.output()
         grid = grid_from_msg(c.maps[-1])
         assert c.maps[-1].header.frame_id == "odom"
         free_row, free_col = grid.geometry.world_to_cell(0.5, 0.0)
