@@ -174,8 +174,7 @@ class EvasionShield:
             return moving, static
         spec = self.spec
         ranges = spec.range_min + frames[-1, :spec.num_beams] * (spec.range_max - spec.range_min)
-        beams = ranges < spec.range_max - _NO_RETURN
-        newest = np.stack([ranges[beams] * self._cos[beams], ranges[beams] * self._sin[beams]], axis=1)
+        _, newest = self._returns(ranges)
         if not known.moving:
             return (), newest
         v, w = frames[-1, spec.num_beams:spec.num_beams + 2] * (spec.max_linear_speed, spec.max_angular_speed)
@@ -257,16 +256,19 @@ class EvasionShield:
             joined[-1] = False
         return np.where(joined, following, np.arange(len(beams)))
 
+    def _returns(self, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A scan's beams with a return (indices) and those returns as points (N, 2) in the robot frame."""
+        beams = np.flatnonzero(ranges < self.spec.range_max - _NO_RETURN)
+        r = ranges[beams]
+        return beams, np.stack([r * self._cos[beams], r * self._sin[beams]], axis=1)
+
     def _clusters(self, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """A scan's returns as points (N, 2), their beam indices (N,), and the index arrays (into the points)
         of its small clusters: consecutive returns closer than a range-dependent jump, at most
         max_cluster_extent across."""
-        spec = self.spec
-        beams = np.flatnonzero(ranges < spec.range_max - _NO_RETURN)
+        beams, points = self._returns(ranges)
         if beams.size == 0:
-            return np.zeros((0, 2)), beams, []
-        r, a = ranges[beams], self._angles[beams]
-        points = np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+            return points, beams, []
         following = self._neighbours(points, beams, ranges)
         breaks = np.flatnonzero(following[:-1] != np.arange(1, len(beams))) + 1
         groups = np.split(np.arange(len(beams)), breaks)
