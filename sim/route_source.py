@@ -52,6 +52,19 @@ def parse_level(entry: str) -> tuple[str, dict]:
     return level, options
 
 
+def make_level_env(entry: str, kwargs: dict):
+    """AttnNav-v0 for one level entry (LEVEL or LEVEL@ROUTE[:F]) with the env options `kwargs`.
+
+    A top-level function of a module that imports neither torch nor PyBullet: vector-env workers are spawned
+    processes that import the module of their factory, and the trainer's would cost them torch's import."""
+    import gymnasium as gym
+
+    import sim  # noqa: F401  (registers AttnNav-v0)
+
+    level, route = parse_level(entry)
+    return gym.make("AttnNav-v0", level=level, **{**kwargs, **route})
+
+
 def is_furniture(obstacle, config: MapConfig) -> bool:
     """Whether a static obstacle is furniture a map may not know: a cylinder, or a box thicker than a wall
     and at most FURNITURE_MAX_SIDE long (walls, maze walls and shelving racks are structure)."""

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from attn_dqn_controller.launch_env import package_overlay
 from attn_dqn_controller.launch_runner import LaunchError, run_launch
@@ -92,7 +93,8 @@ def real(tmp_path_factory):
     project_prefix = Path(sys.prefix)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                AMENT_PREFIX_PATH=os.pathsep.join([str(overlay), str(VENV), str(project_prefix)]),
-               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", ROS_LOG_DIR=str(root / "log"))
+               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", ROS_LOG_DIR=str(root / "log"),
+               TMPDIR=str(root))  # launch_ros writes a launch_params_* file per node and leaves it
     yield {"python": python, "ros2": VENV / "bin" / "ros2", "env": env, "root": root, "overlay": overlay}
     daemons = _ros2_daemons(env["ROS_DOMAIN_ID"])
     for pid in daemons:
@@ -200,12 +202,13 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
             listed = dict(re.findall(r"^(\S+) \[(\S+)\]$", topics, re.MULTILINE))
         for topic, kind in expected.items():
             assert listed.get(topic) == kind, (topic, topics)
-        expected_params = {"device": "String value is: cpu", "control_rate_hz": "Double value is: 0.0",
-                           "cmd_vel_stamped": "Boolean value is: True", "use_sim_time": "Boolean value is: False",
-                           "route_source": "String value is: goal"}
-        for name, answer in expected_params.items():  # typed as the launch file and controller.yaml say
-            got = ros2_until(real, "param", "get", "/robot1/controller", name, "--no-daemon", wanted="value is")
-            assert got.strip() == answer, (name, got)
+        # Typed as the launch file and controller.yaml say: one `param dump` (YAML keeps 0.0 a float, 0 an int).
+        dumped = ros2_until(real, "param", "dump", "/robot1/controller", "--no-daemon", wanted="ros__parameters")
+        params = yaml.safe_load(dumped)["/robot1/controller"]["ros__parameters"]
+        expected_params = {"device": "cpu", "control_rate_hz": 0.0, "cmd_vel_stamped": True, "use_sim_time": False,
+                           "route_source": "goal"}
+        got = {name: params.get(name) for name in expected_params}
+        assert got == expected_params and all(type(got[k]) is type(v) for k, v in expected_params.items()), dumped
     finally:
         os.killpg(launch.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
         output, _ = launch.communicate(timeout=HANG_GUARD)

@@ -116,14 +116,10 @@ def route_kwargs(config: TrainConfig) -> dict:
 
 
 def make_env(level: str, kwargs: dict):
-    """Top-level (picklable) env factory for vector-env subprocesses; `level` may carry a route (LEVEL@ROUTE)."""
-    import gymnasium as gym
+    """The env of one level entry (LEVEL or LEVEL@ROUTE[:F]): sim.route_source.make_level_env."""
+    from sim.route_source import make_level_env
 
-    import sim  # noqa: F401  (registers AttnNav-v0)
-    from sim.route_source import parse_level
-
-    level, route = parse_level(level)
-    return gym.make("AttnNav-v0", level=level, **{**kwargs, **route})
+    return make_level_env(level, kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -454,7 +450,9 @@ class VectorEnvCollector:
         self.run = run
         levels = [config.env.levels[i % len(config.env.levels)] for i in range(config.num_envs)]
         kwargs = {**env_kwargs(config), "actions": run.actions}
-        factories = [partial(make_env, level, kwargs) for level in levels]
+        from sim.route_source import make_level_env  # picklable, and light to import in a spawned worker
+
+        factories = [partial(make_level_env, level, kwargs) for level in levels]
         if config.num_envs == 1:
             self.envs = gym.vector.SyncVectorEnv(factories)
         else:
