@@ -27,7 +27,7 @@ from attn_dqn_controller.learning.trainer import TrainingRun, observation_spec, 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning:ray._private.worker")  # Ray's accelerator-env tip
 
 ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
-TOTAL_STEPS = 8_000
+TOTAL_STEPS = 6_000
 KILL_AT = 800  # env steps: early, so the restarted actor has most of the run to come back and send data
 EVAL_MAPS = 20  # 10 maps left the verdict to a few maps: one CI run in ~8 failed the margin below
 
@@ -131,7 +131,8 @@ def test_two_actors_train_a_policy_that_beats_random_driving(finished_run):
     # driving often crashes (-10). Progress pays 2 per metre, so +1.0 over the untrained net is half a metre
     # closer to the goal per episode on the same 20 maps; runs of 12,000 steps scored 4.0 to 6.4 on 20 maps
     # (untrained ~ -1), where the first 10 of those maps alone gave -0.5 to 5.3. Two runs of the 8,000 steps
-    # used since session 13 (to keep the suite under 15 minutes) scored 6.9 (untrained -1.0, random -4.0).
+    # used in sessions 13-15 scored 6.9 (untrained -1.0, random -4.0); three runs of the 6,000 steps used since
+    # session 16 (the suite must stay well under 15 minutes) scored 3.8, 6.1 and 5.2 (fixture 70-80 s, not 93-129).
     assert np.mean(greedy) >= np.mean(untrained) + 1.0, (greedy, untrained)
     assert np.mean(greedy) > np.mean(random) + 3.0, (greedy, random)
     # Same checkpoint format as single-machine training.
