@@ -272,11 +272,15 @@ class EvasionShield:
         following = self._neighbours(points, beams, ranges)
         breaks = np.flatnonzero(following[:-1] != np.arange(1, len(beams))) + 1
         groups = np.split(np.arange(len(beams)), breaks)
+        starts = np.r_[0, breaks]  # each group's extent in one pass over the points: min and max per run
+        low, high = np.minimum.reduceat(points, starts), np.maximum.reduceat(points, starts)
         if len(groups) > 1 and following[-1] == 0:
             groups = [np.concatenate([groups[-1], groups[0]])] + groups[1:-1]  # one cluster across -pi
-        small = [g for g in groups if g.size >= _MIN_CLUSTER_RETURNS
-                 and np.ptp(points[g], axis=0).max() <= self.config.max_cluster_extent]
-        return points, beams, small
+            low = np.vstack([np.minimum(low[-1], low[0]), low[1:-1]])
+            high = np.vstack([np.maximum(high[-1], high[0]), high[1:-1]])
+        extent = (high - low).max(axis=1)
+        return points, beams, [g for g, across in zip(groups, extent) if g.size >= _MIN_CLUSTER_RETURNS
+                               and across <= self.config.max_cluster_extent]
 
     # --- decision --------------------------------------------------------------------------------------
     def choose(self, obs: np.ndarray, q_values: np.ndarray) -> EvasionDecision:
@@ -375,9 +379,13 @@ def _flatten(clusters: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _median_by(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """(count,) the median of `values` within each label (labels come in contiguous runs)."""
+    """(count,) the median of `values` within each label (labels come in contiguous runs, none empty): one
+    sort for all labels, then each run's middle pair, as np.median takes it (the mean of the two middles)."""
+    ordered = values[np.lexsort((values, labels))]
     bounds = np.searchsorted(labels, np.arange(count + 1))
-    return np.array([np.median(values[bounds[i]:bounds[i + 1]]) for i in range(count)])
+    lower = bounds[:-1] + (bounds[1:] - bounds[:-1] - 1) // 2
+    upper = bounds[:-1] + (bounds[1:] - bounds[:-1]) // 2
+    return (ordered[lower] + ordered[upper]) / 2
 
 
 def _into_newest(points: np.ndarray, x: float, y: float, heading: float) -> np.ndarray:
