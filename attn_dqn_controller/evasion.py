@@ -383,9 +383,8 @@ def _median_by(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray
     sort for all labels, then each run's middle pair, as np.median takes it (the mean of the two middles)."""
     ordered = values[np.lexsort((values, labels))]
     bounds = np.searchsorted(labels, np.arange(count + 1))
-    lower = bounds[:-1] + (bounds[1:] - bounds[:-1] - 1) // 2
-    upper = bounds[:-1] + (bounds[1:] - bounds[:-1]) // 2
-    return (ordered[lower] + ordered[upper]) / 2
+    starts, sizes = bounds[:-1], np.diff(bounds)
+    return (ordered[starts + (sizes - 1) // 2] + ordered[starts + sizes // 2]) / 2
 
 
 def _into_newest(points: np.ndarray, x: float, y: float, heading: float) -> np.ndarray:

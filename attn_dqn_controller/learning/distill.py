@@ -41,8 +41,8 @@ from torch import nn
 
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, load_config
 from attn_dqn_controller.learning.evaluation import run_episode
-from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, make_env, observation_spec,
-                                                  robot_profile, run_actions, seed_everything)
+from attn_dqn_controller.learning.trainer import (env_kwargs, load_initial_weights, observation_spec, robot_profile,
+                                                  run_actions, seed_everything)
 from attn_dqn_controller.model import build_model
 
 POLICY_NAME = "policy.pt"
@@ -191,7 +191,9 @@ class Distiller:
             raise ValueError("distill needs at least one --teacher LEVEL=CHECKPOINT")
         self.levels = list(self.teacher_of)
         kwargs = {**env_kwargs(config, perturbations=False), "actions": self.actions}  # the nominal maps
-        self.envs = {level: make_env(level, kwargs) for level in self.levels}
+        from sim.route_source import make_level_env
+
+        self.envs = {level: make_level_env(level, kwargs) for level in self.levels}
         self.data = {level: LevelData() for level in self.levels}
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=settings.lr)
         self.rng = np.random.default_rng(config.seed)

@@ -115,13 +115,6 @@ def route_kwargs(config: TrainConfig) -> dict:
     return kwargs
 
 
-def make_env(level: str, kwargs: dict):
-    """The env of one level entry (LEVEL or LEVEL@ROUTE[:F]): sim.route_source.make_level_env."""
-    from sim.route_source import make_level_env
-
-    return make_level_env(level, kwargs)
-
-
 def seed_everything(seed: int) -> None:
     import random
 
