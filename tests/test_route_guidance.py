@@ -177,9 +177,9 @@ def test_level_entries_and_config_keys_reach_the_env():
     assert (spec.route_points, spec.route_spacing) == (8, 0.5)
     kwargs = env_kwargs(config)
     assert kwargs["route"] == "map" and kwargs["route_points"] == 8 and "max_steps" not in kwargs
-    from attn_dqn_controller.learning.trainer import make_env
+    from sim.route_source import make_level_env
 
-    env = make_env("office@map:0.3", kwargs)  # what every training worker and the distributed actors build
+    env = make_level_env("office@map:0.3", kwargs)  # what every training worker and the distributed actors build
     try:
         unwrapped = env.unwrapped
         assert (unwrapped.route, unwrapped.unmapped_obstacle_fraction, unwrapped.max_steps) == ("map", 0.3, 3000)
