@@ -2,7 +2,8 @@
 
 Why it exists: on `dynamic` every collision examined (bench/dynamic_encounters.py) is an obstacle closing on
 a robot that stood or turned away too slowly, with at least 2 s of warning. The Q-network sees motion only
-as range changes between frames, and five sessions of training did not teach it reliable evasion. This
+as range changes between frames, and training with motion tokens, crossing movers and a shaping reward
+did not teach it reliable evasion (docs/design/evasion_shield.md). This
 shield does the kinematics the network does not:
 
 1. it finds the obstacles that move, from the observation's own frames: the newest and the oldest scan of

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_blend.py [--repeats 2000]
 
-Session 8 saw weight-averaged runs with 2 learner threads take 391-448 s against 305-338 s without
+Weight-averaged runs (2026-12-02) were seen with 2 learner threads take 391-448 s against 305-338 s without
 the average, and suspected the blend: one ``lerp_`` per parameter tensor after every update. This
 prints, for 1 and 2 torch threads, the median time of that per-tensor blend, of a fused
 ``torch._foreach_lerp_`` over the same tensors, and of one learner update at the shipped recipe's

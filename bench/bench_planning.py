@@ -1,6 +1,6 @@
 """Planning-layer speed: rolling-map updates, re-planning at building scale, and the env on `office`.
 
-Prints medians only (no pass/fail). Targets from issue 10:
+Prints medians only (no pass/fail). The planning layer's targets:
   rolling-map update per 360-beam scan          <= 1 ms
   re-planning on a 16 x 16 m map at 0.05 m      <= 20 ms
   env speed on office, one process              >= 800 steps/s

@@ -3,7 +3,7 @@ and scan_map, on a 5 m level and a 16 m building, all in one process and one run
 
 Prints figures only (no pass/fail). The robot follows its route with a simple steering rule on the pose
 (so episodes are long, as a trained policy's are, rather than random-action crashes); resets are included.
-Issue 10's target: >= 800 steps/s on office in one process.
+The target: >= 800 steps/s on office in one process.
 
 Run: .venv/bin/python bench/bench_route_env.py [--steps 1500] [--levels maze office]
 """

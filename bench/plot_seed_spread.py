@@ -1,5 +1,5 @@
 """Plot docs/compare_seed_spread.json: final held-out success per training seed, and the learning curves,
-for two versions of the code on the same recipe (the regression check of issue 13, session 8).
+for two versions of the code on the same recipe (a regression check of a learner change).
 
     .venv/bin/python bench/plot_seed_spread.py [docs/compare_seed_spread.json] [docs/compare_seed_spread.png]
 """

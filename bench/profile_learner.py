@@ -13,8 +13,8 @@ For each model it prints:
   * torch.profiler's operator table (self CPU time, top N) for one thread, grouped into
     matmul, attention softmax, normalisation/elementwise, optimizer and other.
 
-Figures only; never passes or fails. Why it exists: issue 13 asks for the learner to run 1.5x
-faster on 2 cores, or for the profile that shows where the time goes and what is left.
+Figures only; never passes or fails. Why it exists: it shows where a learner update's time goes on 2 cores
+and what is left to gain.
 """
 
 from __future__ import annotations

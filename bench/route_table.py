@@ -1,4 +1,4 @@
-"""Issue 10's held-out table: the route-guided policy, DWA and pure pursuit on the same maps.
+"""The held-out route table: the route-guided policy, DWA and pure pursuit on the same maps.
 
 Each row is a level and a route source (the map, the map less some furniture, or
 the robot's own scans); every controller of a row drives the same held-out map

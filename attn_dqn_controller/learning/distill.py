@@ -6,7 +6,7 @@
         --out runs/distill_route
 
 Why: a fine-tune that teaches one level (moving obstacles) forgets another (the maze) unless it is anchored,
-and an anchored fine-tune learns the new level slowly (docs/route_guidance.md, session 10). Distillation
+and an anchored fine-tune learns the new level slowly (docs/design/distillation.md). Distillation
 sidesteps the trade: each skill is learnt by a specialist, then copied into one network by supervised
 regression, which costs tens of minutes on a CPU where reinforcement learning costs hours (Rusu et al. 2016,
 "Policy Distillation").
@@ -54,7 +54,7 @@ HELD_OUT_SHARE = 0.1
 @dataclass(frozen=True)
 class DistillSettings:
     """How much data and how many passes. The defaults made the shipped route policy from eight levels
-    in 17-19 minutes on the project's 2-core VM, which other jobs shared (docs/route_guidance.md, session 11)."""
+    in 17-19 minutes on a 2-core machine that other jobs shared (docs/design/distillation.md)."""
 
     rounds: int = 3
     """DAgger rounds: round 0 drives with the teachers, every later one with the student."""

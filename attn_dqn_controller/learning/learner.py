@@ -77,7 +77,7 @@ class LearnerConfig:
     """Fine-tuning without forgetting: add ``anchor_weight * mean((Q(s, .) - Q_start(s, .))^2)`` over the batch
     and every action, where Q_start is a frozen copy of the weights the learner was built with (the run's
     ``init_from``). Why: fine-tuning the shipped route policy for moving obstacles lost its maze skill
-    within 25k steps under every recipe tried, a plain one included (docs/route_guidance.md, session 10);
+    within 25k steps under every recipe tried, a plain one included (docs/design/distillation.md);
     the anchor keeps the Q-values where the new task gives no reason to move them, in the manner of
     distillation against forgetting (Li and Hoiem 2016, "Learning without Forgetting"). 0 = off."""
     compile: bool = False
