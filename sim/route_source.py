@@ -12,6 +12,8 @@ node uses the same object); this module only builds its inputs from a NavMap.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from attn_dqn_controller.planning.grid import OccupancyGrid
@@ -24,20 +26,33 @@ FURNITURE_MAX_SIDE = 1.6
 """m: a box no longer than this (and thicker than a wall) is furniture; longer ones are walls or shelving."""
 
 
+MAP_FILE_ENTRY = re.compile(r"(?P<path>.+\.ya?ml)(?:@(?P<route>[^@]*))?", re.IGNORECASE)
+"""A level entry naming a ROS map_server map file: PATH.yaml (or .yml), optionally @ROUTE or @map:FRACTION.
+The path runs to the last '.yaml' that ends the entry or is followed by '@', so it may hold '@' and ':'."""
+
+
 def parse_level(entry: str) -> tuple[str, dict]:
     """'office' -> ('office', {}); 'office@scan_map' -> ('office', {'route': 'scan_map'});
-    'office@map:0.3' -> ('office', {'route': 'map', 'unmapped_obstacle_fraction': 0.3}).
+    'office@map:0.3' -> ('office', {'route': 'map', 'unmapped_obstacle_fraction': 0.3});
+    'maps/a.yaml@scan_map' -> ('map_file', {'map_file': 'maps/a.yaml', 'route': 'scan_map'}) (MAP_FILE_ENTRY;
+    the path is not opened here, and a relative one is left relative to the working directory).
 
-    How a training config gives one worker (or one evaluation row) its own route source."""
+    How a training config gives one worker (or one evaluation row) its own level and route source."""
     if not isinstance(entry, str) or not entry:
-        raise ValueError(f"level entry {entry!r} is invalid: allowed forms are LEVEL, LEVEL@ROUTE, LEVEL@map:FRACTION")
-    level, _, route = entry.partition("@")
+        raise ValueError(f"level entry {entry!r} is invalid: allowed forms are LEVEL, LEVEL@ROUTE, LEVEL@map:FRACTION "
+                         f"(LEVEL a level name or a map_server map file PATH.yaml)")
+    map_entry = MAP_FILE_ENTRY.fullmatch(entry)
+    if map_entry:
+        level, route, options = "map_file", map_entry["route"] or "", {"map_file": map_entry["path"]}
+    else:
+        level, _, route = entry.partition("@")
+        options = {}
     if not route:
-        return level, {}
+        return level, options
     route, _, fraction = route.partition(":")
     if route not in ROUTE_MODES:
         raise ValueError(f"level entry {entry!r} names route {route!r}: allowed routes are {', '.join(ROUTE_MODES)}")
-    options = {"route": route}
+    options["route"] = route
     if fraction:
         try:
             value = float(fraction)
@@ -55,6 +70,10 @@ def parse_level(entry: str) -> tuple[str, dict]:
 def make_level_env(entry: str, kwargs: dict):
     """AttnNav-v0 for one level entry (LEVEL or LEVEL@ROUTE[:F]) with the env options `kwargs`.
 
+    A map file entry (PATH.yaml[@ROUTE]) builds level 'map_file': the env reads the file once, when it is made,
+    and each episode's map seed draws its start and goal from the map's free space, unless the file has both
+    start and goal keys: then every episode is that one task.
+
     A top-level function of a module that imports neither torch nor PyBullet: vector-env workers are spawned
     processes that import the module of their factory, and the trainer's would cost them torch's import."""
     import gymnasium as gym
@@ -63,6 +82,18 @@ def make_level_env(entry: str, kwargs: dict):
 
     level, route = parse_level(entry)
     return gym.make("AttnNav-v0", level=level, **{**kwargs, **route})
+
+
+def fixed_task(entry: str) -> bool:
+    """Whether `entry` is a map file entry whose file fixes the task (both start and goal keys), so that
+    every episode on it, whatever its map seed, is the same start and goal. Reads the file."""
+    level, options = parse_level(entry)
+    if level != "map_file":
+        return False
+    from attn_dqn_controller.planning.map_io import load_map
+
+    map_file = load_map(options["map_file"])
+    return map_file.start is not None and map_file.goal is not None
 
 
 def is_furniture(obstacle, config: MapConfig) -> bool:

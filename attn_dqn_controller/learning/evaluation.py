@@ -126,7 +126,8 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them.
 
     `level` may carry its own route source (LEVEL@ROUTE, LEVEL@map:FRACTION; sim.route_source.parse_level),
-    which overrides env_kwargs' route; the summary keeps the full name."""
+    which overrides env_kwargs' route, and may be a map_server map file (PATH.yaml[@ROUTE]), read once here,
+    whose map seeds draw the start and goal unless the file fixes them; the summary keeps the full name."""
     import gymnasium as gym
 
     import sim  # noqa: F401  (registers AttnNav-v0)
