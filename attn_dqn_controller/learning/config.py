@@ -29,7 +29,21 @@ class EnvSection:
     """Levels the training environments cycle through (one level per vector-env worker): the 5 m levels
     (empty, sparse, cluttered, maze, dynamic) and the 16 m buildings (office, warehouse). An entry may
     carry its own route source, LEVEL@ROUTE or LEVEL@map:FRACTION (e.g. office@scan_map, office@map:0.3),
-    overriding env.route / env.unmapped_obstacle_fraction for that worker (sim.route_source.parse_level)."""
+    overriding env.route / env.unmapped_obstacle_fraction for that worker (sim.route_source.parse_level).
+
+    LEVEL may also be your own building: a ROS map_server map file (planning/map_io.py), any entry whose
+    path ends in .yaml or .yml, alone or followed by @ROUTE or @map:FRACTION, e.g. maps/example_office.yaml,
+    maps/example_office.yaml@scan_map. The path runs to the last '.yaml' that ends the entry or is
+    followed by '@', so a path may itself hold '@' and ':' (/data/a@b/c:d.yaml@map:0.3 is the file
+    /data/a@b/c:d.yaml with route map, 30% unmapped). A relative path resolves against the working
+    directory (of `attn-dqn train`, which its simulator workers and local Ray actors share), not against
+    the config file's folder; the entry is kept as written, and so are log and evaluation names.
+    Validation reads each file and places one task on it, so a missing or malformed file is an error
+    naming the key and the file before anything starts. Each worker reads its file once; each episode's
+    map seed (training seeds, or from 1,500,000 up in evaluation) draws a random start and goal from the
+    map's free space. A file with both start and goal keys fixes the task instead: every training episode
+    on it is that one start and goal, and evaluation runs it once. Episodes on map files last 3000 steps
+    unless env.max_steps is set."""
     max_steps: int = 0
     """Time limit per episode (control steps at 10 Hz); 0: the level's default (500 on the 5 m levels,
     3000 on office and warehouse, whose goals are 6-25 m away)."""
@@ -137,6 +151,8 @@ class EvalSection:
     """Episodes per level per evaluation. Map seeds from 1,500,000 up (the validation range, which picks
     best.pt); the reported test tables use 1,000,000 up, so selection never sees a test map."""
     levels: list = field(default_factory=lambda: ["sparse", "cluttered", "maze"])
+    """Levels evaluated, in the forms of env.levels, map files included (a map file with a fixed start and
+    goal is one task: it is run once per evaluation, not `episodes` times)."""
 
 
 @dataclass
@@ -221,15 +237,19 @@ class TrainConfig:
         need(self.checkpoint_interval > 0, "checkpoint_interval", "must be > 0")
         need(self.log_interval > 0, "log_interval", "must be > 0")
         need(self.torch_threads >= 0, "torch_threads", "must be >= 0 (0: torch's default)")
+        map_files: set = set()  # each map file read and checked once
         for key, levels in (("env.levels", self.env.levels), ("eval.levels", self.eval.levels)):
             need(len(levels) > 0, key, "needs at least one level")
             for entry in levels:
                 try:
-                    level, _ = parse_level(entry)
+                    level, options = parse_level(entry)
                 except ValueError as exc:
                     raise ConfigError(f"config key '{key}': {exc}") from None
-                need(level in LEVELS + BUILDING_LEVELS, key,
-                     f"unknown level {level!r}; allowed: {', '.join(LEVELS + BUILDING_LEVELS)}")
+                if "map_file" in options:
+                    _check_map_entry(key, entry, options["map_file"], self.robot.profile, map_files)
+                need(level in LEVELS + BUILDING_LEVELS or "map_file" in options, key,
+                     f"unknown level {level!r}; allowed: {', '.join(LEVELS + BUILDING_LEVELS)}, or a ROS "
+                     f"map_server map file PATH.yaml")
         need(self.env.max_steps >= 0, "env.max_steps", "must be >= 0 (0: the level's default)")
         env = self.env
         need(env.route in ROUTE_MODES, "env.route", f"must be one of {', '.join(ROUTE_MODES)}")
@@ -298,6 +318,29 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_map_entry(key: str, entry: str, path: str, profile: str, checked: set) -> None:
+    """ConfigError naming the key, the entry and the problem unless the map file `path` (relative: to the
+    working directory) loads and holds a task for the robot `profile` (its own start and goal, or the ones
+    map seed 0 draws). `checked` holds the paths already checked."""
+    if path in checked:
+        return
+    from attn_dqn_controller.planning.map_io import load_map
+    from attn_dqn_controller.robot import PROFILES
+    from sim.levels import generate_level, level_config
+
+    try:
+        map_file = load_map(path)  # a MapFileError names the file and the field
+        map_config = level_config("map_file", map_file)
+        if profile in PROFILES:  # the env's arena for this robot (an unknown profile is reported later)
+            map_config = dataclasses.replace(map_config, robot_radius=PROFILES[profile].footprint.circumscribed_radius)
+        generate_level("map_file", 0, map_config, map_file=map_file)
+    except ValueError as exc:
+        where = "" if Path(path).is_absolute() or Path(path).exists() else \
+            f" (a relative path resolves against the working directory, {Path.cwd()})"
+        raise ConfigError(f"config key '{key}': level entry {entry!r}: {exc}{where}") from None
+    checked.add(path)
 
 
 def _coerce(value, annotation, key: str):
