@@ -27,7 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_learner.py --quick
-	$(PY) bench/bench_node_latency.py --model models/attn_dqn_nav.pt
+	$(PY) bench/bench_node_latency.py --model models/attn_dqn_route.pt
 	$(PY) bench/bench_distributed.py
 
 clean:

@@ -180,6 +180,29 @@ def save_checkpoint(path, model: nn.Module, spec: ObservationSpec, actions: Acti
     return path
 
 
+def portable_path(path, base=None) -> str:
+    """`path` as a checkpoint's metadata may record it: relative to `base`, else to the working directory,
+    else to the project's source tree, whichever holds it first; else its file name alone.
+
+    A checkpoint travels between machines, and an absolute path names a file of the machine that wrote it
+    (or of nobody's). "" stays ""."""
+    if not path:
+        return ""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    resolved = path.resolve()
+    cwd = Path.cwd()
+    for root in (base, cwd if cwd.parent != cwd else None, Path(__file__).resolve().parents[1]):
+        if root is None:  # no base given; or the working directory is the filesystem's root
+            continue
+        try:
+            return resolved.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
 # --- reading ------------------------------------------------------------------------
 def load_checkpoint(path) -> Checkpoint:
     """Read and validate a checkpoint (weights_only, on CPU); CheckpointError says what is wrong."""

@@ -53,12 +53,20 @@ def _route_kwargs(args, default: str) -> tuple[dict, str]:
 
 
 def cmd_baseline(args) -> int:
-    from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent
+    from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, MPPIAgent
 
     route, words = _route_kwargs(args, "none")
     if args.controller == "dwa":
         source = "the map's route" if route["route"] == "none" else f"the env's route ({words})"
         return _run_evaluation(DWAAgent(), args, title=f"DWA (Nav2 DWB-style) on {source}", env_kwargs=route)
+    if args.controller == "mppi":
+        source = "the map's route" if route["route"] == "none" else f"the env's route ({words})"
+        agent = MPPIAgent()
+        status = _run_evaluation(agent, args, title=f"MPPI (Nav2 MPPI-style) on {source}", env_kwargs=route)
+        stats = agent.compute_stats()
+        print(f"MPPI compute per cycle: median {stats['median_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms "
+              f"over {stats['cycles']} cycles")
+        return status
     return _run_evaluation(BaselineAgent(), args, title=f"privileged A* + pure-pursuit baseline (true map; {words})",
                            env_kwargs=route)
 
@@ -67,6 +75,10 @@ def cmd_eval(args) -> int:
     from attn_dqn_controller.learning.agents import PolicyAgent
     from attn_dqn_controller.policy import Policy
 
+    if args.checkpoint is None:
+        from attn_dqn_controller.shipped import shipped_model_path
+
+        args.checkpoint = shipped_model_path()
     agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
     evasion = _enable_evasion(agent.policy, args.evasion)
     route, words = _route_kwargs(args, "map" if agent.policy.spec.route_points > 0 else "none")
@@ -106,22 +118,28 @@ def _evaluation_rows(args) -> list[tuple[str, str, dict, int]]:
 
 
 def _run_evaluation(agent, args, title: str, env_kwargs: dict) -> int:
-    from attn_dqn_controller.learning.evaluation import evaluate, format_table, write_json
+    from attn_dqn_controller.learning.evaluation import (difficulty_rows, evaluate, format_table, summarize,
+                                                         write_json)
 
     rows = _evaluation_rows(args)
-    summaries, examples, per_map = [], {}, []
+    summaries, examples, per_map, map_records = [], {}, [], []
     for name, level, extra, episodes in rows:
         summary, records = evaluate(agent, level, episodes, args.seed, env_kwargs={**env_kwargs, **extra},
                                     record_trajectories=4 if args.plot else 0)
         summary.level = name
         summaries.append(summary)
+        summaries.extend(difficulty_rows(name, records))  # courses: one row per difficulty third
         examples[name] = records[:4]
         if level == "map_file":
+            map_records += records
             per_map.append({"map_file": str(extra["map_file"].path), **summary.to_json_dict(),
                             "outcomes": [{"map_seed": r.map_seed, "outcome": r.outcome, "steps": r.steps,
-                                          "path_length": r.path_length, "spl": r.spl} for r in records]})
+                                          "path_length": r.path_length, "spl": r.spl, "score": r.score}
+                                         for r in records]})
         print(format_table([summary]) if len(rows) == 1 else f"{name}: success {summary.success_rate:.1%}",
               flush=True)
+    if len(per_map) > 1:  # every map file's episodes together
+        summaries.append(summarize(f"all {len(per_map)} maps", map_records))
     print(format_table(summaries, title=title))
     if args.json:
         write_json(args.json, summaries, per_map=per_map)
@@ -143,6 +161,12 @@ def cmd_distill(args) -> int:
     from attn_dqn_controller.learning.distill import distill_command
 
     return distill_command(args)
+
+
+def cmd_recipe(args) -> int:
+    from attn_dqn_controller.learning.recipe import recipe_command
+
+    return recipe_command(args)
 
 
 def cmd_export(args) -> int:
@@ -226,6 +250,12 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def cmd_params(args) -> int:
+    from attn_dqn_controller.nodes.parameter_reference import params_command
+
+    return params_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attn-dqn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out maps")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None,
+                   help="policy checkpoint (default: the shipped route-guided policy models/attn_dqn_route.pt, "
+                        "from the package share when installed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--safety", choices=["on", "off"], default="off",
                    help="apply the geometric safety layer (stop / slow-down zones) after the policy, as the node does")
@@ -256,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("baseline", help="evaluate a classical controller: privileged A* + pure pursuit, or DWA")
-    p.add_argument("--controller", choices=["pure_pursuit", "dwa"], default="pure_pursuit",
+    p.add_argument("--controller", choices=["pure_pursuit", "dwa", "mppi"], default="pure_pursuit",
                    help="pure_pursuit: privileged A* + pure pursuit (default); dwa: a Nav2 DWB-style local planner "
-                        "on the scan, following a route planned on the known map")
+                        "on the scan, following a route planned on the known map; mppi: a Nav2 MPPI-style "
+                        "sampling MPC on the scan, following the same route")
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_baseline)
 
@@ -279,6 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for policy.pt and distill.json")
     p.set_defaults(func=cmd_distill)
 
+    p = sub.add_parser("recipe", help="rebuild a shipped policy from scratch, every stage of its recipe "
+                                      "(e.g. route: config/recipe_route.yaml)")
+    p.add_argument("recipe", help="a recipe name (config/recipe_NAME.yaml, e.g. route) or a recipe file")
+    p.add_argument("--out", default=None, help="folder for every stage, policy.pt, evaluation.json and report.md "
+                                               "(default runs/NAME); run again with the same --out to continue")
+    p.add_argument("--seed", type=int, default=None, help="the recipe's seed (default: the recipe file's)")
+    p.add_argument("--device", default=None, help="training device: auto | cpu | cuda | cuda:N")
+    p.add_argument("--quick", action="store_true",
+                   help="shrink every stage to a few hundred steps and a handful of episodes: a trial, not a policy")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="evaluation episodes per row (default: the recipe file's; 200 for a published table)")
+    p.set_defaults(func=cmd_recipe)
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against torch) or a slim policy file")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", metavar="OUT", help="ONNX file (checked against torch with onnxruntime)")
@@ -296,12 +342,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): the real ROS 2 launch when importable, else the project's runner")
     p.set_defaults(func=cmd_launch)
 
-    p = sub.add_parser("demo", help="the main job: watch the shipped policy drive (headless)")
-    p.add_argument("--episodes", type=int, default=3)
-    p.add_argument("--level", default="cluttered")
-    p.add_argument("--model", default=None, help="checkpoint (default: the shipped models/attn_dqn_nav.pt)")
-    p.add_argument("--out", default="out/demo", help="where the pictures go")
+    p = sub.add_parser("demo", help="the main job: the shipped policy crossing buildings through ROS 2 (headless), "
+                                    "with no prior map and then on a map_server map; prints the outcomes and "
+                                    "draws one picture")
+    p.add_argument("--episodes", type=int, default=3,
+                   help="held-out maps crossed with no prior map (route_source scan_map), one launch (default: 3)")
+    p.add_argument("--level", choices=["office", "warehouse"], default="office",
+                   help="building level of those maps (default: office)")
+    p.add_argument("--min-route", type=float, default=10.0, metavar="M",
+                   help="shortest start-to-goal path of the maps picked, m: the first consecutive held-out seeds "
+                        "with routes this long (default: 10)")
+    p.add_argument("--map", default=None, metavar="FILE.yaml",
+                   help="then one route on this map_server map, its start and goal from the file, with "
+                        "route_source map (default: the shipped maps/example_office.yaml; '' skips it)")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped models/attn_dqn_route.pt)")
+    p.add_argument("--launch-file", default=None, metavar="FILE",
+                   help="simulation launch file declaring sim.launch.yaml's arguments (default: sim.launch.yaml)")
+    p.add_argument("--out", default="out/demo", help="where the picture goes (demo.png)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("params", help="the controller node's ROS parameters as a Markdown reference, from its "
+                                      "parameter table")
+    p.add_argument("--out", metavar="FILE.md", help="write the page here (default: print it; the repository's "
+                                                   "copy is docs/reference/parameters.md)")
+    p.add_argument("--check", metavar="FILE.md", help="exit 1 when FILE.md differs from the code")
+    p.set_defaults(func=cmd_params)
     return parser
 
 

@@ -610,6 +610,32 @@ class ObservationBuilder:
         return self._frames.reshape(-1).copy()
 
 
+def mirror_layout(spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(index, sign), each of length spec.size, such that ``obs[..., index] * sign`` is the observation of the
+    same scene reflected left-right (y -> -y in the robot frame, so bearings and yaw rates change sign).
+
+    Per frame: the beam at bearing theta takes the reading of the beam at -theta (full circle: beam j of the
+    mirror is beam (num_beams - j) mod num_beams, since beam j points at -pi + j * 2pi / num_beams; a field of
+    view centred ahead: beam num_beams - 1 - j); the goal's sin(bearing), both angular velocities (measured
+    and previous command) and every route waypoint's y change sign; distances, cosines and linear velocities
+    stay. Applying it twice gives the observation back. A reflection of the whole world (obstacles, start,
+    goal, route) gives this observation, up to the simulator's rounding (tests/test_augment.py)."""
+    n = spec.num_beams
+    beams = np.arange(n)
+    beam_index = (-beams) % n if spec.full_circle else n - 1 - beams
+    frame_index = np.concatenate([beam_index, n + np.arange(spec.frame_size - n)])
+    frame_sign = np.ones(spec.frame_size)
+    goal, ego = n, n + GOAL_FEATURES
+    frame_sign[goal + 2] = -1.0           # sin(bearing)
+    frame_sign[ego + 1] = -1.0            # measured angular velocity
+    frame_sign[ego + 3] = -1.0            # previous commanded angular velocity
+    frame_sign[ego + EGO_FEATURES + 1::ROUTE_FEATURES] = -1.0   # route waypoints' y
+    offsets = spec.frame_size * np.arange(spec.history_length)[:, None]
+    index = (frame_index[None, :] + offsets).reshape(-1)
+    sign = np.tile(frame_sign, spec.history_length)
+    return index.astype(np.int64), sign.astype(np.float32)
+
+
 def split_observation(obs: np.ndarray, spec: ObservationSpec, with_route: bool = False):
     """Views of a (..., spec.size) batch as lidar (..., H, K, B), goal (..., H, 3), ego (..., H, 4)
     and, with ``with_route``, route (..., H, route_points, 2) (route features, see ``route_features``)."""

@@ -62,6 +62,8 @@ def progress_bar(iterable=None, *, stream=None, **kwargs):
             super().set_postfix(ordered_dict, refresh=False, **values)  # shown with the next timed line
 
     interval = log_interval()
+    # position 0: a bar below another (a stage's under the whole recipe's) would move the cursor up to redraw,
+    # which a log keeps as escape codes; in a log every bar writes whole lines instead.
     kwargs.update(mininterval=interval, maxinterval=max(interval, 10.0), ascii=True, dynamic_ncols=False,
-                  ncols=kwargs.get("ncols") or 100, leave=True)
+                  ncols=kwargs.get("ncols") or 100, leave=True, position=0)
     return LogBar(iterable, file=_LineWriter(stream), **kwargs)

@@ -6,10 +6,10 @@
 
 Figures: CPU learner updates/s of the reference path against each faster path, timed
 interleaved in one run (medians of per-update times and the ratio, batch 256 on the default
-model and batch 128 on the shipped config/train_nav.yaml model); on CUDA with and without bf16
-autocast and torch.compile, naming the card; PER sampling time for 256 from a full buffer,
-single-observation Policy.act latency (eager torch and onnxruntime on CPU, torch on CUDA), and
-replay memory for one million default transitions.
+model and batch 128 on the d_model 48 model of config/train_nav.yaml and the route recipes); on
+CUDA with and without bf16 autocast and torch.compile, naming the card; PER sampling time for 256
+from a full buffer, single-observation Policy.act latency (eager torch and onnxruntime on CPU, torch
+on CUDA), and replay memory for one million default transitions.
 """
 
 from __future__ import annotations

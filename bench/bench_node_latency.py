@@ -86,14 +86,17 @@ ECHO_NS = "/bench_echo"
 
 
 def controller_ns(backend: str, kind: str = "goal") -> str:
-    """kind: goal (the model as given), route (route_source controller), nosafety (safety layer off),
+    """kind: goal (the model as given, with the node's default route source: scan_map for a route-token model
+    such as the shipped one, none for a goal-only model), route (route_source controller), nosafety (safety
+    layer off),
     noevasion (evasion shield off)."""
     return f"/bench_ctl_{backend}" + ("" if kind == "goal" else f"_{kind}")
 
 
 FAR_GOAL = (100.0, 0.0)
 ROUTE_GOAL = (1.5, 0.0)
-"""--route: inside the driver's 2 m ring of returns, so the route controllers' plans succeed."""
+"""--route, or a --model with route tokens: inside the driver's 2 m ring of returns, so the route controllers'
+plans succeed."""
 
 
 # --- the echo node (child process) ------------------------------------------------------------
@@ -270,6 +273,13 @@ class Driver:
 
 
 # --- orchestration ------------------------------------------------------------------------------
+def model_route_points(model: str) -> int:
+    """How many route tokens the checkpoint reads (the node plans a route for it: the goal must be reachable)."""
+    from attn_dqn_controller.checkpoint import load_checkpoint
+
+    return load_checkpoint(model).spec.route_points
+
+
 def make_checkpoint(directory: str, route_points: int = 0, history_length: int = 1) -> str:
     """An untrained Transformer with the default spec (plus ``route_points`` route tokens, ``history_length``
     frames) and actions: same inference cost as a trained one."""
@@ -360,6 +370,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
         model = args.model or make_checkpoint(tmp, history_length=3 if args.movers else 1)
         routed = args.route != "none"
+        near_goal = routed or model_route_points(model) > 0  # a route-token model's route must fit in the ring
         variants = [(b, "goal") for b in backends] + ([(b, "route") for b in backends] if routed else []) \
             + ([(b, "nosafety") for b in backends] if args.safety_off_too else []) \
             + ([(b, "noevasion") for b in backends] if args.movers else [])
@@ -381,13 +392,15 @@ def main() -> int:
                                     # policy's training rate, which would answer only every n-th scan)
                                     "-p", f"control_rate_hz:={float(max(args.rates))}"],
                                    os.path.join(tmp, f"controller_{backend}_{kind}.log")))
-            driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if routed else FAR_GOAL,
+            driver = Driver([controller_ns(b, r) for b, r in variants], goal=ROUTE_GOAL if near_goal else FAR_GOAL,
                             movers=args.movers)
             print(f"controller: model {model if args.model else '(untrained, default spec)'}, device {args.device}, "
                   f"backends {', '.join(backends)} (one controller each), act_on_scan, LaserScan(360); "
                   f"{args.seconds:g} s per phase after 1 s warm-up; phases interleaved per rate"
                   + (f"; route: + route_source {args.route} controllers (8 route tokens), goal {ROUTE_GOAL}"
                      if routed else "")
+                  + (f"; the model reads route tokens: route_source auto (scan_map), goal {ROUTE_GOAL}"
+                     if near_goal and not routed else "")
                   + ("; movers: a cylinder sweeps across the scans, controllers with and without the evasion shield"
                      if args.movers else ""))
             results = {}

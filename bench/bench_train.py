@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_train.py                    # reference, fast, fast+compile x 2 rounds
     .venv/bin/python bench/bench_train.py --steps 6000 --rounds 1 --settings reference,fast
 
-Every setting is a real `attn-dqn train` subprocess on the shipped recipe (same model, batch,
+Every setting is a real `attn-dqn train` subprocess on that recipe (same model, batch,
 updates per step, replay, simulators), shortened: ``--steps`` environment steps, learning from
 step ``--learning-starts``, no periodic evaluation. Reported per setting: the median over rounds of
 env steps/s during learning (from the run's progress.csv, so start-up, the learning-free warm-up
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {
     # name: (--set overrides, what it is)
     "reference": (["overlap_collection=false", "torch_threads=1"],
-                  "updates, then step, no overlap; 1 learner thread (the shipped run's settings)"),
+                  "updates, then step, no overlap; 1 learner thread (the recipe's first settings)"),
     "fast": (["overlap_collection=true", "torch_threads=1"],
              "simulators step while the learner updates; 1 learner thread (train_nav.yaml until 2026-12-02)"),
     "fast+compile": (["overlap_collection=true", "torch_threads=1", "learner.compile=true"],

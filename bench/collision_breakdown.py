@@ -8,7 +8,7 @@ where on the robot (ahead within +-60 degrees, or side and rear) and whether the
 robot had a linear command in that and the previous control period. Prints
 figures; passes or fails nothing.
 
-    .venv/bin/python bench/collision_breakdown.py [--checkpoint models/attn_dqn_nav.pt] \
+    .venv/bin/python bench/collision_breakdown.py [--checkpoint models/attn_dqn_route.pt] \
         [--level dynamic] [--episodes 200] [--seed 1000000]
 """
 
@@ -41,7 +41,7 @@ def breakdown(records) -> Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="models/attn_dqn_nav.pt")
+    parser.add_argument("--checkpoint", default="models/attn_dqn_route.pt")
     parser.add_argument("--level", default="dynamic")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1_000_000)
@@ -50,8 +50,9 @@ def main() -> None:
     print(machine())
     print(f"{args.checkpoint} on {args.level}, {args.episodes} held-out maps from seed {args.seed}")
     for safety in (False, True):
+        route = "map" if agent.policy.spec.route_points else "none"  # as `attn-dqn eval` runs a policy
         summary, records = evaluate(agent, args.level, args.episodes, args.seed,
-                                    env_kwargs={**agent.env_kwargs(), "safety": safety})
+                                    env_kwargs={**agent.env_kwargs(), "safety": safety, "route": route})
         counts = breakdown(records)
         print(f"\nsafety {'on' if safety else 'off'}: success {summary.success_rate:.1%}, collisions "
               f"{summary.collision_rate:.1%} ({sum(counts.values())} episodes)")

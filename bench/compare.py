@@ -16,9 +16,11 @@ that many environment steps (each budget is its own run, so exploration schedule
 the budget), is evaluated every ``--eval-interval`` steps on the first ``--curve-episodes``
 held-out maps (seeds from 1,000,000; for ours the trainer's own CSV evaluation columns,
 for SB3 a callback calling the same ``evaluate()``), and finally, with its final weights,
-on ``--episodes`` held-out maps. Reported: success rate, collision rate and SPL (mean,
-std, min-max over seeds), wall-clock time, and the env steps and wall-clock time at which
-the periodic evaluation first reached ``--threshold`` (80 %) success. Wall-clock includes
+on ``--episodes`` held-out maps. Reported: success rate, collision rate and SPL (median and
+min-max over seeds in the table; mean and std too in results.json; every seed's figures in a
+second table), wall-clock time, and the env steps and wall-clock time at which the periodic
+evaluation first reached ``--threshold`` (80 %) success. With ``learner.ema_decay`` > 0 the
+served weights are the average, and the same runs' online nets are evaluated too (paired). Wall-clock includes
 the periodic evaluations for every contender; ours collects with ``num_envs`` simulator
 subprocesses (4 in the default config), SB3 with one env in-process.
 
@@ -38,6 +40,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -123,10 +126,17 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
                               "collision_rate": float(row["eval_collision_rate"]), "spl": float(row["eval_spl"])})
     agent = PolicyAgent(Policy.from_model(run.learner.policy_model, run.spec, run.actions, run.device))
     # Held-out evaluation on the nominal env, as the trainer's own: a domain-randomised config trains perturbed.
-    final = evaluate_agent(agent, level, args.episodes, {**env_kwargs(config, perturbations=False),
-                                                         "actions": run.actions})
-    return {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
-            "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": shown_path(args.config)}}
+    eval_kwargs = {**env_kwargs(config, perturbations=False), "actions": run.actions}
+    final = evaluate_agent(agent, level, args.episodes, eval_kwargs)
+    result = {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
+              "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": shown_path(args.config),
+                           "overrides": list(args.set)}}
+    if run.learner.policy_model is not run.learner.online:
+        # The served weights are an average (learner.ema_decay); training itself followed the online net, so
+        # the online net's figures are those of the same run without the average: a paired comparison.
+        online = PolicyAgent(Policy.from_model(run.learner.online, run.spec, run.actions, run.device))
+        result["final_online"] = evaluate_agent(online, level, args.episodes, eval_kwargs)
+    return result
 
 
 class SB3Agent:
@@ -201,6 +211,11 @@ def evaluate_baseline(args, level: str) -> dict:
             "final": final, "settings": {"training": "none (true map and pose)"}}
 
 
+def level_folder(level: str) -> str:
+    """A level entry as one folder name: 'cluttered' stays, 'maps/a.yaml@scan_map' -> 'maps_a.yaml_scan_map'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", level).strip("_") or "level"
+
+
 def first_reaching(curve: list[dict], threshold: float) -> tuple[int | None, float | None]:
     """(env steps, wall-clock s) of the first periodic evaluation at or above `threshold` success."""
     for point in curve:
@@ -212,7 +227,7 @@ def first_reaching(curve: list[dict], threshold: float) -> tuple[int | None, flo
 def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
     """One cached run: train (unless the baseline), evaluate, and store its result.json."""
     key = f"b{budget}_s{seed}" if contender != "baseline" else "untrained"
-    run_dir = args.out / "runs" / contender / level / key
+    run_dir = args.out / "runs" / contender / level_folder(level) / key
     cached = run_dir / "result.json"
     if cached.exists() and not args.force:
         return json.loads(cached.read_text())
@@ -246,8 +261,10 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
 
 # --- aggregation and reports -----------------------------------------------------------------
 def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    """Median, mean, std (population), min and max over seeds: a learner is as good as its worst seed too."""
+    return {"median": statistics.median(values), "mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+            "n": len(values)}
 
 
 def aggregate(runs: list[dict], args) -> list[dict]:
@@ -260,22 +277,38 @@ def aggregate(runs: list[dict], args) -> list[dict]:
                 if not group:
                     continue
                 reached = [r for r in group if r["steps_to_threshold"] is not None]
+                group = sorted(group, key=lambda r: r["seed"])
                 rows.append({
                     "level": level, "budget": budget, "contender": contender,
+                    "seeds": [r["seed"] for r in group],
+                    "per_seed": {m: [r["final"][m] for r in group] for m in ("success_rate", "collision_rate")},
                     **{m: spread([r["final"][m] for r in group]) for m in METRICS},
                     "wall_s": spread([r["wall_s"] for r in group]),
                     "reached_threshold": f"{len(reached)}/{len(group)}",
                     "steps_to_threshold": spread([r["steps_to_threshold"] for r in reached]) if reached else None,
                     "wall_s_to_threshold": spread([r["wall_s_to_threshold"] for r in reached]) if reached else None,
                 })
+                online = [r["final_online"] for r in group if "final_online" in r]
+                if len(online) == len(group):   # served weight average: the same runs' online nets, paired
+                    rows[-1]["online"] = {m: spread([o[m] for o in online]) for m in METRICS}
+                    rows[-1]["per_seed"]["online_success_rate"] = [o["success_rate"] for o in online]
+                    rows[-1]["per_seed"]["online_collision_rate"] = [o["collision_rate"] for o in online]
     return rows
 
 
 def _pm(stat: dict, percent: bool = True) -> str:
+    """'median [min, max]' over seeds (one seed: its value); percentages for rates."""
+    if stat["n"] == 1:
+        return f"{stat['median']:.1%}" if percent else f"{stat['median']:.3f}"
     if percent:
-        text = f"{stat['mean']:.1%}"
-        return text + (f" ± {stat['std']:.1%} [{stat['min']:.0%}, {stat['max']:.0%}]" if stat["n"] > 1 else "")
-    return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if stat["n"] > 1 else "")
+        return f"{stat['median']:.0%} [{stat['min']:.0%}, {stat['max']:.0%}]"
+    return f"{stat['median']:.3f} [{stat['min']:.3f}, {stat['max']:.3f}]"
+
+
+def _seconds(stat: dict | None) -> str:
+    if stat is None:
+        return "-"
+    return f"{stat['median']:,.0f} s" + (f" [{stat['min']:,.0f}, {stat['max']:,.0f}]" if stat["n"] > 1 else "")
 
 
 def markdown_table(report: dict) -> str:
@@ -286,21 +319,42 @@ def markdown_table(report: dict) -> str:
     for row in report["summary"]:
         untrained = row["contender"] == "baseline"
         steps = row["steps_to_threshold"]
-        to_steps = "not reached" if steps is None else f"{steps['mean']:,.0f}" + (
+        to_steps = "not reached" if steps is None else f"{steps['median']:,.0f}" + (
             f" ({row['reached_threshold']} seeds)" if steps["n"] > 1 or row["reached_threshold"] != "1/1" else "")
-        to_wall = "-" if row["wall_s_to_threshold"] is None or untrained else \
-            f"{row['wall_s_to_threshold']['mean']:,.0f} s"
+        to_wall = "-" if untrained else _seconds(row["wall_s_to_threshold"])
         lines.append(
             f"| {row['level']} | {'-' if untrained else format(row['budget'], ',')} | {LABELS[row['contender']]} | "
             f"{'-' if untrained else row['success_rate']['n']} | {_pm(row['success_rate'])} | "
             f"{_pm(row['collision_rate'])} | {_pm(row['spl'], percent=False)} | "
-            f"{'-' if untrained else format(row['wall_s']['mean'], ',.0f') + ' s'} | "
+            f"{'-' if untrained else _seconds(row['wall_s'])} | "
             f"{'0 (no training)' if untrained and steps is not None else to_steps} | {to_wall} |")
     return "\n".join(lines)
 
 
+def seed_table(report: dict) -> str:
+    """Every trained run's final figures, one line per level x budget x contender, seeds in order."""
+    lines = ["| level | budget | contender | seeds | success per seed | collision per seed | median success | "
+             "worst seed |", "|---|---:|---|---|---|---|---:|---:|"]
+    for row in report["summary"]:
+        if row["contender"] == "baseline":
+            continue
+        per_seed = row["per_seed"]
+        cells = [", ".join(f"{v:.0%}" for v in per_seed[key]) for key in ("success_rate", "collision_rate")]
+        lines.append(f"| {row['level']} | {row['budget']:,} | {LABELS[row['contender']]} | "
+                     f"{', '.join(map(str, row['seeds']))} | {cells[0]} | {cells[1]} | "
+                     f"{row['success_rate']['median']:.0%} | {row['success_rate']['min']:.0%} |")
+        if "online_success_rate" in per_seed:
+            online = row["online"]["success_rate"]
+            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, online net instead of the weight "
+                         f"average) | {', '.join(map(str, row['seeds']))} | "
+                         f"{', '.join(f'{v:.0%}' for v in per_seed['online_success_rate'])} | "
+                         f"{', '.join(f'{v:.0%}' for v in per_seed['online_collision_rate'])} | "
+                         f"{online['median']:.0%} | {online['min']:.0%} |")
+    return "\n".join(lines)
+
+
 def plot_curves(runs: list[dict], args, path: Path) -> Path:
-    """Periodic held-out success against env steps at the largest budget: mean over seeds, min-max band."""
+    """Periodic held-out success against env steps at the largest budget: every seed's curve and their median."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,10 +378,12 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
             steps = sorted({p["step"] for c in curves for p in c})
             grid = np.array([[np.interp(s, [p["step"] for p in c], [p["success_rate"] for p in c]) for s in steps]
                              for c in curves])
-            ax.plot(steps, grid.mean(axis=0), "o-", ms=3, color=colours[contender],
-                    label=f"{LABELS[contender]} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
-            if len(curves) > 1:
-                ax.fill_between(steps, grid.min(axis=0), grid.max(axis=0), color=colours[contender], alpha=0.15)
+            for curve in curves:   # every seed's own curve, thin
+                ax.plot([p["step"] for p in curve], [p["success_rate"] for p in curve], "-", lw=0.8, alpha=0.45,
+                        color=colours[contender])
+            ax.plot(steps, np.median(grid, axis=0), "o-", ms=3, lw=2, color=colours[contender],
+                    label=f"{LABELS[contender]} ({len(curves)} seed{'s' if len(curves) > 1 else ''}"
+                          f"{': median bold, each seed thin' if len(curves) > 1 else ''})")
         ax.axhline(args.threshold, color="tab:gray", lw=0.8, ls=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{level} (budget {budget:,})", fontsize=10)
@@ -353,10 +409,15 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", nargs="+", choices=LEVELS, help=f"default: {' '.join(DEFAULT_LEVELS)}")
+    parser.add_argument("--levels", nargs="+", metavar="LEVEL",
+                        help=f"default: {' '.join(DEFAULT_LEVELS)}; one of {', '.join(LEVELS)}, a building "
+                             f"(office, warehouse) or your own map_server map file PATH.yaml (ours/history/mlp only)")
     parser.add_argument("--budgets", nargs="+", type=int, help="env steps per training run (default 50000 100000 "
                                                                 "250000)")
     parser.add_argument("--seeds", type=int, help="training seeds 0..N-1 per run (default 3)")
+    parser.add_argument("--seed-list", nargs="+", type=int, metavar="SEED",
+                        help="train exactly these seeds instead of 0..N-1 (e.g. two processes on one --out, "
+                             "each with its own seeds)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, help="default: all")
     parser.add_argument("--episodes", type=int, help="final held-out episodes per level (default 50)")
     parser.add_argument("--curve-episodes", type=int, help="held-out episodes per periodic evaluation (default 10)")
@@ -380,7 +441,8 @@ def parse_args(argv) -> argparse.Namespace:
     smoke = args.smoke
     args.levels = args.levels or (["sparse"] if smoke else list(DEFAULT_LEVELS))
     args.budgets = sorted(set(args.budgets or ([400] if smoke else DEFAULT_BUDGETS)))
-    args.seeds = args.seeds or (1 if smoke else 3)
+    args.seeds = len(args.seed_list) if args.seed_list else (args.seeds or (1 if smoke else 3))
+    args.seed_list = list(dict.fromkeys(args.seed_list)) if args.seed_list else list(range(args.seeds))
     args.contenders = list(dict.fromkeys(args.contenders or CONTENDERS))
     args.episodes = args.episodes or (2 if smoke else 50)
     args.curve_episodes = args.curve_episodes or (1 if smoke else 10)
@@ -398,6 +460,20 @@ def parse_args(argv) -> argparse.Namespace:
         parser.error(f"--threshold={args.threshold} is invalid: allowed values are in (0, 1]")
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config} does not exist")
+    from sim.levels import BUILDING_LEVELS
+    from sim.route_source import parse_level
+
+    for entry in args.levels:
+        try:
+            level = parse_level(entry)[0]
+        except ValueError as exc:
+            parser.error(f"--levels {entry}: {exc}")
+        if level not in LEVELS + BUILDING_LEVELS and level != "map_file":
+            parser.error(f"--levels {entry} is unknown: allowed are {', '.join(LEVELS + BUILDING_LEVELS)} or a "
+                         f"map file PATH.yaml")
+        if entry not in LEVELS and {"sb3", "baseline"} & set(args.contenders):
+            parser.error(f"--levels {entry}: the sb3 and baseline contenders run on {', '.join(LEVELS)} only; "
+                         f"pass --contenders ours (or history, mlp)")
     return args
 
 
@@ -411,12 +487,12 @@ def main(argv=None) -> int:
         if "baseline" in args.contenders:
             runs.append(run_one(args, "baseline", level, 0, 0))
         for budget in args.budgets:
-            for seed in range(args.seeds):
+            for seed in args.seed_list:
                 for contender in (c for c in args.contenders if c != "baseline"):
                     runs.append(run_one(args, contender, level, budget, seed))
     runs = [run for run in runs if run is not None]  # --cached-only: the runs not finished yet are left out
     report = {
-        "levels": args.levels, "budgets": args.budgets, "seeds": list(range(args.seeds)),
+        "levels": args.levels, "budgets": args.budgets, "seeds": args.seed_list,
         "contenders": args.contenders, "labels": {c: LABELS[c] for c in args.contenders},
         "episodes": args.episodes, "curve_episodes": args.curve_episodes, "eval_seed_start": EVAL_SEED_START,
         "threshold": args.threshold, "config": shown_path(args.config), "smoke": bool(args.smoke),
@@ -431,10 +507,11 @@ def main(argv=None) -> int:
     (args.out / "table.md").write_text(
         f"Comparison{' (SMOKE: toy budgets, not a result)' if args.smoke else ''}: {report['command']}\n\n"
         f"Runs on: {'; '.join(report['run_machines'])}. Report written {report['date']}; final evaluation "
-        f"{args.episodes} held-out episodes per level (map seeds from {EVAL_SEED_START}); ± is the std over "
-        f"training seeds, [min, max] their range.\n\n{table}\n")
+        f"{args.episodes} held-out episodes per level (map seeds from {EVAL_SEED_START}); figures over training "
+        f"seeds are the median [min, max]; wall-clock was measured on the machine named, under whatever else "
+        f"ran on it.\n\n{table}\n\nPer seed:\n\n{seed_table(report)}\n")
     plot_curves(runs, args, args.out / "learning_curves.png")
-    print("\n" + table + "\n")
+    print("\n" + table + "\n\n" + seed_table(report) + "\n")
     print(f"wrote {args.out / 'results.json'}, {args.out / 'table.md'}, {args.out / 'learning_curves.png'} "
           f"({report['wall_s']} s)")
     return 0

@@ -16,5 +16,5 @@ print("card:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| C
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PYTHON" bench/bench_learner.py --quick
-"$PYTHON" bench/bench_node_latency.py --device cuda --seconds 5 --model models/attn_dqn_nav.pt
-"$PYTHON" bench/bench_node_latency.py --device cpu --seconds 5 --model models/attn_dqn_nav.pt
+"$PYTHON" bench/bench_node_latency.py --device cuda --seconds 5 --model models/attn_dqn_route.pt
+"$PYTHON" bench/bench_node_latency.py --device cpu --seconds 5 --model models/attn_dqn_route.pt

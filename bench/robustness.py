@@ -7,7 +7,7 @@ reports success rate, collision rate and SPL per perturbation and level.
 Every perturbation runs on exactly the same maps, starts and goals, and the
 perturbation draws are seeded, so a rerun gives the same figures.
 
-    .venv/bin/python bench/robustness.py                        # models/attn_dqn_nav.pt, 3 levels x 50 episodes
+    .venv/bin/python bench/robustness.py                        # models/attn_dqn_route.pt, 3 levels x 50 episodes
     .venv/bin/python bench/robustness.py --checkpoint runs/x/checkpoint.pt --levels cluttered --episodes 20
     .venv/bin/python bench/robustness.py --smoke --checkpoint F  # CI: 2 episodes, one level, a few perturbations
 
@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 from machine_info import machine  # noqa: E402
 from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
 
-DEFAULT_CHECKPOINT = REPO / "models" / "attn_dqn_nav.pt"
+DEFAULT_CHECKPOINT = REPO / "models" / "attn_dqn_route.pt"
+"""The shipped route-guided policy (with its route planned on the known map, as `attn-dqn eval` runs it)."""
 DEFAULT_LEVELS = ("sparse", "cluttered", "maze")
 
 # name -> env kwargs added on top of the policy's own observation settings.
@@ -66,6 +67,7 @@ def evaluate_cell(checkpoint: str, perturbation: str, level: str, episodes: int,
     torch.set_num_threads(1)  # single-observation inference; leave the other cores to other cells
     agent = PolicyAgent(Policy.load(checkpoint, device=device))
     kwargs = {**agent.env_kwargs(), **PERTURBATIONS[perturbation], "seed": seed}  # seed: perturbation draws
+    kwargs["route"] = "map" if agent.policy.spec.route_points else "none"  # as `attn-dqn eval` runs a policy
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The held-out route table: the route-guided policy, DWA and pure pursuit on the same maps.
+"""The held-out route table: the route-guided policy, DWA, MPPI and pure pursuit on the same maps.
 
 Each row is a level and a route source (the map, the map less some furniture, or
 the robot's own scans); every controller of a row drives the same held-out map
@@ -9,7 +9,7 @@ JSON; passes or fails nothing. Outcomes do not depend on machine load: control
 runs in lock-step with the simulator.
 
     .venv/bin/python bench/route_table.py --checkpoint models/attn_dqn_route.pt --episodes 200 \
-        [--controllers ours,ours_net,dwa,pure_pursuit] [--rows maze@map,office@map:0.3,...] [--jobs 2] \
+        [--controllers ours,ours_net,dwa,mppi,pure_pursuit] [--rows maze@map,office@map:0.3,...] [--jobs 2] \
         [--json docs/route_table.json]
 """
 
@@ -29,7 +29,7 @@ TARGETS = {"maze@map": "success >= 97 %, SPL >= 0.85", "office@map": "success >=
            "maze@scan_map": "success >= 85 %", "office@scan_map": "success >= 80 %",
            "sparse@map": "no worse than goal-only (98 %)", "cluttered@map": "no worse than goal-only (95.5 %)",
            "dynamic@map": "no worse than goal-only (87 %)"}
-CONTROLLERS = ("ours", "ours_net", "dwa", "pure_pursuit")
+CONTROLLERS = ("ours", "ours_net", "dwa", "mppi", "pure_pursuit")
 """ours: the policy as the node drives it by default (the evasion shield on for policies that see >= 2 frames);
 ours_net: the Q-network's argmax alone (`attn-dqn eval --evasion off`)."""
 
@@ -39,7 +39,7 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
     import torch
 
     torch.set_num_threads(1)
-    from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, PolicyAgent
+    from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, MPPIAgent, PolicyAgent
     from attn_dqn_controller.learning.evaluation import evaluate
     from attn_dqn_controller.policy import Policy
 
@@ -51,6 +51,8 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
         env_kwargs = agent.env_kwargs()
     elif controller == "dwa":
         agent = DWAAgent()
+    elif controller == "mppi":
+        agent = MPPIAgent()
     elif controller == "pure_pursuit":
         agent = BaselineAgent()
     else:

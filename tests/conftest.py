@@ -43,6 +43,25 @@ def make_env():
 
 
 @pytest.fixture(scope="session")
+def goal_only_checkpoint(tmp_path_factory):
+    """A real goal-only, one-frame checkpoint (no route tokens, no history): an untrained small Transformer of
+    the default observation spec and action table, saved through Policy.save. The shipped policy is
+    route-guided and sees three frames; this is what a user's own goal-only model looks like."""
+    import torch
+
+    from attn_dqn_controller.actions import ActionTable
+    from attn_dqn_controller.model import ModelConfig, build_model
+    from attn_dqn_controller.observation import ObservationSpec
+    from attn_dqn_controller.policy import Policy
+
+    spec, actions = ObservationSpec(), ActionTable.default()
+    torch.manual_seed(0)
+    model = build_model(spec, len(actions), ModelConfig(d_model=16, num_heads=2))
+    return Policy.from_model(model, spec, actions, device="cpu").save(
+        tmp_path_factory.mktemp("goal_only") / "goal_only.pt")
+
+
+@pytest.fixture(scope="session")
 def ros_domain_id() -> int:
     return int(os.environ["ROS_DOMAIN_ID"])
 

@@ -326,9 +326,12 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
     assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (0.0, 0.22, 2.84)
 
 
-def test_default_model_is_the_shipped_file_of_the_repository_when_not_installed(monkeypatch):
+def test_default_model_is_the_shipped_route_policy_of_the_repository_when_not_installed(monkeypatch):
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
-    assert Path(default_model_path()) == Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
+    shipped = Path(__file__).resolve().parents[1] / "models" / "attn_dqn_route.pt"
+    assert Path(default_model_path()) == shipped and shipped.is_file()
+    table = {name: default for name, default, _ in parameter_table()}
+    assert table["model_path"] == default_model_path() and table["route_source"] == "auto"
 
 
 # ======================================================================================
@@ -577,6 +580,16 @@ def test_node_accepts_other_lidar_geometries(shared_node, client, scan):
     assert c.status == "driving"
 
 
+def test_node_route_source_auto_reads_no_route_for_a_goal_only_model(shared_node, client):
+    """route_source auto, the default, with a goal-only model: goal, said once at start-up with the reason."""
+    c = client(shared_node)
+    c.wait_for_node(shared_node)
+    out = shared_node.output()
+    assert out.count("route_source auto: goal (the model has no route tokens)") == 1, out
+    assert "route_source goal," in out  # the ready line names the source in force
+    assert c.goal_pub.get_subscription_count() > 0  # goals come from goal_pose, as before route guidance
+
+
 def test_node_stops_when_scans_go_stale(shared_node, client):
     c = client(shared_node)
     c.wait_for_node(shared_node)
@@ -640,6 +653,7 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
         assert c.run(WAIT, scan=full_scan(), until=lambda: len(c.commands) >= 3)
         assert c.status == "idle: no goal"
         assert all(cmd.values == ZERO for cmd in c.commands)
+        assert "route_source auto: goal (the model has no route tokens)" in node.output()  # controller.yaml's auto
         start = time.monotonic()
         c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))  # no localization_topic: map is unrelated to odom
         assert c.status.startswith("idle: goal refused: it is in frame 'map'")
@@ -794,7 +808,7 @@ def test_managed_node_refuses_a_bad_model_on_configure_and_stays_up(tmp_path, cl
     assert "Traceback" not in node.output()
 
 
-# --- issue 11: the safety layer and robot profiles over real DDS ---------------------------------
+# --- the safety layer and robot profiles over real DDS ------------------------------------------
 def obstacle_ahead_scan(distance: float = 0.14) -> LaserScanData:
     """2 m free all round, and a wall `distance` ahead (+-30 degrees): inside the default 0.05 m stop zone."""
     ranges = np.full(360, 2.0)

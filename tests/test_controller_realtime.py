@@ -31,6 +31,7 @@ from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, client)
 
 from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
 
 from attn_dqn_controller.frames import Pose2D, interpolate, map_to_odom
 from attn_dqn_controller.geometry import quaternion_from_yaw, to_robot_frame
@@ -42,12 +43,14 @@ from attn_dqn_controller.nodes.controller_node import (
     training_control_rate,
 )
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
-from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg
+from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, path_points, pose_stamped, scan_to_msg
+from attn_dqn_controller.nodes.route_input import PlanRoute
 from attn_dqn_controller.observation import ObservationBuilder
+from attn_dqn_controller.planning.route import Route, RouteTracker
 from attn_dqn_controller.policy import Policy
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = REPO / "models" / "attn_dqn_nav.pt"
+SHIPPED_MODEL = REPO / "models" / "attn_dqn_route.pt"
 
 
 def close_pose(a: Pose2D, b: Pose2D, tol: float = 1e-9) -> bool:
@@ -154,28 +157,45 @@ def shipped_policy() -> Policy:
     return Policy.load(SHIPPED_MODEL, device="cpu", backend="torch")
 
 
+def straight_plan(goal, frame: str = "odom") -> PlanRoute:
+    """route_source plan with one plan, from the origin straight to ``goal`` in ``frame``, that never goes stale:
+    the route the shipped route-guided policy reads, so the decisions below run exactly as on the robot."""
+    plan = PlanRoute(timeout=0.0)
+    assert plan.on_plan(np.array([(0.0, 0.0), goal]), frame, 0.0) is None
+    return plan
+
+
+def guided_logic(policy, goal, frame: str = "odom", limits: Limits | None = None, **kwargs) -> ControlLogic:
+    """ControlLogic over ``policy`` following a straight plan to ``goal`` (set as its goal) in ``frame``."""
+    logic = ControlLogic(policy, limits or Limits(), steady_clock=kwargs.pop("steady_clock", FakeSteadyClock()),
+                         route_input=straight_plan(goal, frame), **kwargs)
+    logic.set_goal(*goal, frame=frame)
+    return logic
+
+
 def test_decision_pairs_the_scan_with_the_odometry_of_its_instant(shipped_policy):
     """The newest odometry is a period after the scan and elsewhere: the observation uses the scan-time pose."""
     recorder = RecordingPolicy(shipped_policy)
-    logic = ControlLogic(recorder, Limits(), steady_clock=FakeSteadyClock())
-    logic.set_goal(2.0, 1.0)
+    logic = guided_logic(recorder, (2.0, 1.0))
     scan = full_scan(2.0)
     logic.on_odometry((0.0, 0.0, 0.0), (0.1, 0.0), 10.0, stamp=10.0)
     logic.on_scan(scan, 10.1, stamp=10.1)
     logic.on_odometry((0.2, 0.0, 0.4), (0.2, 0.5), 10.2, stamp=10.2)  # a step later, turned
     assert logic.step(10.2).state is ControlState.DRIVING
     paired_x, paired_yaw, paired_twist = 0.1, 0.2, (0.15, 0.25)  # interpolated at 10.1
-    expected = ObservationBuilder(shipped_policy.spec).observe(
-        scan, to_robot_frame(paired_x, 0.0, paired_yaw, 2.0, 1.0), *paired_twist, (0.0, 0.0))
+    spec = shipped_policy.spec
+    route = RouteTracker(Route(np.array([(0.0, 0.0), (2.0, 1.0)]))).waypoints_ahead(
+        paired_x, 0.0, paired_yaw, spec.route_points, spec.route_spacing)  # seen from the paired pose too
+    expected = ObservationBuilder(spec).observe(
+        scan, to_robot_frame(paired_x, 0.0, paired_yaw, 2.0, 1.0), *paired_twist, (0.0, 0.0), route=route)
     np.testing.assert_allclose(recorder.observations[-1], expected, atol=1e-6)
 
 
 def test_one_new_frame_per_scan_at_the_decision_rate(shipped_policy):
     """Scans at 20 Hz, trained at 10 Hz: every second scan is decided on; a step without a new scan holds
-    the last command without a new frame (a history-token model never sees a duplicate)."""
+    the last command without a new frame (the shipped policy sees 3 frames: never a duplicate)."""
     recorder = RecordingPolicy(shipped_policy)
-    logic = ControlLogic(recorder, Limits(), decision_period=0.1, steady_clock=FakeSteadyClock())
-    logic.set_goal(3.0, 0.0)
+    logic = guided_logic(recorder, (3.0, 0.0), decision_period=0.1)
     new = []
     for i in range(8):
         t = 5.0 + 0.05 * i
@@ -192,8 +212,8 @@ def test_one_new_frame_per_scan_at_the_decision_rate(shipped_policy):
 
 def test_frozen_node_clock_still_lets_inputs_go_stale(shipped_policy):
     steady = FakeSteadyClock()
-    logic = ControlLogic(shipped_policy, Limits(scan_timeout=0.5, odom_timeout=0.5), steady_clock=steady)
-    logic.set_goal(3.0, 0.0)
+    logic = guided_logic(shipped_policy, (3.0, 0.0), limits=Limits(scan_timeout=0.5, odom_timeout=0.5),
+                         steady_clock=steady)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 7.0, stamp=7.0)
     logic.on_scan(full_scan(2.0), 7.0, stamp=7.0)
     assert logic.step(7.0).state is ControlState.DRIVING
@@ -204,8 +224,7 @@ def test_frozen_node_clock_still_lets_inputs_go_stale(shipped_policy):
 
 
 def test_an_old_header_stamp_is_stale_even_when_the_message_just_arrived(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(scan_timeout=0.5, odom_timeout=0.5), steady_clock=FakeSteadyClock())
-    logic.set_goal(3.0, 0.0)
+    logic = guided_logic(shipped_policy, (3.0, 0.0), limits=Limits(scan_timeout=0.5, odom_timeout=0.5))
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 20.0, stamp=20.0)
     logic.on_scan(full_scan(2.0), 20.0, stamp=18.0)  # a lagging driver: taken 2 s ago
     decision = logic.step(20.0)
@@ -213,7 +232,7 @@ def test_an_old_header_stamp_is_stale_even_when_the_message_just_arrived(shipped
 
 
 def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(), steady_clock=FakeSteadyClock())
+    logic = guided_logic(shipped_policy, (3.0, 0.0))
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 1.0, stamp=1.0)
     logic.on_scan(full_scan(2.0), 1.1, stamp=1.1)
     assert logic.scan_awaits_odometry(max_wait=0.05)
@@ -222,10 +241,10 @@ def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
 
 
 def test_map_goal_waits_for_localization_then_follows_the_correction(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(), steady_clock=FakeSteadyClock())
+    recorder = RecordingPolicy(shipped_policy)
+    logic = guided_logic(recorder, (2.0, 0.0), frame="map")  # the plan and the goal in the map frame
     logic.on_odometry((3.0, -1.0, 1.2), (0.0, 0.0), 1.0, stamp=1.0)
     logic.on_scan(full_scan(2.0), 1.0, stamp=1.0)
-    logic.set_goal(2.0, 0.0, frame="map")
     decision = logic.step(1.0)
     assert decision.state is ControlState.STALE_INPUT and decision.command == (0.0, 0.0)
     assert decision.reason == "goal in 'map': waiting for a localization pose"
@@ -233,7 +252,13 @@ def test_map_goal_waits_for_localization_then_follows_the_correction(shipped_pol
     assert logic.goal_distance() == pytest.approx(2.0)
     logic.on_scan(full_scan(2.0), 1.1, stamp=1.1)
     logic.on_odometry((3.0, -1.0, 1.2), (0.0, 0.0), 1.1, stamp=1.1)
-    assert logic.step(1.1).command == (0.22, 0.0)  # straight at the goal 2 m ahead
+    decision = logic.step(1.1)
+    assert decision.state is ControlState.DRIVING and decision.command[0] == 0.22  # forward, full speed
+    # Through the correction the goal and the route lie straight ahead, 2 m away, whatever odometry says.
+    spec = shipped_policy.spec
+    ahead = np.array([(min(spec.route_spacing * (i + 1), 2.0), 0.0) for i in range(spec.route_points)])  # to the goal
+    expected = ObservationBuilder(spec).observe(full_scan(2.0), (2.0, 0.0), 0.0, 0.0, (0.0, 0.0), route=ahead)
+    np.testing.assert_allclose(recorder.observations[-1], expected, atol=1e-6)
     assert "non-finite" in logic.on_localization((math.nan, 0.0, 0.0), 1.1, 1.1)
     assert "no odometry within" in logic.on_localization((0.0, 0.0, 0.0), 50.0, 1.1)
     with pytest.raises(ValueError, match="goal frame"):
@@ -289,32 +314,48 @@ def drive_robot(c: Client, seconds: float, odom_pose, goal, until, localization=
 
 
 def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_drifted(tmp_path, client):
+    """The shipped policy with the node's default route source (auto: scan_map, its own rolling map in the
+    odometry frame): a goal given in the map frame is planned to, and driven to, through the correction."""
     node = start_node(tmp_path, f"model_path:={SHIPPED_MODEL}", "device:=cpu", "localization_topic:=amcl_pose",
                       name="mapgoal")
     try:
         c = client(node)
         c.localization_pub = c.node.create_publisher(PoseWithCovarianceStamped, "amcl_pose", LATCHED)
+        routes = []
+        c.node.create_subscription(PathMsg, "controller/route", routes.append, QoSProfile(depth=5))
         c.wait_for_node(node)
+        assert "route_source auto: scan_map" in node.output()
         odom = (3.0, -1.0, 1.2)  # odometry says the robot is here ...
         localized = (0.0, 0.0, 0.0)  # ... localization says it is at the map origin, facing +x
+        goal_in_odom = (3.0 + 2.0 * math.cos(1.2), -1.0 + 2.0 * math.sin(1.2))  # 2 m ahead of it
 
         def driving_from_our_scans(n: int):
             return lambda: len([cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]) >= n
 
+        def route_to(goal):
+            return lambda: bool(routes) and np.allclose(path_points(routes[-1])[-1], goal, atol=1e-6)
+
         assert drive_robot(c, WAIT, odom, (2.0, 0.0, "map"), driving_from_our_scans(5), localization=localized), \
             node.output()
         ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]
-        assert all((cmd.v, cmd.w) == (0.22, 0.0) for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
+        # Forward at full speed, at most a slight turn: the goal is straight ahead of the localized robot.
+        assert all(cmd.v == 0.22 and abs(cmd.w) <= 0.4 for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
         assert "localized: map -> odom" in node.output()
+        # The planner got the goal through the correction: the route (odometry frame) ends 2 m ahead of the robot.
+        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "map"), route_to(goal_in_odom), localization=localized), \
+            [path_points(r)[-1] for r in routes[-3:]]
+        assert routes[-1].header.frame_id == "odom"
         assert c.run(WAIT, odom=False, until=lambda: any(
             kv.key == "map -> odom" and kv.value.startswith("(") for d in c.diagnostics for kv in d.values))
         # The same numbers as an odometry-frame goal lie behind and to the left of where odometry puts the
-        # robot: it turns. So it was the correction that made it drive straight.
+        # robot: the route goes there and the robot turns left. So it was the correction that made it drive ahead.
         c.commands.clear()
         c.sent_stamps.clear()
         assert drive_robot(c, WAIT, odom, (2.0, 0.0, "odom"), driving_from_our_scans(5)), node.output()
         ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]
-        assert any(abs(cmd.w) >= 1.0 for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
+        assert any(cmd.w >= 1.0 for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
+        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "odom"), route_to((2.0, 0.0))), \
+            [path_points(r)[-1] for r in routes[-3:]]
         # A goal in a frame it cannot relate to odometry: refused, zero command.
         c.commands.clear()
         assert drive_robot(c, WAIT, odom, (2.0, 0.0, "base_link"),
@@ -471,14 +512,14 @@ def test_node_on_sim_time_decides_at_the_training_rate_and_stops_when_clock_and_
 
 
 def test_a_held_command_obeys_limits_lowered_since_the_decision(shipped_policy):
-    logic = ControlLogic(shipped_policy, Limits(), decision_period=0.1, steady_clock=FakeSteadyClock())
-    logic.set_goal(2.0, 0.0)
+    logic = guided_logic(shipped_policy, (2.0, 0.0), decision_period=0.1)
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 3.0, stamp=3.0)
     logic.on_scan(full_scan(2.0), 3.0, stamp=3.0)
-    assert logic.step(3.0).command == (0.22, 0.0)
+    v, w = logic.step(3.0).command
+    assert v == 0.22 and abs(w) < 0.5  # forward along the route to the goal 2 m ahead
     logic.limits = Limits(max_linear_speed=0.05)  # what a run-time parameter change does
     held = logic.step(3.02)
-    assert not held.new and held.command == (0.05, 0.0)
+    assert not held.new and held.command == (0.05, w)
 
 
 def test_a_held_frame_keeps_reporting_a_safety_stop_and_a_newer_scan_only_tightens(checkpoint):  # noqa: F811

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attn_dqn_controller.checkpoint import load_checkpoint, save_checkpoint
+from attn_dqn_controller.checkpoint import load_checkpoint, portable_path, save_checkpoint
 from attn_dqn_controller.learning.config import ConfigError, config_from_dict, load_config
 from attn_dqn_controller.learning.distill import (DistillSettings, Distiller, advantage_loss, kl_loss,
                                                 parse_teacher)
@@ -19,8 +19,12 @@ from attn_dqn_controller.policy import Policy
 
 ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
 REPO = Path(__file__).resolve().parents[1]
-NAV_CONFIG = str(REPO / "config" / "train_nav.yaml")
-SHIPPED_NAV = str(REPO / "models" / "attn_dqn_nav.pt")
+SHIPPED = str(REPO / "models" / "attn_dqn_route.pt")
+SHIPPED_LAYOUT = {
+    "env": {"route": "map", "route_points": 8, "route_spacing": 0.5, "goal_distance_scale": 5.0, "history_length": 3},
+    "model": {"d_model": 48, "num_layers": 2, "num_heads": 4, "history_tokens": "motion", "motion_scale": 0.05},
+}
+"""The shipped policy's observation layout and network, as its checkpoint records them."""
 
 
 def small_config(reverse_speed: float = 0.0):
@@ -148,12 +152,13 @@ def test_a_teacher_of_another_architecture_is_named(tmp_path):
 
 
 def test_dagger_rounds_copy_the_teacher_into_a_policy_checkpoint(tmp_path):
-    """A random student learns the shipped goal-only policy's choices from real PyBullet states: its
+    """A random student learns the shipped route-guided policy's choices from real PyBullet states: its
     agreement on held-out states rises far above where it started, and the saved policy loads and drives."""
-    config = load_config(NAV_CONFIG, ["torch_threads=1", "env.max_steps=60", "env.levels=[sparse]"])
+    config = config_from_dict({"seed": 0, "torch_threads": 1, **SHIPPED_LAYOUT,
+                               "env": {**SHIPPED_LAYOUT["env"], "levels": ["sparse"], "max_steps": 60}})
     student = random_checkpoint(config, tmp_path / "student.pt", seed=1)
     settings = DistillSettings(rounds=2, episodes=4, epochs=40, lr=1e-3, batch_size=64)
-    distiller = Distiller(config, student, [(("sparse",), SHIPPED_NAV)], settings, progress=False)
+    distiller = Distiller(config, student, [(("sparse",), SHIPPED)], settings, progress=False)
     try:
         distiller.gather(0)
         before = distiller.agreement()["sparse"]["same_action"]
@@ -169,7 +174,9 @@ def test_dagger_rounds_copy_the_teacher_into_a_policy_checkpoint(tmp_path):
     assert after["same_action"] >= before + 0.3 and after["near_best"] >= 0.7, (before, after)
     assert summary["rounds"][-1]["states"]["sparse"] > summary["rounds"][0]["states"]["sparse"]
     ckpt = load_checkpoint(path)
-    assert ckpt.metadata["distilled_from"] == {"sparse": SHIPPED_NAV}
+    # recorded relative to the project (no absolute path of this machine)
+    assert ckpt.metadata["distilled_from"] == {"sparse": portable_path(SHIPPED)}
+    assert portable_path(SHIPPED) == "models/attn_dqn_route.pt"
     policy = Policy.load(path, device="cpu")
     obs = np.concatenate(distiller.data["sparse"].obs)[:5]
     with torch.no_grad():

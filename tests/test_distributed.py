@@ -130,9 +130,9 @@ def test_two_actors_train_a_policy_that_beats_random_driving(finished_run):
     # The same network before training mostly stands or spins (about -1 per episode: the time cost); random
     # driving often crashes (-10). Progress pays 2 per metre, so +1.0 over the untrained net is half a metre
     # closer to the goal per episode on the same 20 maps; runs of 12,000 steps scored 4.0 to 6.4 on 20 maps
-    # (untrained ~ -1), where the first 10 of those maps alone gave -0.5 to 5.3. Two runs of the 8,000 steps
-    # used in sessions 13-15 scored 6.9 (untrained -1.0, random -4.0); three runs of the 6,000 steps used since
-    # session 16 (the suite must stay well under 15 minutes) scored 3.8, 6.1 and 5.2 (fixture 70-80 s, not 93-129).
+    # (untrained ~ -1), where the first 10 of those maps alone gave -0.5 to 5.3. Two runs of 8,000 steps scored
+    # 6.9 (untrained -1.0, random -4.0); three runs of the 6,000 steps used here (fewer, so the suite stays well
+    # under 15 minutes) scored 3.8, 6.1 and 5.2 (fixture 70-80 s, against 93-129 s for 8,000 steps).
     assert np.mean(greedy) >= np.mean(untrained) + 1.0, (greedy, untrained)
     assert np.mean(greedy) > np.mean(random) + 3.0, (greedy, random)
     # Same checkpoint format as single-machine training.

@@ -237,10 +237,10 @@ def test_deferred_perception_decides_as_the_perception_inside_act(make_env):
     assert runs[0][1] > 0
 
 
-def test_eval_command_line_turns_the_shield_on_and_refuses_it_for_one_frame_policies(capsys):
+def test_eval_command_line_turns_the_shield_on_and_refuses_it_for_one_frame_policies(capsys, goal_only_checkpoint):
     from attn_dqn_controller.cli import main
 
-    assert main(["eval", "--checkpoint", "models/attn_dqn_nav.pt", "--device", "cpu", "--evasion", "on",
+    assert main(["eval", "--checkpoint", str(goal_only_checkpoint), "--device", "cpu", "--evasion", "on",
                  "--level", "empty", "--episodes", "1"]) == 2
     assert "--evasion on needs a policy that sees >= 2 frames; this one sees 1" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", "models/attn_dqn_route.pt", "--device", "cpu", "--level", "dynamic",

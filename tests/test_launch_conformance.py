@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_launch_venv import VENV, ensure_launch_venv, wheels_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = REPO / "models" / "attn_dqn_nav.pt"
+SHIPPED_MODEL = REPO / "models" / "attn_dqn_route.pt"
 HANG_GUARD = 120.0  # seconds; bounds a broken test, never asserted
 
 pytestmark = pytest.mark.skipif(not list(wheels_dir().glob("launch-*.whl")),
@@ -206,7 +206,9 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
         dumped = ros2_until(real, "param", "dump", "/robot1/controller", "--no-daemon", wanted="ros__parameters")
         params = yaml.safe_load(dumped)["/robot1/controller"]["ros__parameters"]
         expected_params = {"device": "cpu", "control_rate_hz": 0.0, "cmd_vel_stamped": True, "use_sim_time": False,
-                           "route_source": "goal"}
+                           "route_source": "auto", "map_file": "",
+                           "model_path": str(real["overlay"] / "share" / "attn_dqn_controller" / "models" /
+                                             "attn_dqn_route.pt")}
         got = {name: params.get(name) for name in expected_params}
         assert got == expected_params and all(type(got[k]) is type(v) for k, v in expected_params.items()), dumped
     finally:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from attn_dqn_controller.planning.map_io import load_map
 from sim.env import AttnNavEnv
-from sim.levels import BUILDING_LEVELS, generate_level
+from sim.levels import BUILDING_LEVELS, generate_level, level_config
 from sim.levels.common import BUILDING_GOAL_RANGE, boxes_from_cells, wall_x
 from sim.maps import BoxObstacle, MapConfig, rasterize
 
@@ -20,7 +20,7 @@ EXAMPLE = "maps/example_office.yaml"
 def test_building_levels_are_large_reproducible_and_far(level):
     for seed in (0, 1, 1_000_000):
         navmap = generate_level(level, seed)
-        assert navmap.config.size == 16.0 and navmap.level == level
+        assert navmap.config.size == level_config(level).size and navmap.level == level
         assert navmap.is_free(*navmap.start[:2]) and navmap.is_free(*navmap.goal)
         assert math.dist(navmap.start[:2], navmap.goal) >= BUILDING_GOAL_RANGE[0]
         assert navmap.shortest_path_length <= BUILDING_GOAL_RANGE[1]

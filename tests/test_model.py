@@ -313,7 +313,7 @@ def test_fused_attention_equals_hand_written_and_publishes_nothing_new():
 
     from attn_dqn_controller.checkpoint import load_checkpoint
 
-    shipped = Path(__file__).resolve().parent.parent / "models" / "attn_dqn_nav.pt"
+    shipped = Path(__file__).resolve().parent.parent / "models" / "attn_dqn_route.pt"  # route and motion tokens
     ckpt = load_checkpoint(shipped)
     for model, spec in ((build_model(SPEC, 21, SMALL), SPEC), (ckpt.build_model(), ckpt.spec)):
         model.eval()

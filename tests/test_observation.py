@@ -179,7 +179,7 @@ def test_invalid_beams_borrow_the_nearer_neighbour_instead_of_reading_free():
     assert resample_scan(LaserScanData.from_spec(ranges, SPEC), SPEC)[0] == pytest.approx(0.5)
 
 
-# --- real lidars (issue 11) -------------------------------------------------------------------
+# --- real lidars --------------------------------------------------------------------------------
 def lds_scan(returns: dict[int, float]) -> LaserScanData:
     """A TurtleBot3 LDS-style scan: 360 beams over 0..2*pi, 0.0 for "no return", a few real returns."""
     ranges = np.zeros(360)

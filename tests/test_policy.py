@@ -267,7 +267,7 @@ def test_onnx_export_matches_torch(tmp_path, saved):
     np.testing.assert_allclose(attention.sum(axis=1), np.ones(7), atol=1e-5)
 
 
-# --- issue 11: unsafe files, bounds, robot profile, control rate --------------------------------
+# --- unsafe files, bounds, robot profile, control rate -----------------------------------------
 def test_a_file_that_would_run_code_is_reported_unsafe_not_corrupt(tmp_path, model):
     path = tmp_path / "pickled.pt"
     torch.save({**build_checkpoint(model, SPEC, ACTIONS), "metadata": {"obj": ActionTable.default()}}, path)
@@ -318,6 +318,6 @@ def test_the_shipped_policy_loads_as_a_turtlebot3():
 
     from attn_dqn_controller.robot import TURTLEBOT3_BURGER
 
-    shipped = Path(__file__).resolve().parents[1] / "models" / "attn_dqn_nav.pt"
+    shipped = Path(__file__).resolve().parents[1] / "models" / "attn_dqn_route.pt"
     ckpt = load_checkpoint(shipped)
     assert ckpt.robot == TURTLEBOT3_BURGER and ckpt.control_rate_hz == 10.0

@@ -33,14 +33,15 @@ def test_a_bar_on_a_log_stream_prints_throttled_plain_lines(monkeypatch):
 
 def test_eval_piped_to_a_file_keeps_its_log_readable(tmp_path):
     """A short real `attn-dqn eval` (2 episodes) with stderr to a file: no carriage returns and a handful of
-    lines, not one redraw per episode."""
+    lines, not one redraw per episode. No --checkpoint: the shipped route-guided policy, its route planned on
+    the map."""
     err = tmp_path / "stderr.txt"
     env = dict(os.environ, **{INTERVAL_ENV: "3600"})  # far longer than the run: only the first and last line
+    env.pop("AMENT_PREFIX_PATH", None)  # the default checkpoint from this checkout, not from an installed package
     with open(err, "w") as stderr:
-        result = subprocess.run([sys.executable, "-m", "attn_dqn_controller.cli", "eval", "--checkpoint",
-                                 str(REPO / "models" / "attn_dqn_nav.pt"), "--device", "cpu", "--level", "empty",
-                                 "--episodes", "2", "--seed", "1000000"], stdout=subprocess.PIPE, stderr=stderr,
-                                text=True, env=env, timeout=600)
+        result = subprocess.run([sys.executable, "-m", "attn_dqn_controller.cli", "eval", "--device", "cpu",
+                                 "--level", "empty", "--episodes", "2", "--seed", "1000000"], stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, env=env, timeout=600)
     assert result.returncode == 0, err.read_text()
     text = err.read_text()
     assert "\r" not in text, repr(text[:500])
@@ -48,3 +49,4 @@ def test_eval_piped_to_a_file_keeps_its_log_readable(tmp_path):
     assert len(progress) == 2, progress
     assert "2/2" in progress[-1] and "success=" in progress[-1]
     assert "empty" in result.stdout and "success" in result.stdout
+    assert f"policy {REPO / 'models' / 'attn_dqn_route.pt'} " in result.stdout and "route map" in result.stdout

@@ -210,7 +210,7 @@ def test_eval_and_baseline_cli_with_route_and_map_files(tmp_path, capsys):
     assert [m["map_file"] for m in report["maps"]] == [str(path)]
     assert len(report["maps"][0]["outcomes"]) == 1 and report["maps"][0]["outcomes"][0]["outcome"] == "success"
     out = tmp_path / "eval.json"
-    assert main(["eval", "--checkpoint", "models/attn_dqn_nav.pt", "--device", "cpu", "--route", "map",
+    assert main(["eval", "--checkpoint", "models/attn_dqn_route.pt", "--device", "cpu", "--route", "map",
                  "--map-file", str(path), "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["maps"][0]["outcomes"]) == 1
     assert "route map" in capsys.readouterr().out

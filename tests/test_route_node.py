@@ -1,4 +1,4 @@
-"""Route guidance on the controller node (issue 10): route_source plan, map and scan_map.
+"""Route guidance on the controller node: route_source plan, map, scan_map and auto (the default).
 
 First the ROS-free parts (message conversions, PlanRoute / GuidedRoute, the decisions with a
 real route-token policy), then the real node over real DDS in its own process (as
@@ -41,7 +41,7 @@ from attn_dqn_controller.nodes.ros_conversions import (  # noqa: E402
     path_points,
     path_to_msg,
 )
-from attn_dqn_controller.nodes.route_input import GuidedRoute, PlanRoute  # noqa: E402
+from attn_dqn_controller.nodes.route_input import GuidedRoute, PlanRoute, resolve_route_source  # noqa: E402
 from attn_dqn_controller.observation import LaserScanData, ObservationSpec, split_observation  # noqa: E402
 from attn_dqn_controller.planning.grid import GridGeometry, OccupancyGrid  # noqa: E402
 from attn_dqn_controller.planning.guidance import GuidanceConfig, RouteGuidance, planner_config_for  # noqa: E402
@@ -159,6 +159,25 @@ def test_footprint_polygons():
 # ======================================================================================
 # decisions with a route (no DDS)
 # ======================================================================================
+def test_route_source_auto_resolves_by_model_and_map_file():
+    """auto: goal for a goal-only model (a map file then stays unread), map with a map file, scan_map without
+    one; an explicit source is kept, whatever the model; anything else is a clear error."""
+    assert resolve_route_source("auto", "", 8) == (
+        "scan_map", "no map_file: planned on a rolling map of the robot's own scans, no map or planner needed")
+    assert resolve_route_source("auto", "/maps/office.yaml", 8) == (
+        "map", "planned on map_file '/maps/office.yaml'")
+    assert resolve_route_source("auto", "", 0) == ("goal", "the model has no route tokens")
+    assert resolve_route_source("auto", "/maps/office.yaml", 0) == (
+        "goal", "the model has no route tokens; map_file '/maps/office.yaml' is not read")
+    for source in ("goal", "plan", "map", "scan_map"):
+        for map_file, points in (("", 0), ("", 8), ("/maps/office.yaml", 8)):
+            assert resolve_route_source(source, map_file, points) == (source, "as set")
+    with pytest.raises(ValueError, match="route_source 'gps' is not one of auto, goal, plan, map, scan_map"):
+        resolve_route_source("gps", "", 8)
+    with pytest.raises(ValueError, match="route_points=-1"):
+        resolve_route_source("auto", "", -1)
+
+
 def test_plan_route_gives_the_policy_the_hand_computed_route_features():
     policy = Recording(route_policy())
     plan = PlanRoute(timeout=2.0, steady_clock=steady)
@@ -399,9 +418,10 @@ def start_process(tmp_path: Path, module: str, name: str, params: list[str],
     return NodeProcess(proc, log, f"/{name}")
 
 
-def route_node_params(checkpoint: Path, source: str, *extra: str) -> list[str]:
-    return [f"model_path:={checkpoint}", "device:=cpu", "inference_backend:=torch", f"route_source:={source}",
-            *extra]
+def route_node_params(checkpoint: Path, source: str | None, *extra: str) -> list[str]:
+    """The node's parameters; ``source`` None leaves route_source at its default (auto)."""
+    chosen = [] if source is None else [f"route_source:={source}"]
+    return [f"model_path:={checkpoint}", "device:=cpu", "inference_backend:=torch", *chosen, *extra]
 
 
 def expected_q_values(checkpoint: Path, route_features_of, previous_commands) -> list[np.ndarray]:
@@ -469,7 +489,7 @@ def test_node_follows_a_published_plan_and_stops_on_a_stale_or_malformed_one(tmp
 
 
 def test_node_refuses_a_route_token_model_without_a_route_source(tmp_path, route_checkpoint):
-    for params, words in (([], "takes route_points=3 route tokens, but route_source is 'goal'"),
+    for params, words in ((["route_source:=goal"], "takes route_points=3 route tokens, but route_source is 'goal'"),
                           (["route_source:=gps"], "invalid parameter 'route_source': 'gps' is not one of")):
         node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "refuse",
                              [f"model_path:={route_checkpoint}", "device:=cpu", *params])
@@ -526,13 +546,15 @@ def wall_scan(distance: float = 1.0) -> LaserScanData:
 
 
 def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_client):
+    """No route_source and no map_file: auto plans on the robot's own scans (scan_map)."""
     node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "scanmap",
-                         route_node_params(route_checkpoint, "scan_map"))
+                         route_node_params(route_checkpoint, None))
     try:
         c = route_client(node)
         assert c.run(WAIT, odom=False, until=lambda: not node.alive() or (
             c.statuses and c.goal_pub.get_subscription_count() > 0 and c.scan_pub.get_subscription_count() > 0)), \
             node.output()
+        assert node.output().count("route_source auto: scan_map (no map_file: planned on a rolling map") == 1
 
         def wall_mapped() -> bool:
             if not c.maps:
@@ -553,7 +575,7 @@ def test_node_scan_map_fills_in_from_scans(tmp_path, route_checkpoint, route_cli
         node.stop()
 
 
-MAZE_EPISODES = 2  # per route source (5 until session 14, 3 until 15): the suite must stay well under 15 min
+MAZE_EPISODES = 2  # per route source: the whole suite must stay well under 15 min
 DYNAMIC_FIRST_SEED, DYNAMIC_EPISODES = 1_000_008, 2  # the env's shield changes 15 and 20 decisions on these
 STEP_SLACK, PATH_SLACK = 5, 0.1
 """Steps and metres the node's episode may differ from the env's. On a quiet machine they are equal; on a loaded
@@ -650,34 +672,47 @@ def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, ro
 
 
 def test_node_plans_on_a_map_file_and_refuses_a_bad_one(tmp_path, route_checkpoint, route_client):
-    """map_file (robot.launch.yaml's map:=): the controller reads the map_server map itself."""
+    """map_file (robot.launch.yaml's map:=): the controller reads the map_server map itself, with route_source
+    map and with auto (the default), which a map file turns into map."""
     from attn_dqn_controller.planning.map_io import save_map
 
     shifted = wall_map()
     shifted = OccupancyGrid(GridGeometry(0.05, 80, 80, -1.0, -1.0), shifted.data)  # the robot (0, 0) at (1, 1)
     map_file = save_map(tmp_path / "shifted.yaml", shifted)
     node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "mapfile",
-                         route_node_params(route_checkpoint, "map", f"map_file:={map_file}"))
+                         route_node_params(route_checkpoint, None, f"map_file:={map_file}"))
     try:
         c = route_client(node)
         assert c.run(2 * WAIT, scan=full_scan(), goal=(2.0, 0.0), until=lambda: not node.alive() or c.routes), \
             node.output()
         points = path_points(c.routes[-1])
         np.testing.assert_allclose(points[-1], (2.0, 0.0), atol=1e-6)
-        assert points[:, 1].max() > 2.0  # around the wall's free end (y = 2 in this frame)
+        assert points[:, 1].max() > 2.0  # around the wall's free end (y = 2 in this frame): planned on the file
+        assert node.output().count(f"route_source auto: map (planned on map_file '{map_file}')") == 1
     finally:
         node.stop()
     bad = tmp_path / "bad.yaml"
     bad.write_text("image: missing.pgm\nresolution: 0.05\norigin: [0, 0, 0]\n")
-    for params, words in (([f"map_file:={bad}"], "invalid parameter 'map_file'"),
-                          ([f"map_file:={map_file}", "route_source:=scan_map"], "only used with route_source map")):
+    for source in ("map", None):  # both read the file, so both refuse a bad one
         node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "badmap",
-                             route_node_params(route_checkpoint, "map") + params)
+                             route_node_params(route_checkpoint, source, f"map_file:={bad}"))
         try:
             assert node.proc.wait(timeout=60) == 1
-            assert words in node.output(), node.output()
+            assert "invalid parameter 'map_file'" in node.output(), node.output()
         finally:
             node.stop()
+    # A source that plans on no map leaves the file unread and says so (sim.launch.yaml hands map:= to both the
+    # simulated world and the controller).
+    node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", "unread",
+                         route_node_params(route_checkpoint, "scan_map", f"map_file:={bad}"))
+    try:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and node.alive() and "ready: model" not in node.output():
+            time.sleep(0.2)
+        assert node.alive() and "ready: model" in node.output(), node.output()
+        assert f"map_file '{bad}' is not read: route_source 'scan_map' does not plan on a map" in node.output()
+    finally:
+        node.stop()
 
 
 def test_sim_node_map_leaves_out_the_unmapped_furniture():

@@ -13,32 +13,34 @@ from attn_dqn_controller.policy import Policy
 
 SPEC = ObservationSpec(num_beams=24, num_sectors=4, route_points=2, route_spacing=0.5)  # reach = 1.0 m
 
-# Q-values of models/attn_dqn_nav.pt (goal-only) on three fixed observations, computed with the code
-# before route tokens existed (main at 8f0a288): a goal-only checkpoint must keep acting exactly so.
+# Q-values of the shipped policy models/attn_dqn_route.pt (8 route tokens, 3 frames, motion tokens) on three
+# fixed observations, uniform draws in [0, 1) from numpy's default_rng(7), computed with policy.model in float32
+# on the CPU by the model code of commit 0ca7437 (2026-12-07): the shipped policy must keep acting exactly so.
+# The best two actions of each row are 0.009-0.029 apart, far beyond the tolerance below.
 GOLDEN_Q = [
     [
-        6.450314044952393, 6.530984878540039, 6.5211358070373535, 6.465735912322998, 6.498556613922119,
-        6.458461284637451, 6.594568252563477, 6.4710493087768555, 6.519084453582764, 6.517837047576904,
-        6.5217671394348145, 6.554060459136963, 6.56541633605957, 6.597897052764893, 6.553592205047607,
-        6.5954742431640625, 6.6289496421813965, 6.664561748504639, 6.6198320388793945, 6.653247356414795,
-        6.638361930847168,
+        2.973412275314331, 3.057171106338501, 3.0983595848083496, 3.087343454360962, 3.1461563110351562,
+        3.1623141765594482, 3.1625254154205322, 3.10819673538208, 3.103684663772583, 3.1278834342956543,
+        3.1182942390441895, 3.128047227859497, 3.2174267768859863, 3.188242197036743, 3.0919454097747803,
+        3.1217246055603027, 3.2015373706817627, 3.1226978302001953, 3.188404083251953, 3.1665210723876953,
+        3.246324062347412,
     ],
     [
-        1.5448565483093262, 1.542431116104126, 1.5434858798980713, 1.513103723526001, 1.5384572744369507,
-        1.5122641324996948, 1.582207441329956, 1.5502796173095703, 1.5436004400253296, 1.530259132385254,
-        1.5268937349319458, 1.5079574584960938, 1.5250767469406128, 1.5588968992233276, 1.5729252099990845,
-        1.5347986221313477, 1.543357014656067, 1.5273606777191162, 1.5146119594573975, 1.509687900543213,
-        1.58863365650177,
+        3.2611711025238037, 3.3496508598327637, 3.364949941635132, 3.3455212116241455, 3.3643505573272705,
+        3.406069040298462, 3.4086849689483643, 3.4124698638916016, 3.402402639389038, 3.4115984439849854,
+        3.4087631702423096, 3.412337303161621, 3.466055154800415, 3.4059154987335205, 3.41774582862854,
+        3.4344115257263184, 3.505523204803467, 3.4351694583892822, 3.4804677963256836, 3.4543797969818115,
+        3.4963667392730713,
     ],
     [
-        5.444204330444336, 5.605129718780518, 5.5700201988220215, 5.532476425170898, 5.518087863922119,
-        5.481620788574219, 5.61950159072876, 5.513620853424072, 5.520145416259766, 5.523929119110107,
-        5.554108142852783, 5.560760974884033, 5.577159881591797, 5.650729179382324, 5.562901496887207,
-        5.608326435089111, 5.652131080627441, 5.6686835289001465, 5.617804050445557, 5.649531364440918,
-        5.632909774780273,
+        4.7432708740234375, 4.884601593017578, 4.897494316101074, 4.826247215270996, 4.695727825164795,
+        4.885002613067627, 4.914866924285889, 4.842135429382324, 4.9145636558532715, 4.867128849029541,
+        4.929940223693848, 4.9494194984436035, 4.9615960121154785, 4.937304496765137, 5.004695415496826,
+        4.990628242492676, 5.115520477294922, 5.105902671813965, 5.042282581329346, 4.993208885192871,
+        5.054115295410156,
     ],
 ]
-GOLDEN_ACTIONS = [17, 20, 17]
+GOLDEN_ACTIONS = [20, 16, 16]
 
 
 def test_route_features_hand_computed():
@@ -91,15 +93,28 @@ def test_observation_layout_with_route_and_split():
     np.testing.assert_allclose(ego[1], [0.1 / 0.22, 0.0, 0.1 / 0.22, 0.0], rtol=1e-6)
 
 
-def test_goal_only_checkpoint_loads_and_acts_as_before(one_torch_thread):
-    policy = Policy.load("models/attn_dqn_nav.pt", device="cpu")
-    assert policy.spec.route_points == 0 and policy.spec.size == 367
-    obs = np.random.default_rng(7).uniform(0, 1, size=(3, policy.spec.size)).astype(np.float32)
+def test_shipped_checkpoint_loads_and_acts_as_pinned(one_torch_thread):
+    policy = Policy.load("models/attn_dqn_route.pt", device="cpu")
+    spec = policy.spec
+    assert (spec.route_points, spec.route_spacing, spec.history_length) == (8, 0.5, 3)
+    assert spec.frame_size == 367 + 2 * 8 and spec.size == 3 * spec.frame_size
+    obs = np.random.default_rng(7).uniform(0, 1, size=(3, spec.size)).astype(np.float32)
     with torch.no_grad():
         q = policy.model(torch.from_numpy(obs))
-    # Bit-identical on this branch; a tolerance of float32 rounding leaves room for fused attention kernels.
+    # Bit-identical with the code that pinned them; a tolerance of float32 rounding leaves room for fused
+    # attention kernels.
     torch.testing.assert_close(q, torch.tensor(GOLDEN_Q), atol=1e-5, rtol=0)
     assert [policy.act(o).action for o in obs] == GOLDEN_ACTIONS
+
+
+def test_goal_only_checkpoint_loads_and_acts_without_a_route(goal_only_checkpoint, one_torch_thread):
+    policy = Policy.load(goal_only_checkpoint, device="cpu")
+    assert policy.spec.route_points == 0 and policy.spec.size == 367
+    builder = ObservationBuilder(policy.spec)
+    scan = LaserScanData.from_spec(np.full(policy.spec.num_beams, 2.0), policy.spec)
+    out = policy.act(builder.observe(scan, (1.0, 0.0), 0.0, 0.0, (0.0, 0.0)))
+    assert out.q_values.shape == (len(policy.actions),) and np.isfinite(out.q_values).all()
+    assert out.action == int(np.argmax(out.q_values))
 
 
 def test_transformer_route_tokens_are_attended_and_sector_attention_stays_lidar(one_torch_thread):

@@ -1,4 +1,4 @@
-"""Agents that drive evaluation episodes: the learned policy, the privileged classical baseline and DWA."""
+"""Agents that drive evaluation episodes: the learned policy, the privileged classical baseline, DWA and MPPI."""
 
 from __future__ import annotations
 
@@ -69,6 +69,77 @@ class DWAAgent:
             self.route = guidance.route
             self.dwa.set_route(self.route, keep_velocity=True)
         return self.dwa.command(unwrapped.pose, unwrapped.last_scan)
+
+
+class MPPIAgent:
+    """Nav2-MPPI-style sampling MPC (baselines.mppi) on the scan, following the same route as the policy and DWA.
+
+    The route is DWAAgent's: the env's route guidance when it has one (re-planned on the map or on the
+    rolling scan map), otherwise planned once per episode on the map's static obstacles. Its obstacle critic
+    reads a costmap built from the same scans. The limits are the env's robot profile's, scaled as
+    ``MPPIConfig.for_robot`` says, and the costmap's inflation is the route planner's. Control sees only the
+    scan and the pose; it returns continuous (v, w) tuples, which the evaluation loop sends through
+    env.step_command. Each episode's noise is seeded from `seed` and the map seed, so an episode replays the
+    same whatever ran before it. ``compute_times`` holds every cycle's compute (s).
+    """
+
+    def __init__(self, config=None, seed: int = 0, **overrides):
+        self.config = config
+        self.overrides = overrides
+        self.seed = seed
+        self.mppi = None
+        self.route = None
+        self.last_attention = None
+        self.compute_times: list[float] = []
+
+    def _config_for(self, unwrapped):
+        from attn_dqn_controller.baselines.mppi import MPPIConfig
+        from attn_dqn_controller.planning.guidance import planner_config_for
+
+        if self.config is not None:
+            return self.config
+        guidance = getattr(unwrapped, "route_guidance", None)
+        planner = guidance.planner.config if guidance is not None else \
+            planner_config_for(unwrapped.map_config.inflation_radius)
+        return MPPIConfig.for_robot(unwrapped.robot, control_period=unwrapped.sim_config.control_period,
+                                    inflation_radius=planner.inflation_radius,
+                                    cost_scaling_factor=planner.cost_scaling_factor, **self.overrides)
+
+    def reset(self, env) -> None:
+        from attn_dqn_controller.baselines.mppi import MPPIController
+        from attn_dqn_controller.planning.guidance import planner_config_for
+        from attn_dqn_controller.planning.planner import GridPlanner
+
+        unwrapped = env.unwrapped
+        config = self._config_for(unwrapped)
+        if self.mppi is None or self.mppi.config != config:
+            self.mppi = MPPIController(config, seed=self.seed)
+            self.mppi.compute_times = self.compute_times
+        self.mppi.reset(unwrapped.pose, seed=(self.seed, int(unwrapped.map_seed)))
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None:
+            self.route = guidance.route
+        else:
+            navmap = unwrapped.navmap
+            planner = GridPlanner(planner_config_for(navmap.config.inflation_radius))
+            planner.set_map(navmap.occupancy_grid())
+            self.route = planner.plan(navmap.start[:2], navmap.goal).points
+        self.mppi.set_route(self.route)
+
+    def act(self, observation: np.ndarray, env) -> tuple[float, float]:
+        unwrapped = env.unwrapped
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None and guidance.route is not self.route:  # re-planned since the last step
+            self.route = guidance.route
+            self.mppi.set_route(self.route, keep_velocity=True)
+        return self.mppi.command(unwrapped.pose, unwrapped.last_scan)
+
+    def compute_stats(self) -> dict:
+        """Median and 90th percentile of the per-cycle compute (ms) over every episode so far."""
+        if not self.compute_times:
+            return {"cycles": 0, "median_ms": float("nan"), "p90_ms": float("nan")}
+        t = np.asarray(self.compute_times) * 1e3
+        return {"cycles": int(t.size), "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90))}
 
 
 class PolicyAgent:

@@ -1,9 +1,11 @@
 """Policy distillation: one student network learns the Q-values of several teachers, each on its own levels.
 
-    attn-dqn distill --config config/train_route_anchor.yaml --student models/route_teacher_dynamic.pt \
-        --teacher dynamic=models/route_teacher_dynamic.pt \
-        --teacher maze,maze@scan_map,office@map:0.3,office@scan_map,warehouse,sparse,cluttered=models/route_teacher_maze.pt \
+    attn-dqn distill --config config/route_dynamic_teacher.yaml --set torch_threads=1 \
+        --student runs/route/dynamic_teacher/policy.pt --teacher dynamic=runs/route/dynamic_teacher/policy.pt \
+        --teacher maze,maze@scan_map,office@map:0.3,office@scan_map,warehouse,sparse,cluttered=runs/route/maze_teacher/policy.pt \
         --out runs/distill_route
+
+(`attn-dqn recipe route` runs this step, after training the two teachers, as config/recipe_route.yaml says.)
 
 Why: a fine-tune that teaches one level (moving obstacles) forgets another (the maze) unless it is anchored,
 and an anchored fine-tune learns the new level slowly (docs/design/distillation.md). Distillation
@@ -198,6 +200,8 @@ class Distiller:
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=settings.lr)
         self.rng = np.random.default_rng(config.seed)
         self.history: list[dict] = []
+        self.metadata_extra: dict = {}
+        """Added to the policy's metadata (e.g. a recipe's provenance); plain types, no absolute paths."""
 
     # --- data ---------------------------------------------------------------------------------
     def gather(self, round_index: int) -> dict:
@@ -299,11 +303,11 @@ class Distiller:
 
     def save(self, out_dir: Path) -> None:
         """The student as a policy checkpoint (atomic) and the rounds so far as JSON."""
-        from attn_dqn_controller.checkpoint import save_checkpoint
+        from attn_dqn_controller.checkpoint import portable_path, save_checkpoint
 
-        metadata = {"distilled_from": dict(self.teacher_paths),
+        metadata = {"distilled_from": {level: portable_path(path) for level, path in self.teacher_paths.items()},
                     "rounds": len(self.history), "torch": torch.__version__,
-                    "control_rate_hz": float(self.config.env.control_rate_hz)}
+                    "control_rate_hz": float(self.config.env.control_rate_hz), **self.metadata_extra}
         save_checkpoint(out_dir / POLICY_NAME, self.student, self.spec, self.actions, metadata=metadata,
                         model_config=self.config.model, robot=self.robot)
         tmp = out_dir / f".{SUMMARY_NAME}.tmp"

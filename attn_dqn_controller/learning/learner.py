@@ -80,6 +80,13 @@ class LearnerConfig:
     within 25k steps under every recipe tried, a plain one included (docs/design/distillation.md);
     the anchor keeps the Q-values where the new task gives no reason to move them, in the manner of
     distillation against forgetting (Li and Hoiem 2016, "Learning without Forgetting"). 0 = off."""
+    mirror_augment: float = 0.0
+    """Probability that each sampled transition is replaced by its left-right mirror image (scan order
+    reversed, goal bearing, route y and angular velocities negated, the action (v, w) swapped for (v, -w);
+    ``attn_dqn_controller.learning.augment``). The task is symmetric under this reflection, so the twin is a
+    transition the simulator would have given in the mirrored world: the learner gets both from every step,
+    and the network learns the symmetry instead of having to see each situation on both sides. Needs an
+    action table symmetric in w (the shipped tables are). 0 = off; 0.5 = each twin as likely as the original."""
     compile: bool = False
     """torch.compile the online and target nets for the update, on CPU too. The first updates pay a
     one-off compilation (about a minute on 2 cores), reported in the progress output."""
@@ -114,6 +121,8 @@ class LearnerConfig:
             fail("ema_decay", "must be in [0, 1) (0 = off)")
         if number("anchor_weight") < 0.0:
             fail("anchor_weight", "must be >= 0 (0 = off)")
+        if not 0.0 <= number("mirror_augment") <= 1.0:
+            fail("mirror_augment", "must be in [0, 1] (0 = off)")
         if not 0.0 <= number("advantage_learning") < 1.0:
             fail("advantage_learning", "must be in [0, 1)")
         if self.target_update not in TARGET_UPDATES:
@@ -137,7 +146,9 @@ class LearnerConfig:
 class DQNLearner:
     """Owns the online net, a frozen target copy and Adam; ``update(batch)`` is one gradient step."""
 
-    def __init__(self, model: nn.Module, config: LearnerConfig | None = None, device="auto"):
+    def __init__(self, model: nn.Module, config: LearnerConfig | None = None, device="auto", actions=None):
+        """`actions`: the run's ActionTable, needed by ``mirror_augment`` (the mirror of each action);
+        the observation layout comes from ``model.spec``."""
         self.config = config or LearnerConfig()
         self.device = resolve_device(device)
         self.online = model.to(self.device).train()
@@ -152,6 +163,14 @@ class DQNLearner:
         if self.config.anchor_weight > 0.0:
             self.anchor = copy.deepcopy(self.online).eval()
             self.anchor.requires_grad_(False)
+        self.mirror = None
+        if self.config.mirror_augment > 0.0:
+            from attn_dqn_controller.learning.augment import MirrorAugmentation
+
+            if actions is None or not hasattr(model, "spec"):
+                raise ValueError("learner.mirror_augment > 0 needs the action table (DQNLearner(..., actions=)) "
+                                 "and a model with an observation spec")
+            self.mirror = MirrorAugmentation(model.spec, actions, self.config.mirror_augment)
         self.updates = 0        # gradient steps taken
         self.target_syncs = 0   # hard copies made (polyak blends are not counted)
 
@@ -229,7 +248,11 @@ class DQNLearner:
         if not self.online.training:  # e.g. Policy.from_model(learner.model) switched it to eval for evaluation
             self.online.train()
         started = time.perf_counter() if self.config.compile and self.compile_seconds is None else None
-        target = self.td_targets(batch["reward"], batch["next_obs"], batch["done"], batch["discount"], obs, action)
+        next_obs = batch["next_obs"]
+        if self.mirror is not None:
+            next_obs = self._tensor(next_obs, torch.float32)
+            obs, action, next_obs = self.mirror.apply(obs, action, next_obs, self.mirror.mask(n, self.device))
+        target = self.td_targets(batch["reward"], next_obs, batch["done"], batch["discount"], obs, action)
         with self._autocast():
             q_all = self._online_fn(obs)
         q = q_all.float().gather(1, action).squeeze(1)

@@ -117,7 +117,7 @@ class ExperienceActor:
         self.restarts = _restart_count(ray.get_runtime_context().get_actor_id())
         model = build_model(spec, len(actions), model_config)
         # A learner without its optimizer in use: td_targets gives priorities with the learner's own formula.
-        self.learner = DQNLearner(model, learner_config, "cpu")
+        self.learner = DQNLearner(model, learner_config, "cpu", actions=actions)
         self.learner.online.eval()
         self.weight_version, self.weights_loaded_at = 0, float("nan")
         self._offer, self._offer_lock = (0, []), threading.Lock()

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attn_dqn_controller.checkpoint import (capture_rng_state, first_spec_difference, load_checkpoint, restore_rng_state,
-                                           save_checkpoint)
+from attn_dqn_controller.checkpoint import (capture_rng_state, first_spec_difference, load_checkpoint, portable_path,
+                                           restore_rng_state, save_checkpoint)
 from attn_dqn_controller.device import resolve_device
 from attn_dqn_controller.learning.config import ConfigError, TrainConfig, config_from_dict, load_config
 from attn_dqn_controller.learning.learner import DQNLearner
@@ -182,7 +182,7 @@ class TrainingRun:
         self.model = build_model(self.spec, len(self.actions), self.model_config).to(self.device)
         if config.init_from and not resume:
             load_initial_weights(self.model, config.init_from, self.spec, self.actions)
-        self.learner = DQNLearner(self.model, config.learner, self.device)
+        self.learner = DQNLearner(self.model, config.learner, self.device, actions=self.actions)
         self.replay = replay if replay is not None else PrioritizedReplayBuffer(
             config.replay.capacity, self.spec.size, alpha=config.replay.alpha if config.replay.prioritized else 0.0,
             seed=config.seed)
@@ -196,6 +196,8 @@ class TrainingRun:
         self.best_eval: float = -1.0
         self.collector_overlapped = False
         """Set by a collector whose simulators step while the learner updates."""
+        self.metadata_extra: dict = {}
+        """Added to every checkpoint's metadata (e.g. a recipe's provenance); plain types, no absolute paths."""
         self.started = time.monotonic()
         self.wall_time_before = 0.0
         self._refill_pending = False  # set by a resume without a saved replay
@@ -255,17 +257,21 @@ class TrainingRun:
         """Greedy policy on validation map seeds (1,500,000 up), the same seeds at every evaluation.
 
         The validation range picks best.pt; it is disjoint from the test range (1,000,000 up) that
-        `attn-dqn eval` reports, so the reported figures are never those of a selected-on map.
+        `attn-dqn eval` reports, so the reported figures are never those of a selected-on map. On a map
+        file entry the seeds draw the start and goal; a file that fixes both is one task, run once.
         """
         from attn_dqn_controller.learning.agents import PolicyAgent
         from attn_dqn_controller.learning.evaluation import evaluate
         from attn_dqn_controller.policy import Policy
         from sim.maps import VALIDATION_SEED_START
+        from sim.route_source import fixed_task
 
         policy = Policy.from_model(self.learner.policy_model, self.spec, self.actions, self.device, robot=self.robot)
         agent = PolicyAgent(policy)
         kwargs = {**env_kwargs(self.config, perturbations=False), "actions": self.actions}  # nominal maps
-        summaries = [evaluate(agent, level, self.config.eval.episodes, VALIDATION_SEED_START, env_kwargs=kwargs,
+        episodes = {level: 1 if fixed_task(level) else self.config.eval.episodes  # a map file's own task: once
+                    for level in self.config.eval.levels}
+        summaries = [evaluate(agent, level, episodes[level], VALIDATION_SEED_START, env_kwargs=kwargs,
                               progress=False)[0] for level in self.config.eval.levels]
         self.model.train()
         return {"eval_success_rate": float(np.mean([s.success_rate for s in summaries])),
@@ -302,10 +308,12 @@ class TrainingRun:
     def save(self, name: str = CHECKPOINT_NAME) -> Path:
         """Atomic write of the policy's weights (the average with ``learner.ema_decay``) + everything --resume
         needs (online and target nets, optimizer, counters, RNG states)."""
+        config = self.config.to_dict()
+        config["init_from"] = portable_path(config["init_from"])  # a record: the run's own config loads it
         training = {
             "learner": self.learner.state_dict(),
             "counters": vars(self.counters).copy(),
-            "config": self.config.to_dict(),
+            "config": config,
             "recent_returns": list(self.recent_returns),
             "recent_success": [bool(s) for s in self.recent_success],
             "best_eval": float(self.best_eval),
@@ -316,6 +324,9 @@ class TrainingRun:
                     "device": str(self.device), "torch": torch.__version__,
                     "control_rate_hz": float(self.config.env.control_rate_hz),
                     "safety": bool(self.config.env.safety), "smoothing": bool(self.config.env.smoothing)}
+        if self.config.init_from:
+            metadata["init_from"] = portable_path(self.config.init_from)
+        metadata.update(self.metadata_extra)
         path = self.out_dir / name
         save_checkpoint(path, model=self.learner.policy_model, model_config=self.model_config, spec=self.spec,
                         actions=self.actions, metadata=metadata, training=training, robot=self.robot)

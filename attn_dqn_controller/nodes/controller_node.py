@@ -10,7 +10,10 @@ a launch file remaps them to the robot's.
 Route guidance (``route_source``, for checkpoints with route tokens): ``plan`` subscribes
 ``plan`` (nav_msgs/Path; its last pose is the goal), ``map`` subscribes ``map``
 (nav_msgs/OccupancyGrid, transient local) or reads ``map_file`` and plans itself,
-``scan_map`` plans on a rolling map of its own scans; ``~/route``, ``~/footprint`` and
+``scan_map`` plans on a rolling map of its own scans; ``auto`` (the default) is ``map``
+with a ``map_file``, else ``scan_map``, so the shipped route-guided policy drives on any
+robot with no map and no planner (and ``goal`` for a model without route tokens);
+``~/route``, ``~/footprint`` and
 (scan_map) ``~/map`` are published for RViz. Planning runs in a worker thread
 (``route_input``), never on the scan -> command path; an unusable or stale plan or map
 stops the robot like a stale scan.
@@ -48,13 +51,11 @@ from __future__ import annotations
 
 import array
 import math
-import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import rclpy
@@ -76,7 +77,7 @@ from std_msgs.msg import Float32MultiArray, String
 
 from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
-from attn_dqn_controller.nodes.route_input import ROUTE_SOURCES, GuidedRoute, PlanRoute
+from attn_dqn_controller.nodes.route_input import AUTO, ROUTE_SOURCES, GuidedRoute, PlanRoute, resolve_route_source
 from attn_dqn_controller.nodes.ros_conversions import (
     MessageError,
     footprint_polygon,
@@ -93,10 +94,10 @@ from attn_dqn_controller.nodes.ros_conversions import (
     sensor_qos,
     twist_from_odometry,
 )
+from attn_dqn_controller.shipped import shipped_model_path
 
 PACKAGE = "attn_dqn_controller"
 NODE_NAME = "controller"
-DEFAULT_MODEL_FILE = "attn_dqn_nav.pt"
 DIAGNOSTIC_NAME = "attn_dqn_controller: controller"
 DEFAULT_ODOM_FRAME = "odom"  # REP-105; assumed when odometry carries no frame id
 DEFAULT_TRAINING_CONTROL_RATE_HZ = 10.0
@@ -110,13 +111,9 @@ class StartupError(RuntimeError):
 
 
 def default_model_path() -> str:
-    """The shipped policy: the package share when installed (ament index), else the repository's models/."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return os.path.join(get_package_share_directory(PACKAGE), "models", DEFAULT_MODEL_FILE)
-    except (ImportError, LookupError, OSError, ValueError):
-        return str(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_FILE)
+    """The shipped route-guided policy: the package share when installed (ament index), else the
+    repository's models/ (``attn_dqn_controller.shipped``)."""
+    return shipped_model_path()
 
 
 # --- QoS --------------------------------------------------------------------------------------
@@ -183,7 +180,8 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
     parameter settable at run time."""
     return [
         ("model_path", default_model_path(), _plain(
-            "Policy checkpoint (.pt). Empty: the shipped models/attn_dqn_nav.pt from the package share.")),
+            "Policy checkpoint (.pt). Empty: the shipped route-guided policy models/attn_dqn_route.pt from the "
+            "package share.")),
         ("device", "auto", _plain(f"Inference device: {DEVICES} (auto = CUDA when available, else CPU).")),
         ("inference_backend", "auto", _plain(
             "Runs the policy's forward pass: onnxruntime (CPU only; about a third of eager torch's latency "
@@ -245,18 +243,21 @@ def evasion_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
 
 
 def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
-    """Route guidance (issue 10): where the route tokens of a route-token policy come from."""
+    """Route guidance: where the route tokens of a route-token policy come from."""
     return [
-        ("route_source", "goal", _plain(
-            "Where the route comes from: goal (none: goal-only policies, today's behaviour); plan (subscribe "
-            "'plan', nav_msgs/Path such as Nav2's planner output; its last pose is the goal, goal_pose is not "
-            "used); map (subscribe 'map', nav_msgs/OccupancyGrid as map_server publishes it, and plan on it); "
-            "scan_map (plan on a rolling map built from the robot's own scans). A checkpoint with route tokens "
-            "needs plan, map or scan_map.")),
+        ("route_source", AUTO, _plain(
+            "Where the route comes from: auto (map when map_file is set, else scan_map, so no map and no "
+            "planner are needed; goal when the model has no route tokens; the choice and why are logged once); "
+            "goal (none: goal-only models); plan (subscribe 'plan', nav_msgs/Path such as Nav2's planner "
+            "output; its last pose is the goal, goal_pose is not used); map (plan on map_file, or on 'map', "
+            "nav_msgs/OccupancyGrid as map_server publishes it, when map_file is empty); scan_map (plan on a "
+            "rolling map built from the robot's own scans). A checkpoint with route tokens needs auto, plan, "
+            "map or scan_map.")),
         ("map_file", "", _plain(
-            "route_source map: a map_server map (YAML with its PGM/PNG image) loaded at start-up and planned on, "
-            "instead of subscribing 'map'. Its frame is map_frame when localization_topic is set, else the "
-            "odometry frame. Empty: subscribe 'map'.")),
+            "A map_server map (YAML with its PGM/PNG image) loaded at start-up and planned on, instead of "
+            "subscribing 'map': read with route_source map, and with auto (which then means map); the other "
+            "sources do not plan on a map and leave it unread (said in the log). Its frame is map_frame when "
+            "localization_topic is set, else the odometry frame. Empty: route_source map subscribes 'map'.")),
         ("plan_timeout", 2.0, _float(
             "route_source plan: a plan that arrived longer ago than this (s, node clock or steady clock) is stale: "
             "the robot stops until a new one arrives. 0: a plan never goes stale.", 0.0, 3600.0, runtime=True)),
@@ -287,7 +288,7 @@ def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
 
 
 def safety_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
-    """The safety layer, velocity smoother, footprint and lidar mount (issue 11)."""
+    """The safety layer, velocity smoother, footprint and lidar mount."""
     return [
         ("safety_enabled", True, _plain(
             "Geometric safety layer after the policy (as Nav2's collision monitor): stop and slow-down zones "
@@ -341,7 +342,8 @@ class ControllerConfig:
     footprint: object = None  # robot.Footprint
     lidar_mount: object = None  # observation.LidarMount
     evasion: object = None  # evasion.EvasionConfig, or None when evasion_enabled is false
-    route_source: str = "goal"
+    route_source: str = AUTO
+    """As set; ``_load_policy`` replaces auto by the source it resolves to for the loaded model."""
     map_file: str = ""
     plan_timeout: float = 2.0
     replan_rate_hz: float = 0.0
@@ -491,7 +493,7 @@ class ControllerNode(Node):
         """The evasion shield on the policy's choice, spaced at the decision period like the frames it reads."""
         if self.config.evasion is None:
             return
-        if self.policy.spec.history_length < 2:  # the default (goal-only) model: said once, not warned
+        if self.policy.spec.history_length < 2:  # a one-frame model (a goal-only one, say): said once, not warned
             self.get_logger().info(
                 f"evasion shield off: the model sees {self.policy.spec.history_length} frame, and one frame shows "
                 f"no motion")
@@ -556,9 +558,6 @@ class ControllerNode(Node):
             raise StartupError(f"invalid parameter 'route_source': {values['route_source']!r} is not one of "
                                f"{', '.join(ROUTE_SOURCES)}")
         values["map_file"] = values["map_file"].strip()
-        if values["map_file"] and values["route_source"] != "map":
-            raise StartupError(f"invalid parameter 'map_file': {values['map_file']!r} is only used with route_source "
-                               f"map, not {values['route_source']!r}")
         for name in ("plan_timeout", "replan_rate_hz", "route_stray_distance", "route_clearance", "scan_map_extent",
                      "route_publish_rate_hz"):
             if not math.isfinite(values[name]):
@@ -586,7 +585,8 @@ class ControllerNode(Node):
     def _apply_runtime_change(self, parameters: list[Parameter]) -> None:
         """A change rclpy accepted: rebuild the configuration and hand the limits to the decisions at once."""
         values = {name: self.get_parameter(name).value for name, _, _ in parameter_table()}
-        self.config = self._config_from_values(values)
+        # route_source is read-only: keep the source auto resolved to at start-up.
+        self.config = replace(self._config_from_values(values), route_source=self.config.route_source)
         if self.logic is not None:
             self.logic.limits = self.config.limits
             # The layers read their config on every call; enabling/disabling them is read-only.
@@ -622,7 +622,9 @@ class ControllerNode(Node):
         except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
             raise StartupError(f"cannot load model '{path}': {exc}") from None
         self._check_robot_profile(policy)
+        say_route_source = self._resolve_route_source(policy)
         self._check_route_source(policy)
+        say_route_source()  # once the model is accepted: a refusal stays one line
         limits = self.config.limits
         if policy.actions.max_linear_speed > limits.max_linear_speed or \
                 policy.actions.max_angular_speed > limits.max_angular_speed:
@@ -657,12 +659,27 @@ class ControllerNode(Node):
                                f"robot, or load a model trained for it)") from None
 
     # --- route guidance (route_source) --------------------------------------------------------------
+    def _resolve_route_source(self, policy):
+        """route_source auto: the source for this model and map_file, in the configuration from now on. Returns
+        what says it in the log (once, with the reason; also a map_file that the source leaves unread)."""
+        requested, map_file = self.config.route_source, self.config.map_file
+        source, reason = resolve_route_source(requested, map_file, policy.spec.route_points)
+        logger = self.get_logger()
+        if requested == AUTO:
+            self.config = replace(self.config, route_source=source)
+            return lambda: logger.info(f"route_source auto: {source} ({reason})")
+        if map_file and source != "map":
+            return lambda: logger.warning(f"map_file '{map_file}' is not read: route_source '{source}' does not "
+                                          f"plan on a map")
+        return lambda: None
+
     def _check_route_source(self, policy) -> None:
         """A route-token checkpoint needs a route; a goal-only one ignores it (warned)."""
         source, points = self.config.route_source, policy.spec.route_points
         if points > 0 and source == "goal":
             raise StartupError(f"model '{self.config.model_path}' takes route_points={points} route tokens, but "
-                               f"route_source is 'goal' (no route): set route_source to plan, map or scan_map")
+                               f"route_source is 'goal' (no route): set route_source to auto, plan, map or "
+                               f"scan_map")
         if points == 0 and source != "goal":
             self.get_logger().warning(f"the model is goal-only (no route tokens): route_source '{source}' only "
                                       f"publishes ~/route and stops the robot when the route is unusable")

@@ -14,6 +14,8 @@ without ROS, so it is unit-testable with plain numbers:
   reference, swapped atomically); folding scans into the rolling map and planning
   happen in the worker. A map is valid until replaced (map_server latches it once).
 
+``resolve_route_source`` turns ``auto`` (the node's default) into one of these for the loaded model.
+
 Both follow their route with their own ``RouteTracker`` on the decision side, so the
 waypoints are ``RouteTracker.waypoints_ahead`` exactly as the env computes them.
 Routes live in one frame (``frame``: ``odom``, or ``map`` when the plan or map is in the
@@ -33,7 +35,9 @@ from attn_dqn_controller.planning.grid import OccupancyGrid
 from attn_dqn_controller.planning.guidance import RouteGuidance
 from attn_dqn_controller.planning.route import Route, RouteTracker
 
-ROUTE_SOURCES = ("goal", "plan", "map", "scan_map")
+AUTO = "auto"
+ROUTE_SOURCES = (AUTO, "goal", "plan", "map", "scan_map")
+"""The values of the node's ``route_source`` parameter; ``auto`` resolves to one of the others."""
 ROUTE_FRAMES = ("odom", "map")
 RETARGET_DISTANCE = 0.05
 """m: a goal that moved less than this (a map goal seen through an updated map -> odom correction) keeps the route."""
@@ -44,6 +48,27 @@ POSE_JUMP_DISTANCE = 1.0
 simulator's new episode, a relocalization): a rolling map in the old frame is dropped, not kept."""
 ODOM_JUMP_MARGIN = 0.1
 """m beyond what the robot can drive between two decisions before an odometry pose counts as a jump."""
+
+
+def resolve_route_source(requested: str, map_file: str, route_points: int) -> tuple[str, str]:
+    """(the route source to run, why) for route_source ``requested``, the ``map_file`` parameter and a model with
+    ``route_points`` route tokens.
+
+    ``auto`` picks what needs nothing beyond the robot: a model without route tokens reads no route (goal);
+    with a map file the route is planned on it (map); otherwise on a rolling map of the robot's own scans
+    (scan_map), which needs no map and no planner. Any other value is kept as given."""
+    if requested not in ROUTE_SOURCES:
+        raise ValueError(f"route_source {requested!r} is not one of {', '.join(ROUTE_SOURCES)}")
+    if route_points < 0:
+        raise ValueError(f"route_points={route_points!r} must be >= 0")
+    if requested != AUTO:
+        return requested, "as set"
+    if route_points == 0:
+        unread = f"; map_file '{map_file}' is not read" if map_file else ""
+        return "goal", f"the model has no route tokens{unread}"
+    if map_file:
+        return "map", f"planned on map_file '{map_file}'"
+    return "scan_map", "no map_file: planned on a rolling map of the robot's own scans, no map or planner needed"
 
 
 class _Follower:

@@ -1,5 +1,6 @@
-"""Level families: the small-arena levels of sim.maps, the building-scale `office` and `warehouse`, and
-`map_file` (any ROS map_server map). ``generate_level`` is the one entry point the environment uses."""
+"""Level families: the small-arena levels of sim.maps, the building-scale `office` and `warehouse`, BARN-style
+obstacle `courses`, and `map_file` (any ROS map_server map). ``generate_level`` is the one entry point the
+environment uses."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from sim.maps import EVAL_SEED_START, LEVELS, MapConfig, NavMap, generate_map
 
-BUILDING_LEVELS = ("office", "warehouse")
+BUILDING_LEVELS = ("office", "warehouse", "courses")
+"""The generated levels beyond sim.maps' 5 m arenas (each in its own module of sim.levels)."""
 MAP_FILE_LEVEL = "map_file"
 ALL_LEVELS = LEVELS + BUILDING_LEVELS + (MAP_FILE_LEVEL,)
 BUILDING_MAX_STEPS = 3000  # 25 m at 0.22 m/s is about 1140 control steps at 10 Hz; room for detours and turns
@@ -22,6 +24,10 @@ def default_max_steps(level: str) -> int:
 
 def level_config(level: str, map_file=None) -> MapConfig:
     """The arena geometry a level is generated with by default."""
+    if level == "courses":
+        from sim.levels.courses import COURSES_CONFIG
+
+        return COURSES_CONFIG
     if level in BUILDING_LEVELS:
         from sim.levels.office import OFFICE_CONFIG
         from sim.levels.warehouse import WAREHOUSE_CONFIG
@@ -59,6 +65,10 @@ def generate_level(level: str, seed: int, config: MapConfig | None = None, map_f
         from sim.levels.warehouse import generate_warehouse
 
         return generate_warehouse(int(seed), config)
+    if level == "courses":
+        from sim.levels.courses import generate_course
+
+        return generate_course(int(seed), config)
     from sim.levels.map_file import generate_map_file_level
 
     return generate_map_file_level(_loaded(map_file), int(seed), config)

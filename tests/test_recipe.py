@@ -1,0 +1,184 @@
+"""`attn-dqn recipe`: the shipped route policy's recipe, shrunk by --quick, run end to end in PyBullet.
+
+One quick run trains both teachers (two seeds of the maze teacher, the validation's best kept), distils them,
+exports and evaluates; a second invocation skips every finished stage; an unfinished training stage resumes
+from its checkpoint; bad recipe files fail before anything runs, naming what is wrong.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attn_dqn_controller.checkpoint import load_checkpoint
+from attn_dqn_controller.cli import main
+from attn_dqn_controller.learning.recipe import RecipeError, load_recipe, run_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "config" / "recipe_route.yaml"
+
+
+def strings(value):
+    """Every string inside a nested dict/list (keys included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings(item)
+
+
+def assert_portable(metadata: dict, out: Path) -> None:
+    for text in strings(metadata):
+        assert not text.startswith("/") and str(out) not in text and str(REPO) not in text, text
+
+
+def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.learning.config import load_config
+    from attn_dqn_controller.learning.trainer import TrainingRun, VectorEnvCollector, run_training
+    from attn_dqn_controller.policy import Policy
+    from sim.route_source import make_level_env
+
+    out = tmp_path / "route"
+    assert main(["recipe", "route", "--out", str(out), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    recipe = load_recipe("route", quick=True)
+    assert [s.name for s in recipe.stages] == ["maze_teacher", "dynamic_teacher", "distill", "export", "evaluate"]
+    for index, stage in enumerate(recipe.stages):
+        assert f"stage {index + 1}/5 {stage.name} (" in printed
+        assert json.loads((out / stage.name / "stage.json").read_text())["status"] == "done"
+
+    # The product loads and drives: a real observation of a routed maze in, an action of its table out.
+    policy = Policy.load(out / "policy.pt", device="cpu")
+    assert policy.spec.route_points == 8 and policy.spec.history_length == 3
+    env = make_level_env("maze@map", {**PolicyAgent(policy).env_kwargs(), "max_steps": 5})
+    try:
+        obs, _ = env.reset(options={"map_seed": 7})
+        decision = policy.act(obs)
+    finally:
+        env.close()
+    assert 0 <= decision.action < len(policy.actions) and np.all(np.isfinite(decision.q_values))
+
+    # Provenance: the recipe, the stage, the configs and seed; no path of this machine anywhere.
+    metadata = load_checkpoint(out / "policy.pt").metadata
+    provenance = metadata["provenance"]
+    assert provenance["recipe"] == "route" and provenance["recipe_file"] == "config/recipe_route.yaml"
+    assert provenance["stage"] == "export" and provenance["seed"] == 3 and provenance["quick"] is True
+    assert provenance["chain"]["maze_teacher"]["config"] == "config/route_maze_teacher.yaml"
+    assert provenance["chain"]["dynamic_teacher"]["init_from"] == "maze_teacher/policy.pt"
+    assert "seed=3" in provenance["chain"]["dynamic_teacher"]["overrides"]
+    assert metadata["distilled_from"]["dynamic"] == "dynamic_teacher/policy.pt"
+    assert_portable(metadata, out)
+    for run_file in ("maze_teacher/policy.pt", "dynamic_teacher/seed_3/checkpoint.pt", "distill/policy.pt"):
+        checkpoint = load_checkpoint(out / run_file)
+        assert_portable(checkpoint.metadata, out)
+        assert_portable((checkpoint.training or {}).get("config", {}), out)
+
+    # Two maze-teacher seeds trained; the kept one is the better on the validation maps.
+    selection = json.loads((out / "maze_teacher" / "stage.json").read_text())["summary"]["selection"]
+    assert [c["seed"] for c in selection["candidates"]] == [3, 1003]
+    assert selection["validation_success"] == max(c["validation_success"] for c in selection["candidates"])
+
+    # The evaluation: every row for the rebuilt and the shipped policy, on test map seeds; the report holds it.
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["seed"] == 1_000_000 and evaluation["policies"]["shipped"] == "models/attn_dqn_route.pt"
+    assert {(r["policy"], r["row"]) for r in evaluation["results"]} == {
+        (label, row) for label in ("rebuilt", "shipped") for row in recipe.stage("evaluate").rows}
+    report = (out / "report.md").read_text()
+    for text in ("maze_teacher", "dynamic_teacher", "distill", "office@scan_map", "dynamic@map",
+                 "Total wall-clock"):
+        assert text in report
+
+    # The same command again: every stage skipped, nothing rewritten.
+    made = (out / "policy.pt").stat().st_mtime_ns
+    run_recipe(recipe, out, quick=True, progress=False)
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, skipped") == 5
+    assert (out / "policy.pt").stat().st_mtime_ns == made
+
+    # An interrupted training stage resumes from its checkpoint: here a real run of the same config stopped
+    # at half its steps, as Ctrl-C would leave it.
+    stage_dir = out / "dynamic_teacher"
+    for name in ("stage.json", "policy.pt"):
+        os.remove(stage_dir / name)
+    run_dir = stage_dir / "seed_3"
+    for item in run_dir.iterdir():
+        if item.is_file():
+            os.remove(item)
+    stage = recipe.stage("dynamic_teacher")
+    config = load_config(stage.config, list(stage.overrides) + ["seed=3", f"total_steps={stage.total_steps // 2}"])
+    config.init_from = str(out / "maze_teacher" / "policy.pt")
+    run = TrainingRun(config.validate(), run_dir)
+    run_training(run, VectorEnvCollector(run), progress=False)
+    capsys.readouterr()
+    run_recipe(recipe, out, quick=True, progress=False)
+    printed = capsys.readouterr().out
+    assert f"at step {stage.total_steps // 2}" in printed and "resumed from" in printed
+    assert load_checkpoint(run_dir / "checkpoint.pt").metadata["env_steps"] >= stage.total_steps
+    assert (stage_dir / "policy.pt").is_file()
+    assert printed.count("finished earlier, skipped") == 4  # the stages after it were made by the same definition
+
+
+def write_recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe_bad.yaml"
+    path.write_text(text.replace("CONFIG", str(REPO / "config")))
+    return path
+
+
+GOOD_STAGE = """
+  - name: teacher
+    kind: train
+    config: CONFIG/route_maze_teacher.yaml
+    total_steps: 1000
+"""
+
+
+@pytest.mark.parametrize("stages,message", [
+    (GOOD_STAGE + "  - {name: polish, kind: finetune, from: teacher}\n", "unknown stage kind 'finetune'"),
+    ("  - {name: teacher, kind: train, config: CONFIG/no_such.yaml, total_steps: 10}\n",
+     "config file '.*no_such.yaml' does not exist"),
+    (GOOD_STAGE + "  - {name: out, kind: export, from: student}\n", "'from' must name an earlier stage"),
+    (GOOD_STAGE + "    stepz: 3\n", r"unknown key\(s\) \['stepz'\]"),
+    (GOOD_STAGE + "    set: [learner.lrate=0.1]\n", "stage 'teacher'.*unknown config key 'learner.lrate'"),
+    (GOOD_STAGE + "  - {name: ev, kind: evaluate, policy: teacher, rows: [maze@map], seed: 1499990, episodes: 20}\n",
+     "leave the test range"),
+])
+def test_bad_recipe_files_fail_naming_the_problem(tmp_path, stages, message):
+    path = write_recipe(tmp_path, "name: bad\nseed: 1\nstages:\n" + stages)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(str(path))
+
+
+def test_the_command_line_reports_a_bad_recipe_and_an_unknown_name(tmp_path, capsys):
+    path = write_recipe(tmp_path, "stages:\n  - {name: teacher, kind: polish}\n")
+    assert main(["recipe", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "attn-dqn recipe: error:" in capsys.readouterr().err
+    assert main(["recipe", "no_such_recipe", "--out", str(tmp_path / "out")]) == 2
+    assert "no recipe named 'no_such_recipe': known recipes are route" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_changed_definition_is_refused_on_the_same_out(tmp_path):
+    """A train stage made with seed 3 is not continued as seed 4's: the user picks another --out."""
+    out = tmp_path / "route"
+    recipe = load_recipe(str(RECIPE), quick=True)
+    (out / "maze_teacher").mkdir(parents=True)
+    (out / "maze_teacher" / "stage.json").write_text(json.dumps({"status": "running", "fingerprint": "other"}))
+    with pytest.raises(RecipeError, match="stage 'maze_teacher' there was made by another definition"):
+        run_recipe(recipe, out, seed=4, quick=True, progress=False)
+
+
+def test_portable_path_never_records_a_machine_path(tmp_path):
+    from attn_dqn_controller.checkpoint import portable_path
+
+    assert portable_path(tmp_path / "out" / "maze_teacher" / "policy.pt", base=tmp_path / "out") == \
+        "maze_teacher/policy.pt"
+    assert portable_path(REPO / "config" / "route_maze_teacher.yaml") == "config/route_maze_teacher.yaml"
+    assert portable_path(tmp_path / "elsewhere" / "policy.pt") == "policy.pt"  # outside every root: its name
+    assert portable_path("runs/a/checkpoint.pt") == "runs/a/checkpoint.pt" and portable_path("") == ""
