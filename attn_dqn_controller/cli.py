@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped models/attn_dqn_route.pt)")
     p.add_argument("--launch-file", default=None, metavar="FILE",
                    help="simulation launch file declaring sim.launch.yaml's arguments (default: sim.launch.yaml)")
-    p.add_argument("--out", default="out/demo", help="where the picture goes (demo.png)")
+    p.add_argument("--out", default="out/demo", help="where the picture (demo.png) and the nodes' output "
+                                                     "(launch_N.log) go")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("params", help="the controller node's ROS parameters as a Markdown reference, from its "

@@ -281,8 +281,9 @@ class EpisodeObserver:
         self._start_episode()
 
 
-def run_launch(context, launch_file: Path, run: LaunchRun) -> None:
-    """Start the launch, watch it until sim_node has run its episodes and the launch has ended."""
+def run_launch(context, launch_file: Path, run: LaunchRun, log_path: Path) -> None:
+    """Start the launch, watch it until sim_node has run its episodes and the launch has ended; the nodes'
+    output goes to ``log_path``."""
     from rclpy.executors import SingleThreadedExecutor
 
     observer = EpisodeObserver(context, run)
@@ -330,11 +331,12 @@ def run_launch(context, launch_file: Path, run: LaunchRun) -> None:
         executor.shutdown()
         observer.node.destroy_node()
     run.returncode = launch.returncode
+    log_path.write_text("".join(log))
     if len(observer.reports) < len(run.navmaps):
         run.problem = run.problem or f"{len(observer.reports)} of {len(run.navmaps)} episode(s) reported"
     if run.returncode != 0 or run.problem:
         print(f"  the launch {'ended with exit code ' + str(run.returncode) if run.returncode else 'ended'}"
-              f"{': ' + run.problem if run.problem else ''}; its last output:\n"
+              f"{': ' + run.problem if run.problem else ''}; the end of its output ({log_path}):\n"
               + "".join(log[-30:]), file=sys.stderr, flush=True)
 
 
@@ -359,6 +361,7 @@ def run_demo(args) -> int:
 
     from attn_dqn_controller.demo_plot import plot_demo
     from attn_dqn_controller.isolation import isolate_dds
+
     started = time.monotonic()
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
@@ -383,8 +386,8 @@ def run_demo(args) -> int:
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
-        for run in runs:
-            run_launch(context, launch_file, run)
+        for number, run in enumerate(runs, 1):
+            run_launch(context, launch_file, run, out / f"launch_{number}.log")
     finally:
         rclpy.shutdown(context=context)
 

@@ -106,8 +106,8 @@ class SimNode(Node):
                                  float_range=_float_range(0.0, 3600.0))
         self.cmd_timeout = p("cmd_timeout", 0.5, "A command older than this (sim seconds) is replaced by zero",
                              float_range=_float_range(0.01, 10.0))
-        max_steps = p("max_steps", 500, "Time limit of an episode in control steps",
-                      integer_range=_int_range(1, 1_000_000))
+        max_steps = p("max_steps", 0, "Time limit of an episode in control steps (0: the level's own: 500 on the "
+                      "5 m levels, 3000 on buildings and map files)", integer_range=_int_range(0, 1_000_000))
         goal_tolerance = p("goal_tolerance", 0.15, "Success radius around the goal (m)",
                            float_range=_float_range(0.01, 2.0))
         num_beams = p("num_beams", 360, "Lidar beams", integer_range=_int_range(1, 10_000))
@@ -127,7 +127,7 @@ class SimNode(Node):
         num_sectors = math.gcd(int(num_beams), 24)
         if map_file:
             self.level = "map_file"
-        self.env = gym.make("AttnNav-v0", level=self.level, seed=int(self.seed), max_steps=max_steps,
+        self.env = gym.make("AttnNav-v0", level=self.level, seed=int(self.seed), max_steps=max_steps or None,
                             goal_tolerance=goal_tolerance, gui=gui, num_beams=num_beams, fov=fov,
                             range_min=range_min, range_max=range_max, num_sectors=num_sectors,
                             lidar_noise_std=noise, map_file=map_file or None, route=route,

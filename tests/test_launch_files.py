@@ -62,18 +62,21 @@ def test_launch_files_take_route_source_and_map():
     sim_params = {k: v for p in nodes["sim"].parameters if isinstance(p, dict) for k, v in p.items()}
     ctrl_params = {k: v for p in nodes["controller"].parameters if isinstance(p, dict) for k, v in p.items()}
     assert sim_params["map_file"] == "/maps/office.yaml" and ctrl_params["route_source"] == "scan_map"
-    assert ctrl_params["map_file"] == "/maps/office.yaml"  # handed on; scan_map leaves it unread (said in the log)
+    # The simulator places the map's origin at its own (0, 0): the controller plans on the /map sim_node serves
+    # in that frame (route_source:=map), never on the file in the file's frame.
+    assert "map_file" not in ctrl_params
 
 
 @pytest.mark.parametrize("name", ["sim.launch.yaml", "robot.launch.yaml"])
 def test_launch_defaults_are_the_shipped_route_policy_with_route_source_auto(name):
     """With no arguments the controller loads the shipped route-guided policy from the package share, with
-    route_source auto and no map file (auto then means scan_map: no map, no planner); map:= alone makes it map."""
+    route_source auto and no map file (auto then means scan_map: no map, no planner). On a robot map:= alone
+    makes it map; in simulation map:= is the world, and the controller plans on the /map sim_node serves."""
     plan = parse_launch_file(LAUNCH / name, {})
     (controller,) = [node for node in plan.nodes if node.name == "controller"]
     params = {k: v for p in controller.parameters if isinstance(p, dict) for k, v in p.items()}
     assert Path(params["model_path"]) == SHIPPED_MODEL and SHIPPED_MODEL.is_file()  # the share is the checkout here
-    assert (params["route_source"], params["map_file"]) == ("auto", "")
+    assert params["route_source"] == "auto" and params.get("map_file", "") == ""
     defaults = {name: argument.default for name, argument in plan.arguments.items()}
     assert defaults["model"] == "$(find-pkg-share attn_dqn_controller)/models/attn_dqn_route.pt"
     assert defaults["route_source"] == "auto"
@@ -82,7 +85,10 @@ def test_launch_defaults_are_the_shipped_route_policy_with_route_source_auto(nam
     plan = parse_launch_file(LAUNCH / name, {"map": "/maps/office.yaml"})
     (controller,) = [node for node in plan.nodes if node.name == "controller"]
     params = {k: v for p in controller.parameters if isinstance(p, dict) for k, v in p.items()}
-    assert (params["route_source"], params["map_file"]) == ("auto", "/maps/office.yaml")
+    if name == "robot.launch.yaml":  # auto then plans on the map file
+        assert (params["route_source"], params["map_file"]) == ("auto", "/maps/office.yaml")
+    else:  # the file is the simulated world; the controller reads no file in the simulator's shifted frame
+        assert params["route_source"] == "auto" and "map_file" not in params
 
 
 @pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="no shipped policy in models/")

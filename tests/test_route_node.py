@@ -645,7 +645,8 @@ def test_route_guided_model_drives_a_maze_in_the_node_as_in_the_env(tmp_path, ro
             f"level:={level}", f"episodes:={count}", "real_time_factor:=0.0", "startup_timeout:=60.0",
             f"seed:={first_seed}"])
         node = start_process(tmp_path, "attn_dqn_controller.nodes.controller_node", f"{level}_{source}",
-                             route_node_params(model, source, "use_sim_time:=true", "route_lockstep:=true"),
+                             route_node_params(model, source, "use_sim_time:=true", "route_lockstep:=true",
+                                               "scan_map_extent:=5.0"),  # the 5 m levels' window, as the env
                              remaps=("map:=/map",))
         try:
             c = route_client(node)

@@ -271,10 +271,11 @@ def route_parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
         ("route_clearance", 0.05, _float(
             "route_source map/scan_map: the planner keeps the footprint's circumscribed radius plus this (m) from "
             "obstacles (the env's MapConfig.clearance).", 0.0, 5.0)),
-        ("scan_map_extent", 5.0, _float(
+        ("scan_map_extent", 16.0, _float(
             "route_source scan_map: the rolling map reaches this far (m) around the robot in every direction (the "
             "env's arena side; 0.05 m cells for windows up to 12 m, 0.1 m beyond). Goals farther away are planned "
-            "to as if the space beyond were free.", 1.0, 100.0)),
+            "to as if the space beyond were free, so the default fits buildings (16 m, as the policy was evaluated "
+            "on offices); 5.0 gives 5 m spaces the finer grid of the 5 m training levels.", 1.0, 100.0)),
         ("route_lockstep", False, _plain(
             "route_source map/scan_map, simulation only: each decision waits until the planner thread has folded "
             "its scan and re-planned when due, as the env does within a step. For lock-step simulators that run "
@@ -349,7 +350,7 @@ class ControllerConfig:
     replan_rate_hz: float = 0.0
     route_stray_distance: float = 0.75
     route_clearance: float = 0.05
-    scan_map_extent: float = 5.0
+    scan_map_extent: float = 16.0
     route_lockstep: bool = False
     route_publish_rate_hz: float = 2.0
 
