@@ -15,8 +15,10 @@ Set-up (every process on loopback, private domain: isolate_dds):
   controller (scan: best effort, depth 1; cmd_vel: reliable).
 * controller_node, one per inference backend (namespace /bench_ctl_<backend>,
   act_on_scan, ``--device``; onnxruntime and torch on CPU; ``control_rate_hz`` at
-  the highest scan rate, so every scan is decided on): stamps every DRIVING
-  command with the stamp of the scan it acted on. The phases of one rate run
+  the highest scan rate, so every scan is decided on): stamps each command with the
+  time it sends it, so a command is paired with the newest scan sent to its node
+  before the command arrived (scans are far enough apart for that to be the one it
+  answers; a repeat of the same scan's command counts as a duplicate). The phases of one rate run
   back to back (echo, then each controller), so they share the machine's state.
 * driver (this process): publishes scan(360) + odom at 20 Hz then 100 Hz (goal
   far away, so the controller keeps DRIVING), to the echo then to the
@@ -168,6 +170,7 @@ class Driver:
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
         self.sent: dict[int, int] = {}
+        self.last_sent: dict[str, int] = {}
 
     def _spin(self) -> None:
         try:
@@ -179,15 +182,17 @@ class Driver:
     def _on_cmd(self, ns: str, msg: TwistStamped, info) -> None:
         received = info["received_timestamp"] if isinstance(info, dict) else info.received_timestamp
         received = received or time.time_ns()
-        key = stamp_ns(msg.header.stamp)
         with self.lock:
+            # A command answers the newest scan sent to its node before it arrived: the controller stamps a
+            # command with the time it sends it (not the scan's stamp), so commands pair with scans by order.
+            key = self.last_sent.get(ns)
             table = self.received[ns]
-            if key in table:
-                self.duplicates[ns] += 1
-            elif key in self.sent:
-                table[key] = received
+            if key is None:
+                self.other_commands[ns] += 1  # zeros of the watchdog before any scan
+            elif key in table:
+                self.duplicates[ns] += 1  # the control loop repeating the command of the same scan
             else:
-                self.other_commands[ns] += 1  # zeros of the watchdog, or answers from an earlier phase
+                table[key] = received
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -213,6 +218,7 @@ class Driver:
                           frame_id="base_scan")
         with self.lock:
             self.sent[now_ns] = now_ns
+            self.last_sent[ns] = now_ns
         scan_pub.publish(msg)
         return now_ns
 

@@ -184,7 +184,8 @@ class SimNode(Node):
 
     def answered(self, sensor_time: float, received_before: int) -> bool:
         """Lock-step: whether the controller answered the sensors stamped ``sensor_time``. A stamped command
-        answers them when its stamp is no older (the controller stamps a decision with its scan's stamp); a
+        answers them when its stamp is no older (under sim time the controller stamps a new decision no earlier
+        than its scan, and sim time stands still while this node waits); a
         command decided on earlier sensors, or repeated between decisions, does not, else the pairing would
         slip and every command would act one control period late. An unstamped command answers any sensors."""
         if self.commands_received == received_before:

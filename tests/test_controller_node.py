@@ -32,6 +32,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import LaserScan  # noqa: E402
@@ -64,9 +65,9 @@ MAX_V, MAX_W = 0.1, 1.5
 NODE_MODULE = "attn_dqn_controller.nodes.controller_node"
 MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
-RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "goal_tolerance",
-                    "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio", "max_linear_accel",
-                    "max_angular_accel", "plan_timeout"}
+RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "stamp_tolerance",
+                    "goal_tolerance", "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio",
+                    "max_linear_accel", "max_angular_accel", "plan_timeout"}
 """The behavioural limits an operator may change while the node runs; model, topics, backend stay read-only."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
@@ -399,6 +400,11 @@ class Command:
     values: tuple
     stamp: tuple | None
 
+    @property
+    def seconds(self) -> float | None:
+        """The stamp in s: when the node sent it, on its clock (the system clock here, as the client's)."""
+        return None if self.stamp is None else self.stamp[0] + self.stamp[1] * 1e-9
+
 
 @dataclass
 class Client:
@@ -413,7 +419,7 @@ class Client:
     q_values: list = field(default_factory=list)
     markers: list = field(default_factory=list)
     sent_stamps: set = field(default_factory=set)
-    """Stamps of every scan this client sent (the node stamps its DRIVING commands with them)."""
+    """Stamps of every scan this client sent."""
 
     def __post_init__(self):
         self.context = rclpy.Context()
@@ -456,13 +462,21 @@ class Client:
         self.node.destroy_node()
         self.context.try_shutdown()
 
+    def clock(self) -> float:
+        """Now on the client's clock (s), the clock the node stamps its commands with."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def sent_after(self, t: float) -> list[Command]:
+        """The commands the node sent after ``t`` (client clock), by their stamps."""
+        return [c for c in self.commands if c.seconds is not None and c.seconds > t]
+
     def run(self, seconds: float, scan: LaserScanData | None = None, odom: bool = True,
-            goal: tuple | None = None, until=None, rate_hz: float = 20.0) -> bool:
+            goal: tuple | None = None, until=None, rate_hz: float = 20.0, stamp_lag: float = 0.0) -> bool:
         """Publish at rate_hz for up to ``seconds`` (stops early once ``until()`` holds); returns until()'s last value.
 
-        The goal (x, y[, frame]) goes out every tick: the node may not have matched the publisher yet.
+        The goal (x, y[, frame]) goes out every tick: the node may not have matched the publisher yet. Scan and
+        odometry are stamped ``stamp_lag`` s before they are sent (a driver that takes that long).
         """
-        sent_stamps = []
         deadline = time.monotonic() + seconds
         next_tick = time.monotonic()
         while time.monotonic() < deadline:
@@ -470,19 +484,17 @@ class Client:
                 return True
             if time.monotonic() >= next_tick:
                 next_tick += 1.0 / rate_hz
-                now = self.node.get_clock().now()
+                now = self.node.get_clock().now() - Duration(seconds=stamp_lag)
                 if scan is not None:
                     self.scan_pub.publish(scan_to_msg(scan, stamp=now, frame_id="base_scan"))
                     msg_stamp = now.to_msg()
-                    sent_stamps.append((msg_stamp.sec, msg_stamp.nanosec))
-                    self.sent_stamps.add(sent_stamps[-1])
+                    self.sent_stamps.add((msg_stamp.sec, msg_stamp.nanosec))
                 if odom:
                     self.odom_pub.publish(odometry_to_msg(0.0, 0.0, 0.0, 0.0, 0.0, stamp=now))
                 if goal is not None:
                     self.goal_pub.publish(pose_stamped(goal[0], goal[1], stamp=now,
                                                        frame_id=goal[2] if len(goal) > 2 else "odom"))
             self.executor.spin_once(timeout_sec=0.005)
-        self.last_stamps = sent_stamps
         return bool(until()) if until is not None else True
 
     def wait_for_node(self, node: NodeProcess) -> None:
@@ -494,19 +506,27 @@ class Client:
         assert node.alive(), node.output()
         assert ok, f"controller never matched the test client\n{node.output()}"
 
-    def drive(self, node: NodeProcess, scan: LaserScanData) -> None:
-        """Feed scan/odom/far goal until a command computed from one of *our* scans came back.
+    def drive(self, node: NodeProcess, scan: LaserScanData) -> float:
+        """Feed scan/odom/far goal until the node drives on *our* scans; returns the client clock from which on
+        every command it sends is decided on them.
 
-        (The shared node's latched status may still say "driving" from the previous test's data.)
+        The shared node may still act on the previous test's scans (for scan_timeout), and a command carries the
+        time it was sent, not its scan's stamp. So first a scan the node cannot use: once it says so, its newest
+        scan is ours and it has stopped; the "driving" it says next was decided on a scan of ours.
         """
-        assert self.run(WAIT, scan=scan, goal=FAR_GOAL, until=lambda: any(
-            cmd.stamp in self.sent_stamps for cmd in self.commands)), f"never drove\n{node.output()}"
+        assert self.run(WAIT, scan=UNUSABLE_SCAN, goal=FAR_GOAL, until=lambda: (self.status or "").startswith(
+            "stale_input: unusable scan")), f"never refused the unusable scan: {self.status}\n{node.output()}"
+        assert self.run(WAIT, scan=scan, goal=FAR_GOAL, until=lambda: (self.status or "").startswith("driving")), \
+            f"never drove: {self.status}\n{node.output()}"
+        return self.clock()
 
     def commands_since(self, t: float) -> list[Command]:
         return [c for c in self.commands if c.received >= t]
 
 
 ZERO = (0.0,) * 6
+UNUSABLE_SCAN = LaserScanData(np.full(360, np.nan, np.float32), -math.pi, 2.0 * math.pi / 360, 0.12, 3.5)
+"""No valid reading: the contract refuses it, and the node says so."""
 
 
 def assert_bounded(commands: list[Command]) -> None:
@@ -550,14 +570,20 @@ def client():
 def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared_node, client):
     c = client(shared_node)
     c.wait_for_node(shared_node)
-    c.drive(shared_node, full_scan())
-    start = time.monotonic()
-    c.run(1.5, scan=full_scan(), goal=FAR_GOAL)
-    driving = c.commands_since(start)
+    since = c.drive(shared_node, full_scan())
+    # A driver whose scans arrive 0.3 s after they were taken (within stamp_tolerance).
+    c.run(1.5, scan=full_scan(), goal=FAR_GOAL, stamp_lag=0.3)
+    driving = c.sent_after(since)
     assert len(driving) >= 5, shared_node.output()
     assert_driving(driving)
-    # Each command carries the stamp of the scan it was computed from.
-    assert {cmd.stamp for cmd in driving} & set(c.last_stamps)
+    # Each command carries the time it was sent, not its scan's stamp (a base's cmd_vel_timeout counts from it) ...
+    assert not {cmd.stamp for cmd in driving} & c.sent_stamps
+    # ... and the diagnostics give the scan -> command latency by the scan's stamp: the 0.3 s and the node's share.
+    seen = len(c.diagnostics)
+    assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, stamp_lag=0.3, until=lambda: len(c.diagnostics) > seen)
+    values = {kv.key: kv.value for kv in c.diagnostics[-1].values}
+    assert float(values["scan to command [ms]"]) >= 300.0, values
+    assert 0.0 <= float(values["scan arrival to command [ms]"]) <= float(values["scan to command [ms]"]), values
     assert c.attention and c.q_values, "attention/q_values not published with publish_attention:=true"
     for weights in c.attention[-3:]:
         assert weights.shape == (SPEC.num_sectors,) and weights.sum() == pytest.approx(1.0, abs=1e-3)
@@ -571,12 +597,11 @@ def test_node_drives_with_bounded_finite_commands_and_publishes_attention(shared
 def test_node_accepts_other_lidar_geometries(shared_node, client, scan):
     c = client(shared_node)
     c.wait_for_node(shared_node)
-    c.drive(shared_node, scan)
-    start = time.monotonic()
+    since = c.drive(shared_node, scan)
     c.run(1.0, scan=scan, goal=FAR_GOAL)
-    answered = [cmd for cmd in c.commands_since(start) if cmd.stamp in set(c.last_stamps)]
+    answered = c.sent_after(since)
     assert answered, f"no command computed from a {scan.ranges.size}-beam scan\n{shared_node.output()}"
-    assert_driving(c.commands_since(start))
+    assert_driving(answered)
     assert c.status == "driving"
 
 
@@ -593,13 +618,13 @@ def test_node_route_source_auto_reads_no_route_for_a_goal_only_model(shared_node
 def test_node_stops_when_scans_go_stale(shared_node, client):
     c = client(shared_node)
     c.wait_for_node(shared_node)
-    c.drive(shared_node, full_scan())
-    moving = time.monotonic()
+    since = c.drive(shared_node, full_scan())
     c.run(0.5, scan=full_scan(), goal=FAR_GOAL)
-    stopped = time.monotonic()
-    assert_driving([cmd for cmd in c.commands_since(moving) if cmd.received < stopped])
+    stopped = c.clock()
+    assert_driving([cmd for cmd in c.sent_after(since) if cmd.seconds <= stopped])
     c.run(2.0, scan=None, goal=FAR_GOAL)  # odometry and goal keep coming; scans stop
-    after = c.commands_since(stopped + 0.5 + 0.1 + 0.4)  # scan_timeout + one period + margin
+    # A goal is active: zero every period, not a few then silence.
+    after = c.sent_after(stopped + 0.5 + 0.1 + 0.4)  # scan_timeout + one period + margin
     assert len(after) >= 3, "the control loop must keep publishing zeros while stale"
     assert all(cmd.values == ZERO for cmd in after), [cmd.values for cmd in after]
     assert c.status == "stale_input: scan older than 0.5 s"
@@ -625,16 +650,20 @@ def test_node_survives_malformed_scans_and_reports_them(shared_node, client):
     assert c.run(WAIT, scan=full_scan(), goal=FAR_GOAL, until=lambda: c.status == "driving")  # still responding
 
 
-def test_node_stops_at_the_goal_and_publishes_diagnostics(shared_node, client):
+def test_node_stops_at_the_goal_says_zero_a_few_times_then_nothing_and_publishes_diagnostics(shared_node, client):
+    """At the goal the node says zero a few times (STOP_REPEATS), then nothing while scans and the same goal keep
+    coming, so teleoperation or twist_mux's other inputs have cmd_vel to themselves (before: zero at 10 Hz)."""
     c = client(shared_node)
     c.wait_for_node(shared_node)
     near = (0.05, 0.0)
     assert c.run(WAIT, scan=full_scan(), goal=near, until=lambda: c.status == "goal_reached"), shared_node.output()
-    c.run(0.5, scan=full_scan(), goal=near)  # commands computed before the goal was reached may still be in flight
-    start, seen = time.monotonic(), len(c.diagnostics)  # only diagnostics sent after the goal was reached
-    c.run(WAIT, scan=full_scan(), goal=near, until=lambda: len(c.commands_since(start)) >= 3
-          and any(s.name == DIAGNOSTIC_NAME for s in c.diagnostics[seen:]))
-    assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
+    reached, seen = c.clock(), len(c.diagnostics)  # only diagnostics sent after the goal was reached
+    c.run(0.6, scan=full_scan(), goal=near)  # six control periods
+    c.run(WAIT, scan=full_scan(), goal=near, until=lambda: any(s.name == DIAGNOSTIC_NAME
+                                                               for s in c.diagnostics[seen:]))
+    assert c.commands and c.commands[-1].values == ZERO
+    late = c.sent_after(reached)  # the rest of the zeros said at the goal (some may have gone before), no more
+    assert len(late) <= 3 and all(cmd.values == ZERO for cmd in late), [cmd.values for cmd in late]
     status = [s for s in c.diagnostics[seen:] if s.name == DIAGNOSTIC_NAME][-1]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.OK and status.message == "goal_reached"
@@ -650,14 +679,16 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
     try:
         c = client(node)
         c.wait_for_node(node)
-        assert c.run(WAIT, scan=full_scan(), until=lambda: len(c.commands) >= 3)
+        c.run(1.0, scan=full_scan())
         assert c.status == "idle: no goal"
-        assert all(cmd.values == ZERO for cmd in c.commands)
+        # Idle from the start: the few zeros of a stop (said at start-up, maybe before we listened), then silence.
+        assert len(c.commands) <= 3 and all(cmd.values == ZERO for cmd in c.commands), len(c.commands)
         assert "route_source auto: goal (the model has no route tokens)" in node.output()  # controller.yaml's auto
         start = time.monotonic()
         c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))  # no localization_topic: map is unrelated to odom
         assert c.status.startswith("idle: goal refused: it is in frame 'map'")
-        assert c.commands_since(start) and all(cmd.values == ZERO for cmd in c.commands_since(start))
+        refused = c.commands_since(start)  # a new reason to stand still: said a few times again, then silence
+        assert 1 <= len(refused) <= 3 and all(cmd.values == ZERO for cmd in refused), len(refused)
         assert "refused goal: it is in frame 'map'" in node.output() and "localization_topic" in node.output()
         # An empty frame id is taken as the odometry frame; a leading '/' is ignored.
         for frame in ("", "/odom"):
@@ -776,8 +807,10 @@ def test_managed_node_drives_only_while_active_and_stops_on_deactivate(tmp_path,
         assert not c.commands, "an inactive node commanded the robot"
 
         assert lifecycle.change(Transition.TRANSITION_ACTIVATE) and lifecycle.state() == "active"
-        c.drive(node, full_scan())
-        assert_driving([cmd for cmd in c.commands if cmd.stamp in c.sent_stamps])
+        since = c.drive(node, full_scan())
+        c.run(0.5, scan=full_scan(), goal=FAR_GOAL)
+        assert c.sent_after(since), node.output()
+        assert_driving(c.sent_after(since))
 
         deactivated = time.monotonic()
         assert lifecycle.change(Transition.TRANSITION_DEACTIVATE) and lifecycle.state() == "inactive"
@@ -822,10 +855,9 @@ def test_node_safety_layer_stops_forward_motion_before_an_obstacle_and_reports_i
     c = client(shared_node)
     c.wait_for_node(shared_node)
     blocked = obstacle_ahead_scan()
-    c.drive(shared_node, blocked)  # the goal (4, 2) lies beyond the wall
-    start = time.monotonic()
+    since = c.drive(shared_node, blocked)  # the goal (4, 2) lies beyond the wall
     c.run(1.5, scan=blocked, goal=FAR_GOAL)
-    answered = [cmd for cmd in c.commands_since(start) if cmd.stamp in set(c.last_stamps)]
+    answered = c.sent_after(since)
     assert len(answered) >= 3, shared_node.output()
     assert_bounded(answered)
     assert all(cmd.v == 0.0 for cmd in answered), [cmd.values for cmd in answered]  # every action had v > 0
@@ -835,10 +867,10 @@ def test_node_safety_layer_stops_forward_motion_before_an_obstacle_and_reports_i
     values = {kv.key: kv.value for kv in c.diagnostics[-1].values}
     assert values["safety"] == "stop" and int(values["safety interventions"]) >= len(answered), values
     # A clear path: the policy's command goes out untouched.
-    c.drive(shared_node, full_scan())
-    clear = time.monotonic()
+    clear = c.drive(shared_node, full_scan())
     c.run(1.0, scan=full_scan(), goal=FAR_GOAL)
-    assert_driving([cmd for cmd in c.commands_since(clear) if cmd.stamp in set(c.last_stamps)])
+    assert c.sent_after(clear)
+    assert_driving(c.sent_after(clear))
     assert c.status == "driving"
 
 

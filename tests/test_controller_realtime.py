@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, client)
-    MAX_V,
     WAIT,
     Client,
     assert_driving,
@@ -228,7 +227,8 @@ def test_an_old_header_stamp_is_stale_even_when_the_message_just_arrived(shipped
     logic.on_odometry((0.0, 0.0, 0.0), (0.0, 0.0), 20.0, stamp=20.0)
     logic.on_scan(full_scan(2.0), 20.0, stamp=18.0)  # a lagging driver: taken 2 s ago
     decision = logic.step(20.0)
-    assert decision.state is ControlState.STALE_INPUT and decision.reason == "scan stamp is 2 s old (timeout 0.5 s)"
+    assert decision.state is ControlState.STALE_INPUT
+    assert decision.reason == "scan stamp is 2 s old (stamp_tolerance 0.5 s)"
 
 
 def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
@@ -329,15 +329,17 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
         localized = (0.0, 0.0, 0.0)  # ... localization says it is at the map origin, facing +x
         goal_in_odom = (3.0 + 2.0 * math.cos(1.2), -1.0 + 2.0 * math.sin(1.2))  # 2 m ahead of it
 
-        def driving_from_our_scans(n: int):
-            return lambda: len([cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]) >= n
+        def moving_since(t: float) -> list:
+            """Commands that move the robot, sent after t (commands carry the time they were sent)."""
+            return [cmd for cmd in c.sent_after(t) if cmd.v != 0.0]
 
         def route_to(goal):
             return lambda: bool(routes) and np.allclose(path_points(routes[-1])[-1], goal, atol=1e-6)
 
-        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "map"), driving_from_our_scans(5), localization=localized), \
-            node.output()
-        ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]
+        phase = c.clock()
+        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "map"), lambda: len(moving_since(phase)) >= 5,
+                           localization=localized), node.output()
+        ours = moving_since(phase)
         # Forward at full speed, at most a slight turn: the goal is straight ahead of the localized robot.
         assert all(cmd.v == 0.22 and abs(cmd.w) <= 0.4 for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
         assert "localized: map -> odom" in node.output()
@@ -349,10 +351,9 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
             kv.key == "map -> odom" and kv.value.startswith("(") for d in c.diagnostics for kv in d.values))
         # The same numbers as an odometry-frame goal lie behind and to the left of where odometry puts the
         # robot: the route goes there and the robot turns left. So it was the correction that made it drive ahead.
-        c.commands.clear()
-        c.sent_stamps.clear()
-        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "odom"), driving_from_our_scans(5)), node.output()
-        ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps and cmd.v != 0.0]
+        phase = c.clock()
+        assert drive_robot(c, WAIT, odom, (2.0, 0.0, "odom"), lambda: len(moving_since(phase)) >= 5), node.output()
+        ours = moving_since(phase)
         assert any(cmd.w >= 1.0 for cmd in ours), [(cmd.v, cmd.w) for cmd in ours]
         assert drive_robot(c, WAIT, odom, (2.0, 0.0, "odom"), route_to((2.0, 0.0))), \
             [path_points(r)[-1] for r in routes[-3:]]
@@ -361,7 +362,7 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
         assert drive_robot(c, WAIT, odom, (2.0, 0.0, "base_link"),
                            lambda: (c.status or "").startswith("idle: goal refused")), node.output()
         drive_robot(c, 0.5, odom, (2.0, 0.0, "base_link"), lambda: False)
-        assert c.commands[-1].values == (0.0,) * 6
+        assert c.commands and c.commands[-1].values == (0.0,) * 6
         assert "refused goal: it is in frame 'base_link'" in node.output()
     finally:
         node.stop()
@@ -373,9 +374,9 @@ def test_node_follows_a_map_goal_through_the_localization_even_when_odometry_dri
 # ======================================================================================
 def test_runtime_parameters_are_the_behavioural_limits():
     assert set(runtime_parameters()) == {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
-                                         "goal_tolerance", "safety_stop_distance", "safety_slowdown_distance",
-                                         "safety_slowdown_ratio", "max_linear_accel", "max_angular_accel",
-                                         "plan_timeout"}
+                                         "stamp_tolerance", "goal_tolerance", "safety_stop_distance",
+                                         "safety_slowdown_distance", "safety_slowdown_ratio", "max_linear_accel",
+                                         "max_angular_accel", "plan_timeout"}
 
 
 def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_path, checkpoint, client):  # noqa: F811
@@ -399,18 +400,17 @@ def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_pa
     try:
         c = client(node)
         c.wait_for_node(node)
-        c.drive(node, full_scan())
-        assert_driving([cmd for cmd in c.commands if cmd.stamp in c.sent_stamps])
-        assert max(abs(cmd.v) for cmd in c.commands) == pytest.approx(MAX_V)
+        since = c.drive(node, full_scan())
+        c.run(0.5, scan=full_scan(), goal=(4.0, 2.0))
+        assert c.sent_after(since), node.output()
+        assert_driving(c.sent_after(since))
 
         # A valid value takes effect at once: every later command is clamped to it.
         assert ros2_param("set", "/rt/controller", "max_linear_speed", "0.05") == "Set parameter successful"
         assert ros2_param("get", "/rt/controller", "max_linear_speed") == "Double value is: 0.05"
-        c.commands.clear()
-        c.sent_stamps.clear()
-        c.drive(node, full_scan())
+        since = c.drive(node, full_scan())  # the ros2 calls took seconds: the scans went stale meanwhile
         c.run(1.0, scan=full_scan(), goal=(4.0, 2.0))
-        ours = [cmd for cmd in c.commands if cmd.stamp in c.sent_stamps]
+        ours = c.sent_after(since)
         assert ours and all(abs(cmd.v) == pytest.approx(0.05) for cmd in ours), [cmd.v for cmd in ours]
         assert "parameters changed at run time: max_linear_speed=0.05" in node.output()
 

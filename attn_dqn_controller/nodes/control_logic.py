@@ -9,7 +9,9 @@ only converts messages into the calls below and publishes what comes back.
 Times are seconds on whatever clock the caller uses (the node passes its ROS
 clock, so with ``use_sim_time`` every timeout runs on ``/clock``). Freshness is
 judged three ways: arrival on that clock, arrival on a steady clock (so a frozen
-``/clock`` cannot keep old inputs fresh) and the header stamp against that clock.
+``/clock`` cannot keep old inputs fresh) and the header stamp against that clock
+(within ``Limits.stamp_tolerance``; 0 leaves that check out for a robot whose sensor
+computer's clock is not synchronised with the node's).
 
 Real time: a decision pairs the scan with the odometry of the scan's instant
 (from a short odometry history), and a new decision (a new observation frame)
@@ -43,6 +45,16 @@ AT_REST_SPEED = 0.01
 command, as every training episode does; a robot still moving keeps the command it is under."""
 DECISION_SLACK = 0.75
 """A scan this fraction of a decision period after the last decided one is due (absorbs scan-time jitter)."""
+STOP_REPEATS = 3
+"""Zero commands sent when the robot stops with nothing to do (idle, goal reached, a goal refused), before the node
+falls silent: a subscriber that missed one still hears the stop, and then teleoperation, or twist_mux's other inputs,
+have cmd_vel to themselves (zeros at the control rate would hold a twist_mux input, and override a joystick, for
+ever)."""
+KEEPALIVE_PERIODS = 1.5
+"""An unchanged held command is sent again once nothing went out for this many control periods, so a base's
+cmd_vel_timeout (diff_drive_controller, twist_mux: typically 0.5 s) never lapses between decisions. Over one period,
+so a repeat never goes out at the instant of the next scan: in lock-step with a simulator (sim time stands still
+between scans) it would carry that scan's time and be taken for the answer to a scan it never saw."""
 
 
 class ControlState(str, Enum):
@@ -69,9 +81,12 @@ class Limits:
     scan_timeout: float = 0.5
     odom_timeout: float = 0.5
     goal_tolerance: float = 0.15
+    stamp_tolerance: float = 0.5
+    """s: a header stamp further than this behind or ahead of the node clock makes its input stale; 0: stamps
+    are not compared with the node clock (they still pair a scan with the odometry of its instant)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_linear_speed", "max_angular_speed"):
+        for name in ("max_linear_speed", "max_angular_speed", "stamp_tolerance"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"{name}={value!r} is invalid: must be a finite number >= 0")
@@ -359,12 +374,14 @@ class ControlLogic:
                 return f"{what} is from the future (clock jumped back by {-age:.3g} s)"
             if steady - record.steady > timeout:  # the node clock may be frozen (a paused /clock)
                 return f"no {what} for {steady - record.steady:.3g} s of steady time (timeout {timeout:g} s)"
-            if record.stamp_time is not None:
+            tolerance = self.limits.stamp_tolerance
+            if record.stamp_time is not None and tolerance > 0.0:
                 stamp_age = now - record.stamp_time
-                if stamp_age > timeout:
-                    return f"{what} stamp is {stamp_age:.3g} s old (timeout {timeout:g} s)"
-                if stamp_age < -timeout:
-                    return f"{what} stamp is {-stamp_age:.3g} s ahead of the node clock"
+                if stamp_age > tolerance:
+                    return f"{what} stamp is {stamp_age:.3g} s old (stamp_tolerance {tolerance:g} s)"
+                if stamp_age < -tolerance:
+                    return (f"{what} stamp is {-stamp_age:.3g} s ahead of the node clock "
+                            f"(stamp_tolerance {tolerance:g} s)")
             if record.error:
                 return f"unusable {what}: {record.error}"
         return None
@@ -382,7 +399,7 @@ class ControlLogic:
             self._last_drive_time = None
             if self.smoother is not None:  # a stop is immediate (a watchdog must not coast); start again from rest
                 self.smoother.reset()
-        else:
+        elif decision.new:  # the smoother's time step runs from decision to decision, not from a held repeat
             self._last_drive_time = now
         self.last_command = decision.command
         return decision
@@ -518,6 +535,63 @@ class ControlLogic:
             if self.smoother is not None:  # the next command accelerates from what was really sent
                 self.smoother.reset(v, w)
         return command, safety
+
+
+QUIET_STOPS = (ControlState.IDLE, ControlState.GOAL_REACHED)
+"""Stops without a task: STOP_REPEATS zeros, then silence. A stop while a goal is active (stale or unusable input,
+an error) repeats zero every control period instead: the node is the one driving the robot then, the cause may clear
+at any moment, and a base or a watchdog downstream must keep hearing that the robot is to stand still."""
+
+
+class CommandGate:
+    """Which decisions go out on ``cmd_vel``: the node asks about every decision, from the scan path and the
+    control loop alike, publishes exactly those admitted, and says what went out and when (``sent``).
+
+    * DRIVING: a new decision always. A held one whenever its command differs from what was last sent (the safety
+      layer cut it against a newer scan, a limit was lowered): a stop the safety layer sees goes out with the scan
+      that shows it, not a decision period later. An unchanged one only from the control loop, as a keep-alive
+      once nothing went out for ``KEEPALIVE_PERIODS``.
+    * A stop: zero when the status changes. Then, from the control loop, zero every period while a goal is active,
+      or ``STOP_REPEATS`` zeros in all for a stop without a task (``QUIET_STOPS``), then nothing until the robot has
+      something to do or the reason changes.
+    """
+
+    def __init__(self, period: float, stop_repeats: int = STOP_REPEATS):
+        if not (math.isfinite(period) and period > 0.0):
+            raise ValueError(f"period={period!r} must be a finite number > 0")
+        if stop_repeats < 1:
+            raise ValueError(f"stop_repeats={stop_repeats!r} must be >= 1")
+        self.period = float(period)
+        self.stop_repeats = int(stop_repeats)
+        self._status: str | None = None
+        self._last_command: tuple[float, float] | None = None
+        self._last_sent: float | None = None
+        self._zeros = 0  # zeros sent since the stop began (or its reason changed)
+
+    def admit(self, decision: Decision, now: float, from_scan: bool) -> bool:
+        """Whether to publish ``decision`` now (``from_scan``: the scan path; else the control loop)."""
+        changed = decision.status != self._status
+        self._status = decision.status
+        if decision.state is ControlState.DRIVING:
+            return (decision.new or decision.command != self._last_command
+                    or (not from_scan and self._keepalive_due(now)))
+        if changed or self._last_command != (0.0, 0.0):
+            self._zeros = 0
+            return True
+        if from_scan:
+            return False  # an unchanged stop: the control loop repeats it at its own rate, not the scan's
+        return decision.state not in QUIET_STOPS or self._zeros < self.stop_repeats
+
+    def sent(self, command: tuple[float, float], at: float) -> None:
+        """``command`` went out, stamped ``at`` (also one the node sent by itself, such as the zero after a failed
+        callback). The stamp, not the decision's instant: under sim time a decision may carry its scan's time,
+        ahead of the node clock, and the keep-alive counts from what the receiver saw."""
+        self._last_command, self._last_sent = (float(command[0]), float(command[1])), at
+        self._zeros = self._zeros + 1 if self._last_command == (0.0, 0.0) else 0
+
+    def _keepalive_due(self, now: float) -> bool:
+        elapsed = math.inf if self._last_sent is None else now - self._last_sent
+        return not 0.0 <= elapsed < KEEPALIVE_PERIODS * self.period
 
 
 def _safety_reason(safety: SafetyState | None) -> str:

@@ -22,39 +22,54 @@ Why it is built this way:
 
 * Safety follows the Nav2 collision monitor / twist_mux idea: a fixed-rate
   loop on the node clock (so ``/clock`` drives it under ``use_sim_time``)
-  publishes a zero command in every state but DRIVING, so a silent sensor,
-  a missing goal or a reached goal stops the robot within one period.
+  decides every period, so a silent sensor, a missing goal or a reached goal
+  stops the robot within one period. What goes out is ``control_logic.CommandGate``'s
+  call: every new decision; a held one as soon as it differs from what was sent
+  (the safety layer cut it against a newer scan); zero every period while a goal
+  is active but the inputs are stale; and after idle or a reached goal a few
+  zeros, then silence, so teleoperation and twist_mux work beside the node.
 * Latency: with ``act_on_scan`` the scan callback runs the same decision as
-  the loop, so scan -> command costs one inference; the loop then only acts
-  when no scan-driven command went out within its period (no double
-  publishing). The scan subscription keeps depth 1: at 100 Hz the node
-  always acts on the newest scan, never on a backlog.
+  the loop, so scan -> command costs one inference; the gate keeps the loop
+  from publishing it twice. The scan subscription keeps depth 1: at 100 Hz the
+  node always acts on the newest scan, never on a backlog.
 * Real time: each decision pairs a scan with the odometry of its stamp and comes
   at most once per period of the policy's training rate (``control_logic``); a
   steady-clock watchdog stops the robot when the node clock (``/clock``) stalls.
 * Limits (speeds, timeouts, goal tolerance) are settable at run time: a flag per
   entry of ``parameter_table``; a change is validated with the whole configuration
   and handed to the decisions at once.
-* Commands are stamped with the stamp of the scan they were computed from,
-  so a consumer (or bench/bench_node_latency.py) can measure sensor ->
-  command latency end to end.
+* Commands are stamped with the node clock when they are sent, as a base's
+  ``cmd_vel_timeout`` (diff_drive_controller) expects: a scan's stamp would
+  spend the timeout on scan latency, and a sensor computer whose clock is off
+  would have every command dropped. The scan -> command latency (send time
+  minus the scan's stamp, and minus its arrival) is in ``/diagnostics``. Under
+  ``use_sim_time`` a new decision is never stamped before its scan: a lock-step
+  simulator pairs a command with the scan whose stamp it carries, and the scan
+  may come in before the ``/clock`` tick of its instant.
 * The decisions themselves live in ``control_logic.ControlLogic`` (no ROS),
   the message conversions in ``ros_conversions`` and the observation in the
   shared contract: this module only wires them to topics.
 * Ctrl-C / SIGTERM must leave the robot stopped: rclpy's own handlers would
   shut the context down before a last zero could be published, so this node
   installs its own, leaves the spin loop, publishes zero and waits for it to
-  be acknowledged, then shuts down.
+  be acknowledged, then shuts down. Any other way out of the spin (an
+  exception) ends in the same zero. Each callback is guarded: an exception
+  in reporting or localization is logged and the node goes on; one on the
+  command path (scan, odometry, the control loop) is logged and the robot
+  stopped, and the next decision tries again; a goal, plan or map that makes
+  its callback fail is refused, or counts as unusable, as a malformed one is.
 """
 
 from __future__ import annotations
 
 import array
+import functools
 import math
 import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -72,11 +87,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
 from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Float32MultiArray, String
 
 from attn_dqn_controller.nodes.attention_markers import attention_markers
-from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
+from attn_dqn_controller.nodes.control_logic import CommandGate, ControlLogic, ControlState, Decision, Limits
 from attn_dqn_controller.nodes.route_input import AUTO, ROUTE_SOURCES, GuidedRoute, PlanRoute, resolve_route_source
 from attn_dqn_controller.nodes.ros_conversions import (
     MessageError,
@@ -102,6 +118,8 @@ DIAGNOSTIC_NAME = "attn_dqn_controller: controller"
 DEFAULT_ODOM_FRAME = "odom"  # REP-105; assumed when odometry carries no frame id
 DEFAULT_TRAINING_CONTROL_RATE_HZ = 10.0
 """sim/env.py's default control_rate_hz: the rate of checkpoints that do not store theirs."""
+CALLBACK_ERROR_LOG_PERIOD = 5.0
+"""s (steady): a callback that keeps failing is logged at most this often, with the count of failures in between."""
 DEVICES = "auto|cpu|cuda|cuda:N"
 INFERENCE_BACKENDS = ("auto", "onnxruntime", "torch")
 
@@ -193,18 +211,24 @@ def parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
         ("control_rate_hz", 0.0, _float(
             "Decision rate and rate of the fixed control loop (node clock), Hz. 0: the rate the policy was "
             "trained at (the checkpoint's control_rate_hz; 10 Hz for checkpoints without it). At most one "
-            "decision per period, each on a new scan; the loop is the safety watchdog: zero commands in "
-            "every non-driving state go out at this rate.", 0.0, 1000.0)),
+            "decision per period, each on a new scan; the loop is the safety watchdog: while a goal is "
+            "active and the robot must stand still, zero commands go out at this rate (after idle or a reached "
+            "goal, a few, then none).", 0.0, 1000.0)),
         ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0,
                                           runtime=True)),
         ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0,
                                            runtime=True)),
         ("scan_timeout", 0.5, _float(
-            "A scan older than this (s), by arrival on the node clock, by arrival on the steady clock or by "
-            "its header stamp, is stale: the robot stops.", 0.001, 60.0, runtime=True)),
+            "A scan that arrived longer ago than this (s), on the node clock or on the steady clock, is stale: "
+            "the robot stops (its header stamp is judged by stamp_tolerance).", 0.001, 60.0, runtime=True)),
         ("odom_timeout", 0.5, _float(
             "Odometry older than this (s), judged as scans are, is stale: the robot stops.", 0.001, 60.0,
             runtime=True)),
+        ("stamp_tolerance", 0.5, _float(
+            "A scan or odometry whose header stamp is more than this (s) behind or ahead of the node clock is "
+            "stale: the robot stops. 0: staleness by arrival time only, for a robot whose sensor computer's clock "
+            "is not synchronised with this one's (stamps then only pair a scan with the odometry of its instant, "
+            "so scan and odometry must share a clock).", 0.0, 60.0, runtime=True)),
         ("goal_tolerance", 0.15, _float(
             "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0,
             runtime=True)),
@@ -434,7 +458,10 @@ class ControllerNode(Node):
         self._status: str | None = None
         self._odom_frame: str | None = None
         self._goal_frame: str | None = None  # checked when the first odometry names the frame
-        self._last_scan_command: float | None = None
+        self._gate = CommandGate(self._period)
+        self._scan_arrival = 0.0  # steady time the newest scan arrived
+        self._latency: tuple[float | None, float] | None = None  # last new decision: (send - scan stamp, - arrival)
+        self._callback_errors: dict[str, tuple[float, int]] = {}
         self._scan_pending = False  # a scan waits for the odometry of its instant before the decision
         self._last_control_steady = time.monotonic()
         self._rate_warned = False
@@ -459,22 +486,29 @@ class ControllerNode(Node):
         # Odometry first: rclpy's executor takes the ready subscriptions of one wait in creation order, so a scan
         # and the odometry of its instant that arrive together are decided on in the scan's own callback; the
         # other way round the scan waited one executor turn for that odometry (+1-2 ms scan -> command here).
+        guard, stop = self._guarded, self._stop_after_error
         self._subscriptions_opened = [
-            self.create_subscription(Odometry, "odom", self._on_odom, newest_only_sensor_qos()),
-            self.create_subscription(LaserScan, "scan", self._on_scan, newest_only_sensor_qos())]
+            self.create_subscription(Odometry, "odom", guard(self._on_odom, "odometry callback", stop),
+                                     newest_only_sensor_qos()),
+            self.create_subscription(LaserScan, "scan", guard(self._on_scan, "scan callback", stop),
+                                     newest_only_sensor_qos())]
         if self.config.route_source != "plan":  # with a plan, the plan's last pose is the goal
-            self._subscriptions_opened.append(
-                self.create_subscription(PoseStamped, "goal_pose", self._on_goal, GOAL_QOS))
-        if self.config.localization_topic:
             self._subscriptions_opened.append(self.create_subscription(
-                PoseWithCovarianceStamped, self.config.localization_topic, self._on_localization, LOCALIZATION_QOS))
+                PoseStamped, "goal_pose", guard(self._on_goal, "goal callback", self._refuse_goal_after_error),
+                GOAL_QOS))
+        if self.config.localization_topic:  # a pose it cannot take is one not received: the last correction stands
+            self._subscriptions_opened.append(self.create_subscription(
+                PoseWithCovarianceStamped, self.config.localization_topic,
+                guard(self._on_localization, "localization callback"), LOCALIZATION_QOS))
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers_opened = [
-            self.create_timer(self._period, self._on_control_timer),  # node clock: follows /clock in simulation
+            # node clock: follows /clock in simulation
+            self.create_timer(self._period, guard(self._on_control_timer, "control loop", stop)),
             # A steady-clock watchdog: with a frozen /clock the loop above stops, this one still stops the robot.
-            self.create_timer(self._period, self._on_steady_watchdog, clock=steady),
+            self.create_timer(self._period, guard(self._on_steady_watchdog, "steady-clock watchdog", stop),
+                              clock=steady),
             # Status and diagnostics run on the steady clock, so a frozen /clock is still reported.
-            self.create_timer(1.0, self._on_report_timer, clock=steady)]
+            self.create_timer(1.0, guard(self._on_report_timer, "report timer"), clock=steady)]
         self._open_route_topics(steady)
         if self.config.route_source == "plan":
             self.logic.clear_goal("no plan yet (route_source plan: the plan's last pose is the goal)")
@@ -549,7 +583,7 @@ class ControllerNode(Node):
         if not values["base_frame"].strip():
             raise StartupError("invalid parameter 'base_frame': must not be empty")
         for name in ("control_rate_hz", "max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
-                     "goal_tolerance"):
+                     "goal_tolerance", "stamp_tolerance"):
             if not math.isfinite(values[name]):
                 raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
         if not values["map_frame"].strip():
@@ -565,7 +599,8 @@ class ControllerNode(Node):
                 raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
         try:
             limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
-                            values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"))
+                            values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"),
+                            values.pop("stamp_tolerance"))
         except ValueError as exc:
             raise StartupError(f"invalid parameter {exc}") from None
         return ControllerConfig(limits=limits, **_safety_config(values), evasion=_evasion_config(values), **values)
@@ -723,14 +758,18 @@ class ControllerNode(Node):
         self._map_pub = self.create_publisher(OccupancyGridMsg, "~/map", MAP_QOS) if source == "scan_map" else None
         self._report_publishers += [
             p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
-        if source == "plan":
-            self._subscriptions_opened.append(self.create_subscription(PathMsg, "plan", self._on_plan, PLAN_QOS))
+        guard = self._guarded
+        if source == "plan":  # a plan or map it cannot take stops the robot until a usable one arrives
+            self._subscriptions_opened.append(self.create_subscription(
+                PathMsg, "plan", guard(self._on_plan, "plan callback", self._plan_error), PLAN_QOS))
         elif source == "map" and self.config.map_file:
             self._load_map_file(self.config.map_file)
         elif source == "map":
-            self._subscriptions_opened.append(self.create_subscription(OccupancyGridMsg, "map", self._on_map, MAP_QOS))
-        self._timers_opened.append(
-            self.create_timer(1.0 / self.config.route_publish_rate_hz, self._on_route_timer, clock=steady))
+            self._subscriptions_opened.append(self.create_subscription(
+                OccupancyGridMsg, "map", guard(self._on_map, "map callback", self._map_error), MAP_QOS))
+        self._timers_opened.append(  # for RViz only: a failure is logged and the node goes on
+            self.create_timer(1.0 / self.config.route_publish_rate_hz, guard(self._on_route_timer, "route timer"),
+                              clock=steady))
 
     def _load_map_file(self, path: str) -> None:
         """route_source map with map_file: the map_server map, read once (StartupError names the problem)."""
@@ -829,6 +868,61 @@ class ControllerNode(Node):
             if grid is not None:
                 self._map_pub.publish(grid_to_msg(grid, stamp, self._frame_name("odom")))
 
+    # --- guarded callbacks ----------------------------------------------------------------------
+    def _guarded(self, callback, what: str, on_error=None):
+        """``callback`` for a subscription or timer, with no exception left to end the spin: it is logged (at most
+        every CALLBACK_ERROR_LOG_PERIOD s per callback), then ``on_error(exc)`` runs (None: the node goes on as
+        if the message or tick had not come, which is safe for reporting and localization)."""
+        @functools.wraps(callback)
+        def guarded(*args):
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001 - a defect in one callback must not stop the node, or the robot
+                self._log_callback_error(what, exc, "the robot stops" if on_error is not None else "carrying on")
+                if on_error is not None:
+                    try:
+                        on_error(exc)
+                    except Exception as again:  # noqa: BLE001 - what else is left: the spin goes on, main() stops last
+                        self._log_callback_error(f"{what} (stopping after it)", again, "carrying on")
+        return guarded
+
+    def _log_callback_error(self, what: str, exc: Exception, consequence: str) -> None:
+        now = time.monotonic()
+        last, missed = self._callback_errors.get(what, (-math.inf, 0))
+        if now - last < CALLBACK_ERROR_LOG_PERIOD:
+            self._callback_errors[what] = (last, missed + 1)
+            return
+        self._callback_errors[what] = (now, 0)
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ is not None else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
+        again = f" ({missed} more since the last report)" if missed else ""
+        self.get_logger().error(f"{what} failed{again}: {type(exc).__name__}: {exc}{where}; {consequence}")
+
+    def _stop_after_error(self, exc: Exception) -> None:
+        """A callback on the command path failed: zero now, whatever the last decision was; the next decision runs
+        as usual (as after a failed inference), so a passing fault costs one stop, not the robot."""
+        if not self._acting or self.logic is None:
+            return
+        msg, _ = make_twist(0.0, 0.0, self.config.cmd_vel_stamped, self.get_clock().now(), self.config.base_frame)
+        self._cmd_pub.publish(msg)
+        self._gate.sent((0.0, 0.0), self._now())
+        self._publish_status(f"error: {type(exc).__name__}: {exc}")
+
+    def _refuse_goal_after_error(self, exc: Exception) -> None:
+        """The goal callback failed: the goal is refused (a robot heading for the last one instead would surprise)."""
+        if self.logic is not None:
+            self._refuse_goal(f"{type(exc).__name__}: {exc}")
+
+    def _plan_error(self, exc: Exception) -> None:
+        if self.route_input is not None:
+            self.route_input.on_plan_error(f"{type(exc).__name__}: {exc}", self._now())
+        self._stop_after_error(exc)
+
+    def _map_error(self, exc: Exception) -> None:
+        if self.route_input is not None:
+            self.route_input.on_map_error(f"{type(exc).__name__}: {exc}")
+        self._stop_after_error(exc)
+
     # --- inputs -----------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -837,6 +931,7 @@ class ControllerNode(Node):
         """Every callback guards its body: a message the conversions or the contract cannot use stops the
         robot with the reason, and no exception reaches the executor (the node keeps running)."""
         now = self._now()
+        self._scan_arrival = time.monotonic()
         self._scan_frame = msg.header.frame_id or "base_scan"  # where the attention wedges are drawn
         try:
             problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
@@ -921,11 +1016,10 @@ class ControllerNode(Node):
 
     # --- acting -----------------------------------------------------------------------------
     def _on_control_timer(self) -> None:
+        """Decide every period, whatever the scan path did: the gate keeps a command from going out twice, and lets
+        through what the loop alone sees (a held command a lowered limit changed, a stop, a keep-alive)."""
         self._last_control_steady = time.monotonic()
         now = self._now()
-        if (self.config.act_on_scan and self._last_scan_command is not None
-                and 0.0 <= now - self._last_scan_command < self._period):
-            return  # a scan-driven command already went out within this period
         if self._scan_pending and self.logic.scan_awaits_odometry(max_wait=0.5 * self._period):
             return  # the scan's odometry is on its way; the odometry callback decides
         self._scan_pending = False
@@ -950,22 +1044,19 @@ class ControllerNode(Node):
             self.route_input.wake()  # the planner works after the command is out, not during the decision
 
     def _publish_decision(self, decision: Decision, now: float, from_scan: bool) -> bool:
-        """Publish the command and what goes with it; False when the scan path leaves the last command be."""
-        if from_scan and decision.state is not ControlState.DRIVING and decision.status == self._status:
-            return False  # an unchanged stop: the control loop repeats the zero at its own rate, not the scan's
-        if from_scan and not decision.new:
-            return False  # a scan skipped to keep the training decision rate: the last command stands
-        self._publish_command(decision)
-        if from_scan:
-            self._last_scan_command = now
+        """Publish the command when the gate admits it (``CommandGate``), the status when it changed, and a new
+        decision's attention; True when the command went out."""
+        send = self._gate.admit(decision, now, from_scan)
+        if send:
+            self._gate.sent(decision.command, self._publish_command(decision))
         if decision.status != self._status:
             self._publish_status(decision.status)
-        if decision.state is ControlState.DRIVING and decision.new and self._q_pub is not None:
+        if send and decision.state is ControlState.DRIVING and decision.new and self._q_pub is not None:
             self._q_pub.publish(_float_array(decision.q_values))
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))
                 self._publish_attention_markers(decision)
-        return True
+        return send
 
     def _track_movers(self) -> None:
         """The evasion shield's perception of the observation just decided on, for the next decision: the
@@ -985,20 +1076,32 @@ class ControllerNode(Node):
         self._markers_pub.publish(attention_markers(decision.attention, spec.fov, spec.angle_min,
                                                     self._scan_frame, stamp))
 
-    def _publish_command(self, decision: Decision) -> None:
-        stamp = decision.scan_stamp
-        if decision.state is not ControlState.DRIVING or stamp is None or (stamp.sec == 0 and stamp.nanosec == 0):
-            stamp = self.get_clock().now()  # a stop, or a scan without a stamp: stamp with the node clock
+    def _publish_command(self, decision: Decision) -> float:
+        """The command, stamped with the node clock now (see the module's notes); returns the stamp (s). A new
+        decision's latency is kept for the diagnostics."""
+        now = self.get_clock().now()
+        stamp = now
+        if decision.state is ControlState.DRIVING and decision.new:
+            scan = decision.scan_stamp
+            scan_ns = None if scan is None or not (scan.sec or scan.nanosec) else scan.sec * 10**9 + scan.nanosec
+            self._latency = (None if scan_ns is None else (now.nanoseconds - scan_ns) * 1e-9,
+                             time.monotonic() - self._scan_arrival)
+            if scan_ns is not None and scan_ns > now.nanoseconds and self.get_clock().ros_time_is_active:
+                # Sim time: the /clock tick of the scan's instant is not in yet. The command cannot be sent before
+                # its scan was taken, and a lock-step simulator takes a command stamped earlier for no answer.
+                stamp = Time(nanoseconds=scan_ns, clock_type=now.clock_type)
         msg, ok = make_twist(*decision.command, self.config.cmd_vel_stamped, stamp, self.config.base_frame)
         if not ok:  # cannot happen after ControlLogic's guard; make_twist still sent a zero
             self.get_logger().error(f"non-finite command {decision.command} replaced by zero")
         self._cmd_pub.publish(msg)
+        return stamp.nanoseconds * 1e-9
 
     def stop_robot(self, repeats: int = 3, status: str = "idle: shutting down") -> None:
         """Publish zero and wait (briefly) until subscribers acknowledged it: the last word is 'stop'."""
         msg, _ = make_twist(0.0, 0.0, self.config.cmd_vel_stamped, self.get_clock().now(), self.config.base_frame)
         for _ in range(repeats):
             self._cmd_pub.publish(msg)
+            self._gate.sent((0.0, 0.0), self._now())
         acked = self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
         self._publish_status(status)
         self.get_logger().info(f"{status.split(': ')[-1]}: zero velocity sent"
@@ -1065,6 +1168,11 @@ class ControllerNode(Node):
             "map -> odom": "n/a" if self.logic.map_to_odom is None else
             "({0.x:.3f}, {0.y:.3f}, {0.yaw:.3f} rad)".format(self.logic.map_to_odom),
             "last inference [ms]": fmt(self.logic.last_inference_ms),
+            # The last new decision: its send time minus its scan's stamp (what a consumer of the stamps sees:
+            # driver, transport and node), and minus the scan's arrival (the node's own share, steady clock).
+            "scan to command [ms]": fmt(None if self._latency is None or self._latency[0] is None
+                                        else self._latency[0] * 1e3, 1),
+            "scan arrival to command [ms]": fmt(None if self._latency is None else self._latency[1] * 1e3, 1),
             "inputs": self.logic.input_problem(now) or "ok",
             "device": str(self.policy.device),
             "inference backend": self.policy.backend,
@@ -1110,7 +1218,9 @@ def main(args: list[str] | None = None) -> int:
 
 def run_node(node_class, program: str, args: list[str] | None = None) -> int:
     """Spin ``node_class()`` until Ctrl-C, SIGTERM or an external shutdown; a node that is acting
-    publishes zero on the way out. A StartupError is one line on stderr and exit status 1."""
+    publishes zero on the way out, whichever way out it is: an exception out of the spin (a defect in
+    a callback the guards do not cover, or in rclpy) goes on up, with its traceback, after the zero.
+    A StartupError is one line on stderr and exit status 1."""
     stop = threading.Event()
 
     def request_stop(signum, _frame) -> None:
@@ -1127,13 +1237,19 @@ def run_node(node_class, program: str, args: list[str] | None = None) -> int:
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
+        failed = True
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=0.1)
+            failed = False
         except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        if rclpy.ok() and node._acting:
-            node.stop_robot()
+            failed = False
+        finally:
+            if rclpy.ok() and node._acting:
+                if failed:
+                    node.get_logger().fatal("unhandled error in the spin: the robot is told to stop, then the node "
+                                            "exits (traceback below)")
+                node.stop_robot(status="error: unhandled error, exiting" if failed else "idle: shutting down")
         return 0
     finally:
         if node is not None:

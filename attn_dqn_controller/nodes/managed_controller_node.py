@@ -10,7 +10,8 @@ For robots whose bring-up is orchestrated (Nav2's lifecycle_manager, or
   asked, are lifecycle publishers).
 * deactivate: a zero command is sent and acknowledged first, then commands stop.
 * cleanup: topics, timers and the model are released. shutdown (or Ctrl-C /
-  SIGTERM while active): zero first, as the plain node does.
+  SIGTERM, or an error that ends the spin, while active): zero first, as the
+  plain node does.
 
 Everything else (decisions, safety, conversions, parameters) is ``ControllerNode``'s.
 """
