@@ -24,15 +24,41 @@ class BaselineAgent:
         return self.planner.act(x, y, yaw)
 
 
-class DWAAgent:
-    """Nav2-DWB-style local planner (baselines.dwa) on the scan, following the same route as the policy.
+class _RouteFollowingAgent:
+    """A local controller that follows the route the policy gets: the env's route guidance when it has one
+    (re-planned on the map or on the rolling scan map, so with unmapped furniture it sees only the planner's
+    map), otherwise a route planned once per episode on the map's static obstacles (what a Nav2 user's
+    global planner would give). Subclasses hold ``self.controller`` (``set_route``, ``command``)."""
 
-    With the env's route guidance on (``route`` map or scan_map) it follows that route,
-    re-planned by the same RouteGuidance the policy's route tokens come from (so with
-    scan_map it plans on the rolling map of its own scans, and with unmapped furniture it
-    sees only the planner's map). With route 'none' the route is planned once per episode
-    on the map's static obstacles (what a Nav2 user's global planner would give). Control
-    sees only the scan and the pose. It commands continuous (v, w) within the action
+    controller = None
+    route = None
+
+    def _start_route(self, unwrapped) -> None:
+        from attn_dqn_controller.planning.guidance import planner_config_for
+        from attn_dqn_controller.planning.planner import GridPlanner
+
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None:
+            self.route = guidance.route
+        else:
+            navmap = unwrapped.navmap
+            planner = GridPlanner(planner_config_for(navmap.config.inflation_radius))
+            planner.set_map(navmap.occupancy_grid())
+            self.route = planner.plan(navmap.start[:2], navmap.goal).points
+        self.controller.set_route(self.route)
+
+    def act(self, observation: np.ndarray, env) -> tuple[float, float]:
+        unwrapped = env.unwrapped
+        guidance = getattr(unwrapped, "route_guidance", None)
+        if guidance is not None and guidance.route is not self.route:  # re-planned since the last step
+            self.route = guidance.route
+            self.controller.set_route(self.route, keep_velocity=True)
+        return self.controller.command(unwrapped.pose, unwrapped.last_scan)
+
+
+class DWAAgent(_RouteFollowingAgent):
+    """Nav2-DWB-style local planner (baselines.dwa) on the scan, following the same route as the policy
+    (``_RouteFollowingAgent``). Control sees only the scan and the pose. It commands continuous (v, w) within the action
     table's limits, returned as a tuple that the evaluation loop sends through env.step_command.
     """
 
@@ -43,39 +69,18 @@ class DWAAgent:
         if config is None:
             config = DWAConfig(max_vel_x=actions.max_linear_speed, max_vel_theta=actions.max_angular_speed)
         self.dwa = DWAPlanner(config)
+        self.controller = self.dwa
         self.last_attention = None
         self.route = None
 
     def reset(self, env) -> None:
-        from attn_dqn_controller.planning.guidance import planner_config_for
-        from attn_dqn_controller.planning.planner import GridPlanner
-
-        unwrapped = env.unwrapped
-        guidance = getattr(unwrapped, "route_guidance", None)
-        if guidance is not None:
-            self.route = guidance.route
-            self.dwa.set_route(self.route)
-            return
-        navmap = unwrapped.navmap
-        planner = GridPlanner(planner_config_for(navmap.config.inflation_radius))
-        planner.set_map(navmap.occupancy_grid())
-        self.route = planner.plan(navmap.start[:2], navmap.goal).points
-        self.dwa.set_route(self.route)
-
-    def act(self, observation: np.ndarray, env) -> tuple[float, float]:
-        unwrapped = env.unwrapped
-        guidance = getattr(unwrapped, "route_guidance", None)
-        if guidance is not None and guidance.route is not self.route:  # re-planned since the last step
-            self.route = guidance.route
-            self.dwa.set_route(self.route, keep_velocity=True)
-        return self.dwa.command(unwrapped.pose, unwrapped.last_scan)
+        self._start_route(env.unwrapped)
 
 
-class MPPIAgent:
+class MPPIAgent(_RouteFollowingAgent):
     """Nav2-MPPI-style sampling MPC (baselines.mppi) on the scan, following the same route as the policy and DWA.
 
-    The route is DWAAgent's: the env's route guidance when it has one (re-planned on the map or on the
-    rolling scan map), otherwise planned once per episode on the map's static obstacles. Its obstacle critic
+    The route is DWAAgent's (``_RouteFollowingAgent``). Its obstacle critic
     reads a costmap built from the same scans. The limits are the env's robot profile's, scaled as
     ``MPPIConfig.for_robot`` says, and the costmap's inflation is the route planner's. Control sees only the
     scan and the pose; it returns continuous (v, w) tuples, which the evaluation loop sends through
@@ -107,8 +112,6 @@ class MPPIAgent:
 
     def reset(self, env) -> None:
         from attn_dqn_controller.baselines.mppi import MPPIController
-        from attn_dqn_controller.planning.guidance import planner_config_for
-        from attn_dqn_controller.planning.planner import GridPlanner
 
         unwrapped = env.unwrapped
         config = self._config_for(unwrapped)
@@ -116,23 +119,8 @@ class MPPIAgent:
             self.mppi = MPPIController(config, seed=self.seed)
             self.mppi.compute_times = self.compute_times
         self.mppi.reset(unwrapped.pose, seed=(self.seed, int(unwrapped.map_seed)))
-        guidance = getattr(unwrapped, "route_guidance", None)
-        if guidance is not None:
-            self.route = guidance.route
-        else:
-            navmap = unwrapped.navmap
-            planner = GridPlanner(planner_config_for(navmap.config.inflation_radius))
-            planner.set_map(navmap.occupancy_grid())
-            self.route = planner.plan(navmap.start[:2], navmap.goal).points
-        self.mppi.set_route(self.route)
-
-    def act(self, observation: np.ndarray, env) -> tuple[float, float]:
-        unwrapped = env.unwrapped
-        guidance = getattr(unwrapped, "route_guidance", None)
-        if guidance is not None and guidance.route is not self.route:  # re-planned since the last step
-            self.route = guidance.route
-            self.mppi.set_route(self.route, keep_velocity=True)
-        return self.mppi.command(unwrapped.pose, unwrapped.last_scan)
+        self.controller = self.mppi
+        self._start_route(unwrapped)
 
     def compute_stats(self) -> dict:
         """Median and 90th percentile of the per-cycle compute (ms) over every episode so far."""
