@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("baseline", help="evaluate a classical controller: privileged A* + pure pursuit, or DWA")
+    p = sub.add_parser("baseline", help="evaluate a classical controller: privileged A* + pure pursuit, DWA or MPPI")
     p.add_argument("--controller", choices=["pure_pursuit", "dwa", "mppi"], default="pure_pursuit",
                    help="pure_pursuit: privileged A* + pure pursuit (default); dwa: a Nav2 DWB-style local planner "
                         "on the scan, following a route planned on the known map; mppi: a Nav2 MPPI-style "
