@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU figures in one prepared run (issue: evidence). Needs a CUDA device and the project's venv
+# GPU figures in one prepared run. Needs a CUDA device and the project's venv
 # (or PYTHON pointing at an interpreter with requirements.txt installed). Prints, never judges:
 #   the card, learner updates/s with and without bf16 autocast and torch.compile, Policy.act on
 #   CUDA against CPU (torch and onnxruntime), and the controller node's scan -> command latency
-#   with device:=cuda against device:=cpu, measured in the same session.
+#   with device:=cuda against device:=cpu, measured in the same run.
 #     bench/gpu.sh                # about 3 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,7 +15,7 @@ A recipe file (config/recipe_route.yaml) names its stages in order. Each stage i
 Every selection uses validation map seeds (1,500,000 up); the evaluation uses test map seeds (1,000,000 up),
 which nothing in a recipe picks on. Each stage writes its folder under --out with a ``stage.json``; a re-run
 with the same --out skips the finished stages and resumes an unfinished training run from its checkpoint
-(weights, optimizer and counters, no replay: the trainer refills it), so a run longer than a session
+(weights, optimizer and counters, no replay: the trainer refills it), so a run longer than a working day
 continues from a few megabytes. A stage whose definition changed since it ran (another seed, config or
 override) is refused rather than mixed with the new one; evaluation and export are simply redone.
 
