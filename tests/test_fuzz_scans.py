@@ -174,7 +174,7 @@ def test_fuzz_node_callbacks_never_raise_and_never_publish_a_bad_command(node, o
 
     from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg
 
-    counted = {"cases": 0}
+    counted = {"cases": 0, "published": 0}
 
     @FUZZ
     @given(scan=scans(), goal=st.tuples(WILD_FLOATS, WILD_FLOATS), goal_frame=st.sampled_from(["odom", "map", "", "x"]),
@@ -200,8 +200,10 @@ def test_fuzz_node_callbacks_never_raise_and_never_publish_a_bad_command(node, o
         node._on_localization(fix_msg)
         node._on_scan(scan_msg(scan, stamp_sec))
         node._on_control_timer()
-        node._act(node._now(), from_scan=False)  # one decision published whatever the state
-        assert node.published
+        node._act(node._now(), from_scan=False)  # one more decision from the control loop
+        # Silence is allowed (a held command unchanged since it went out; a stop without a task after its few
+        # zeros), so every case checks what went out, and the run checks that most cases sent something.
+        counted["published"] += bool(node.published)
         for msg in node.published:
             twist = msg.twist
             v, w = twist.linear.x, twist.angular.z
@@ -211,6 +213,7 @@ def test_fuzz_node_callbacks_never_raise_and_never_publish_a_bad_command(node, o
 
     check()
     assert counted["cases"] >= CASES
+    assert counted["published"] >= counted["cases"] // 2, counted
 
 
 def test_regression_a_vanishing_increment_is_a_scan_error_not_a_crash(policies):
