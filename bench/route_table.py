@@ -67,15 +67,13 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
 
 
 def format_rows(results: list[dict], controllers: list[str], rows: list[str]) -> str:
+    from attn_dqn_controller.learning.evaluation import row_cell
+
     by_key = {(r["controller"], r["row"]): r for r in results}
     header = f"| row | shipped policy | " + " | ".join(f"{c}: success / coll. / SPL" for c in controllers) + " |"
     lines = [header, "|" + "---|" * (2 + len(controllers))]
     for row in rows:
-        cells = []
-        for c in controllers:
-            r = by_key.get((c, row))
-            cells.append("–" if r is None else
-                         f"{r['success_rate']:.1%} / {r['collision_rate']:.1%} / {r['spl']:.3f}")
+        cells = [row_cell(by_key.get((c, row))) for c in controllers]
         lines.append(f"| {row} | {SHIPPED.get(row, '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -226,6 +226,13 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     return summarize(level, records), records
 
 
+def row_cell(result: dict | None) -> str:
+    """One controller's row in a comparison table: 'success / collisions / SPL' ('–' when it did not run)."""
+    if result is None:
+        return "–"
+    return f"{result['success_rate']:.1%} / {result['collision_rate']:.1%} / {result['spl']:.3f}"
+
+
 def format_table(summaries: list[EvalSummary], title: str = "") -> str:
     width = max([10] + [len(s.level) for s in summaries])
     header = (f"{'level':<{width}} {'episodes':>8} {'success':>8} {'collision':>9} {'timeout':>8} {'SPL':>6} "

@@ -766,6 +766,8 @@ def _minutes(seconds) -> str:
 
 def write_report(ctx: _Context, command: str = "") -> Path:
     """report.md: the stages with their wall-clock and selection, and the evaluation table."""
+    from attn_dqn_controller.learning.evaluation import row_cell
+
     recipe = ctx.recipe
     lines = [f"# Recipe `{recipe.name}`: {'a quick trial' if ctx.quick else 'the rebuilt policy'}", ""]
     if command:
@@ -812,12 +814,7 @@ def write_report(ctx: _Context, command: str = "") -> Path:
                   "| row | " + " | ".join(f"{label} (`{evaluation['policies'][label]}`)" for label in labels) + " |",
                   "|---|" + "---|" * len(labels)]
         for row in evaluation["rows"]:
-            cells = []
-            for label in labels:
-                r = by_key.get((label, row))
-                cells.append("–" if r is None else
-                             f"{r['success_rate']:.1%} / {r['collision_rate']:.1%} / {r['spl']:.3f}")
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row} | " + " | ".join(row_cell(by_key.get((label, row))) for label in labels) + " |")
         lines.append("")
     path = ctx.out / REPORT_NAME
     tmp = path.with_name(f".{path.name}.tmp")
