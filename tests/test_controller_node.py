@@ -47,11 +47,13 @@ from attn_dqn_controller.nodes.control_logic import (  # noqa: E402
     Limits,
     clamp_command,
 )
-from attn_dqn_controller.nodes.controller_node import (  # noqa: E402
-    DIAGNOSTIC_NAME,
+from attn_dqn_controller.nodes.parameters import (  # noqa: E402
+    NOT_IN_PARAMETER_FILE,
     default_model_path,
     parameter_table,
+    read_at_configure,
 )
+from attn_dqn_controller.nodes.reporting import DIAGNOSTIC_NAME  # noqa: E402
 from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg  # noqa: E402
 from attn_dqn_controller.observation import LaserScanData, ObservationSpec, ScanError, validate_scan  # noqa: E402
 from attn_dqn_controller.policy import Policy  # noqa: E402
@@ -68,7 +70,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
 RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "stamp_tolerance",
                     "goal_tolerance", "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio",
                     "max_linear_accel", "max_angular_accel", "plan_timeout"}
-"""The behavioural limits an operator may change while the node runs; model, topics, backend stay read-only."""
+"""The behavioural limits an operator may change while the node runs; model, topics, backend are read at configure."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 
 
@@ -314,11 +316,12 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
 
     with open(CONFIG) as f:
         values = yaml.safe_load(f)["/**/controller"]["ros__parameters"]
-    table = {name: (default, descriptor) for name, default, descriptor in parameter_table()}
+    table = {name: (default, descriptor) for name, default, descriptor in parameter_table()
+             if name not in NOT_IN_PARAMETER_FILE}
     assert set(values) == set(table)
     for name, (default, descriptor) in table.items():
         assert descriptor.description, name
-        assert descriptor.read_only == (name not in RUNTIME_SETTABLE), name
+        assert not descriptor.read_only and read_at_configure(descriptor) == (name not in RUNTIME_SETTABLE), name
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             assert descriptor.floating_point_range or descriptor.integer_range, f"{name} has no range"
         if name != "model_path":  # "" in the file means the shipped model, resolved at start-up

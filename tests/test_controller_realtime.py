@@ -35,12 +35,8 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from attn_dqn_controller.frames import Pose2D, interpolate, map_to_odom
 from attn_dqn_controller.geometry import quaternion_from_yaw, to_robot_frame
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Limits, stamp_seconds
-from attn_dqn_controller.nodes.controller_node import (
-    DEFAULT_TRAINING_CONTROL_RATE_HZ,
-    StartupError,
-    runtime_parameters,
-    training_control_rate,
-)
+from attn_dqn_controller.nodes.model_loading import DEFAULT_TRAINING_CONTROL_RATE_HZ, training_control_rate
+from attn_dqn_controller.nodes.parameters import StartupError, runtime_parameters
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
 from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, path_points, pose_stamped, scan_to_msg
 from attn_dqn_controller.nodes.route_input import PlanRoute
@@ -420,18 +416,21 @@ def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_pa
         out = ros2_param("set", "/rt/controller", "goal_tolerance", "fast")
         assert out.startswith("Setting parameter failed") and "Wrong parameter type" in out, out
         assert ros2_param("get", "/rt/controller", "max_linear_speed") == "Double value is: 0.05"
-        # The model, topics and backend stay read-only: one through the CLI, the others through the same
-        # SetParameters service in one request (each `ros2` call costs seconds of interpreter and discovery).
+        # The model, topics and backend are read at configure: refused while the node is active, with the way to
+        # change them. One through the CLI, the others through the same SetParameters service in one request
+        # (each `ros2` call costs seconds of interpreter and discovery).
         out = ros2_param("set", "/rt/controller", "model_path", "/tmp/other.pt")
-        assert out == "Setting parameter failed: Trying to set a read-only parameter: model_path.", out
+        assert out.startswith("Setting parameter failed: 'model_path' is read-only while the node is active") \
+            and "ros2 lifecycle set /rt/controller deactivate" in out, out
         refused = set_parameters(c, "/rt/controller", {"inference_backend": "torch", "localization_topic": "amcl_pose",
                                                        "control_rate_hz": 20.0})
-        assert refused == {name: f"Trying to set a read-only parameter: {name}." for name in
-                           ("inference_backend", "localization_topic", "control_rate_hz")}, refused
-        # ros2 param describe prints "Read only: true" for read-only parameters only.
+        assert set(refused) == {"inference_backend", "localization_topic", "control_rate_hz"}, refused
+        assert all(reason.startswith(f"'{name}' is read-only while the node is active")
+                   for name, reason in refused.items()), refused
+        # ros2 param describe says when a parameter may change: the constraint is on those read at configure only.
         described = ros2_param("describe", "/rt/controller", "goal_tolerance", "model_path")
         tolerance, model = described.split("Parameter name: model_path")
-        assert "Read only: true" not in tolerance and "Read only: true" in model, described
+        assert "Read at configure" not in tolerance and "Read at configure" in model, described
     finally:
         node.stop()
     assert node.proc.returncode == 0, node.output()
@@ -568,7 +567,7 @@ def test_runtime_change_is_validated_with_the_whole_configuration(tmp_path, chec
             Parameter("model_path", value=str(checkpoint)), Parameter("device", value="cpu"),
             Parameter("inference_backend", value="torch")])
         try:
-            result = node._validate_runtime_change([Parameter("max_linear_speed", value=math.nan)])
+            result = node._validate_parameter_change([Parameter("max_linear_speed", value=math.nan)])
             assert not result.successful
             assert result.reason == "invalid parameter 'max_linear_speed': must be finite, got nan"
             assert node.config.limits.max_linear_speed == 0.22

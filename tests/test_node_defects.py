@@ -26,9 +26,11 @@ from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, policy)
     policy,
 )
 
-from attn_dqn_controller.nodes import controller_node
+from attn_dqn_controller.nodes import goal_input, route_wiring
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Decision, Limits
-from attn_dqn_controller.nodes.controller_node import ControllerNode, parameter_table, run_node
+from attn_dqn_controller.nodes.controller_node import ControllerNode
+from attn_dqn_controller.nodes.parameters import parameter_table
+from attn_dqn_controller.nodes.runner import run_node
 from attn_dqn_controller.nodes.ros_conversions import odometry_to_msg, pose_stamped, scan_to_msg
 
 FAR_GOAL = (4.0, 2.0)
@@ -154,7 +156,7 @@ class Robot:
                 for c in self.commands[first:]]
 
     def diagnostics(self) -> dict:
-        return {kv.key: kv.value for kv in self.node.diagnostics().status[0].values}
+        return {kv.key: kv.value for kv in self.node.reporter.diagnostics().status[0].values}
 
 
 @pytest.fixture
@@ -192,7 +194,7 @@ def test_a_held_command_the_safety_layer_cuts_goes_out_with_the_scan_that_shows_
     first = len(r.commands)
     r.sense(10.05, scan=obstacle_ahead_scan())  # not due for a decision: the last one is held, re-checked
     assert r.sent(first) and r.sent(first)[-1][0] == 0.0, r.sent(first)
-    assert r.node._status.startswith("driving: safety stop")
+    assert r.node.reporter.status.startswith("driving: safety stop")
     first = len(r.commands)
     r.tick(10.08)  # the control loop: nothing new to say
     assert r.sent(first) == []
@@ -223,7 +225,7 @@ def test_after_idle_or_a_reached_goal_a_few_zeros_then_silence(robot):
     r.goal(12.0, 1.0, 5.0, frame="base_link")  # refused: a stop with a new reason is said again
     for i in range(20):
         r.tick(12.1 + 0.1 * i)
-    assert r.node._status.startswith("idle: goal refused")
+    assert r.node.reporter.status.startswith("idle: goal refused")
     assert [v for v, _, _ in r.sent(first)] == [0.0] * ZEROS_AFTER_A_STOP
 
     r.goal(15.0, *FAR_GOAL)
@@ -234,7 +236,7 @@ def test_after_idle_or_a_reached_goal_a_few_zeros_then_silence(robot):
     for i in range(20):
         r.sense(15.2 + 0.1 * i, pose=(3.95, 1.95, 0.0))
         r.tick(15.25 + 0.1 * i)
-    assert r.node._status == "goal_reached"
+    assert r.node.reporter.status == "goal_reached"
     assert [(v, w) for v, w, _ in r.sent(first)] == [(0.0, 0.0)] * ZEROS_AFTER_A_STOP
 
     r.goal(18.0, *FAR_GOAL)  # something to drive again: commands resume at once
@@ -250,7 +252,7 @@ def test_stale_input_with_an_active_goal_keeps_saying_zero(robot):
     first = len(r.commands)
     for i in range(1, 21):
         r.tick(10.0 + 0.1 * i)
-    assert r.node._status == "stale_input: scan older than 0.5 s"
+    assert r.node.reporter.status == "stale_input: scan older than 0.5 s"
     zeros = [v for v, _, _ in r.sent(first) if v == 0.0]
     assert len(zeros) >= 15 and r.sent()[-1][:2] == (0.0, 0.0)
 
@@ -289,7 +291,7 @@ def test_stamp_tolerance_zero_drives_a_robot_whose_sensor_clock_is_not_synchroni
         r = robot(stamp_tolerance=tolerance)
         r.goal(99.0, *FAR_GOAL)
         r.sense(100.0, stamp=70.0)  # the sensor computer's clock is 30 s behind
-        assert r.node._status == expected
+        assert r.node.reporter.status == expected
     default, descriptor = {name: (default, d) for name, default, d in parameter_table()}["stamp_tolerance"]
     assert default == 0.5 and not descriptor.read_only and "arrival" in descriptor.description
     bounds = descriptor.floating_point_range[0]
@@ -306,11 +308,11 @@ def test_a_failing_report_route_or_localization_callback_is_logged_and_the_robot
     def boom(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(r.node, "diagnostics", boom)
-    monkeypatch.setattr(controller_node, "footprint_polygon", boom)
+    monkeypatch.setattr(r.node.reporter, "diagnostics", boom)
+    monkeypatch.setattr(route_wiring, "footprint_polygon", boom)
     monkeypatch.setattr(r.node.logic, "on_localization", boom)
-    callback_of(r.node.timers, r.node._on_report_timer)()
-    callback_of(r.node.timers, r.node._on_route_timer)()
+    callback_of(r.node.timers, r.node.reporter.on_timer)()
+    callback_of(r.node.timers, r.node.route.on_timer)()
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
     pose = PoseWithCovarianceStamped()
@@ -335,14 +337,14 @@ def test_a_failing_command_path_callback_stops_the_robot(robot, monkeypatch):
 
     monkeypatch.setattr(r.node, "_track_movers", boom)  # fails once the command is out
     r.sense(10.1, on_scan=callback_of(r.node.subscriptions, r.node._on_scan))
-    assert r.sent()[-1][:2] == (0.0, 0.0) and r.node._status == "error: RuntimeError: boom"
+    assert r.sent()[-1][:2] == (0.0, 0.0) and r.node.reporter.status == "error: RuntimeError: boom"
     monkeypatch.undo()
     r.sense(10.2)  # the next decision tries again
     assert r.sent()[-1][0] == pytest.approx(MAX_V)
     # A goal that cannot be taken in is refused, rather than the robot heading for the last one.
-    monkeypatch.setattr(controller_node, "goal_from_pose_stamped", lambda _msg: boom())
+    monkeypatch.setattr(goal_input, "goal_from_pose_stamped", lambda _msg: boom())
     r.goal(10.3, 1.0, 1.0, on_goal=callback_of(r.node.subscriptions, r.node._on_goal))
-    assert r.node._status.startswith("idle: goal refused: RuntimeError: boom") and r.sent()[-1][:2] == (0.0, 0.0)
+    assert r.node.reporter.status.startswith("idle: goal refused: RuntimeError: boom") and r.sent()[-1][:2] == (0.0, 0.0)
 
 
 def test_an_exception_out_of_the_spin_still_ends_in_zero(checkpoint):  # noqa: F811

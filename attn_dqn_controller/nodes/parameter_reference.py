@@ -1,8 +1,8 @@
 """parameter_reference: the controller node's ROS parameters as a Markdown reference page.
 
 The page is rendered from the tables the node declares its parameters from
-(``controller_node.parameter_table`` and the safety, evasion and route tables it
-includes), from the parameters rclpy declares on every node, and from the
+(``parameters.parameter_table`` and the safety, evasion, route and lifecycle tables
+it includes), from the parameters rclpy declares on every node, and from the
 controller's ``param`` entries in the launch files. So it cannot say what the code
 does not: tests/test_parameter_reference.py fails when the committed page differs
 from what this module renders now.
@@ -24,14 +24,16 @@ import yaml
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from attn_dqn_controller.nodes.controller_node import (
+from attn_dqn_controller.nodes.parameters import (
     DEVICES,
     INFERENCE_BACKENDS,
     NODE_NAME,
     PACKAGE,
     default_model_path,
     evasion_parameter_table,
+    lifecycle_parameter_table,
     parameter_table,
+    read_at_configure,
     route_parameter_table,
     safety_parameter_table,
 )
@@ -101,6 +103,10 @@ def parameter_groups(table: list[Entry] | None = None) -> list[Group]:
         ("Route guidance",
          "Where the route tokens of a route-guided policy come from, and how often the route is re-planned.",
          route_parameter_table()),
+        ("Lifecycle",
+         "How the node comes up: configured and active at once, or unconfigured until a lifecycle manager brings "
+         "it up. Left out of `config/controller.yaml`: each executable has its own default.",
+         lifecycle_parameter_table()),
     ]
     grouped: set[str] = set()
     groups = []
@@ -126,6 +132,8 @@ def ros_type(default: object) -> str:
 def format_default(name: str, default: object) -> str:
     if name == "model_path" and default == default_model_path():
         return f"shipped `models/{Path(str(default)).name}`"
+    if name == "autostart" and default is True:
+        return "`true` (`controller_node`), `false` (`managed_controller_node`)"
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"
     if isinstance(default, str):
@@ -152,12 +160,18 @@ def format_description(text: str, names: set[str]) -> str:
     return text.replace("|", "\\|")
 
 
+def format_when(descriptor: ParameterDescriptor) -> str:
+    """The ``Run time`` column: settable in every state, only while not active (read at configure), or never."""
+    if descriptor.read_only:
+        return "read-only"
+    return "at configure" if read_at_configure(descriptor) else "**settable**"
+
+
 def _table(entries: tuple[Entry, ...] | list[Entry], names: set[str]) -> list[str]:
     lines = ["| Name | Type | Default | Range | Run time | Description |", "|---|---|---|---|---|---|"]
     for name, default, descriptor in entries:
-        settable = "read-only" if descriptor.read_only else "**settable**"
         lines.append(f"| `{name}` | {ros_type(default)} | {format_default(name, default)} | "
-                     f"{format_range(name, descriptor)} | {settable} | "
+                     f"{format_range(name, descriptor)} | {format_when(descriptor)} | "
                      f"{format_description(descriptor.description, names)} |")
     return lines
 
@@ -245,9 +259,12 @@ def render_markdown(groups: list[Group] | None = None, rclpy_entries: list[Entry
         "- **Launch arguments** set the parameters listed below; they override the parameter file.",
         f"- **At run time**, the parameters marked **settable**: `ros2 param set /{NODE_NAME} max_linear_speed 0.1`. "
         "A value outside its range, or one that makes the whole configuration invalid (a slow-down zone shorter "
-        "than the stop zone), is refused with the reason, and an accepted one applies to the next command. "
-        "The read-only parameters are read once at start-up (the managed node: at configure); restart the node "
-        "to change them.",
+        "than the stop zone), is refused with the reason, and an accepted one applies to the next command.",
+        "- **At configure**, the parameters marked *at configure* (the model, the device, topics, rates): the node "
+        "reads them when it is configured, which `controller_node` does at start-up. Setting one while the node "
+        "is active is refused with the reason; to change one on a running node, take it down and up again: "
+        f"`ros2 lifecycle set /{NODE_NAME} deactivate`, `cleanup`, `ros2 param set /{NODE_NAME} model_path "
+        f"other.pt`, then `configure` and `activate`. The read-only ones are read once, when the process starts.",
         "",
         "Parameters are typed: write a double with a decimal point (`10.0`, not `10`); the node refuses a value "
         "of the wrong type or outside its range at start-up, naming the parameter.",

@@ -1,0 +1,386 @@
+"""The controller node's parameters: the table they are declared from, and the validated configuration.
+
+One table (name, default, descriptor) serves the node (declares every entry in its constructor), the
+parameter reference (``parameter_reference`` renders docs/reference/parameters.md from it) and the tests
+(config/controller.yaml must list it). When a parameter may change is part of its descriptor, so
+``ros2 param describe`` tells an operator the same thing the page does:
+
+* run time (``runtime=True``): a behavioural limit; a change is validated with the whole configuration and
+  reaches the next command;
+* at configure (the rest of the table): read when the node is configured, which loads the model. Settable
+  while the node is unconfigured or inactive, refused while it is active; the descriptor says so in its
+  ``additional_constraints``;
+* start-up (read-only): ``autostart``, read once when the process starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+
+from attn_dqn_controller.nodes.control_logic import Limits
+from attn_dqn_controller.nodes.route_input import AUTO, ROUTE_SOURCES
+from attn_dqn_controller.shipped import shipped_model_path
+
+PACKAGE = "attn_dqn_controller"
+NODE_NAME = "controller"
+DEVICES = "auto|cpu|cuda|cuda:N"
+INFERENCE_BACKENDS = ("auto", "onnxruntime", "torch")
+AT_CONFIGURE = ("Read at configure: settable while the node is unconfigured or inactive (it takes effect at the "
+                "next configure); refused while the node is active.")
+"""The ``additional_constraints`` of every parameter read at configure."""
+NOT_IN_PARAMETER_FILE = ("autostart",)
+"""Parameters config/controller.yaml leaves out: each executable has its own default, which a shared file
+would override."""
+
+Entry = tuple[str, object, ParameterDescriptor]
+
+
+class StartupError(RuntimeError):
+    """A configuration or model problem that stops configure (and start-up with autostart); the runner prints it
+    as one line and exits 1, a lifecycle transition fails with it in the log."""
+
+
+def default_model_path() -> str:
+    """The shipped route-guided policy: the package share when installed (ament index), else the
+    repository's models/ (``attn_dqn_controller.shipped``)."""
+    return shipped_model_path()
+
+
+# --- descriptors ------------------------------------------------------------------------------
+def _descriptor(description: str, runtime: bool, **ranges) -> ParameterDescriptor:
+    """Not read-only either way: rclpy would refuse a read-only parameter in every state, and one read at
+    configure must be settable between cleanup and configure (the node refuses it while active)."""
+    return ParameterDescriptor(description=description, read_only=False,
+                               additional_constraints="" if runtime else AT_CONFIGURE, **ranges)
+
+
+def _float(description: str, low: float, high: float, runtime: bool = False) -> ParameterDescriptor:
+    return _descriptor(description, runtime, floating_point_range=[
+        FloatingPointRange(from_value=low, to_value=high, step=0.0)])
+
+
+def _int(description: str, low: int, high: int, runtime: bool = False) -> ParameterDescriptor:
+    return _descriptor(description, runtime, integer_range=[IntegerRange(from_value=low, to_value=high, step=1)])
+
+
+def _plain(description: str, runtime: bool = False) -> ParameterDescriptor:
+    return _descriptor(description, runtime)
+
+
+def read_at_configure(descriptor: ParameterDescriptor) -> bool:
+    return descriptor.additional_constraints == AT_CONFIGURE
+
+
+def runtime_parameters() -> list[str]:
+    """Names of the parameters settable in every state, the active one included."""
+    return [name for name, _, d in parameter_table() if not d.read_only and not read_at_configure(d)]
+
+
+def configure_parameters() -> list[str]:
+    """Names of the parameters read at configure: refused while the node is active."""
+    return [name for name, _, d in parameter_table() if read_at_configure(d)]
+
+
+def parameter_table() -> list[Entry]:
+    """(name, default, descriptor) of every parameter; ``runtime=True`` marks one settable at run time."""
+    return [
+        ("model_path", default_model_path(), _plain(
+            "Policy checkpoint (.pt). Empty: the shipped route-guided policy models/attn_dqn_route.pt from the "
+            "package share.")),
+        ("device", "auto", _plain(f"Inference device: {DEVICES} (auto = CUDA when available, else CPU).")),
+        ("inference_backend", "auto", _plain(
+            "Runs the policy's forward pass: onnxruntime (CPU only; about a third of eager torch's latency "
+            "when the CPU idles between scans), torch, or auto (onnxruntime on CPU, torch on CUDA). "
+            "Both run the checkpoint's weights; the ONNX graph is checked against torch at start-up.")),
+        ("cpu_threads", 1, _int(
+            "torch intra-op threads on CPU. The model is small; 1 keeps inference from competing with "
+            "the DDS threads.", 1, 64)),
+        ("control_rate_hz", 0.0, _float(
+            "Decision rate and rate of the fixed control loop (node clock), Hz. 0: the rate the policy was "
+            "trained at (the checkpoint's control_rate_hz; 10 Hz for checkpoints without it). At most one "
+            "decision per period, each on a new scan; the loop is the safety watchdog: while a goal is "
+            "active and the robot must stand still, zero commands go out at this rate (after idle or a reached "
+            "goal, a few, then none).", 0.0, 1000.0)),
+        ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0,
+                                          runtime=True)),
+        ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0,
+                                           runtime=True)),
+        ("scan_timeout", 0.5, _float(
+            "A scan that arrived longer ago than this (s), on the node clock or on the steady clock, is stale: "
+            "the robot stops (its header stamp is judged by stamp_tolerance).", 0.001, 60.0, runtime=True)),
+        ("odom_timeout", 0.5, _float(
+            "Odometry older than this (s), judged as scans are, is stale: the robot stops.", 0.001, 60.0,
+            runtime=True)),
+        ("stamp_tolerance", 0.5, _float(
+            "A scan or odometry whose header stamp is more than this (s) behind or ahead of the node clock is "
+            "stale: the robot stops. 0: staleness by arrival time only, for a robot whose sensor computer's clock "
+            "is not synchronised with this one's (stamps then only pair a scan with the odometry of its instant, "
+            "so scan and odometry must share a clock).", 0.0, 60.0, runtime=True)),
+        ("goal_tolerance", 0.15, _float(
+            "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0,
+            runtime=True)),
+        ("localization_topic", "", _plain(
+            "geometry_msgs/PoseWithCovarianceStamped of the robot in the map frame (AMCL's amcl_pose, a SLAM "
+            "pose). With it, goals in map_frame are followed through the map -> odom correction it gives. "
+            "Empty: off; goals must then be in the odometry frame.")),
+        ("map_frame", "map", _plain("Frame of the localization pose and of goals given in the map.")),
+        ("cmd_vel_stamped", True, _plain("Publish cmd_vel as TwistStamped (Kilted default); false: Twist.")),
+        ("publish_attention", False, _plain(
+            "Also publish ~/attention (lidar-sector attention, sums to 1) and ~/q_values every decision.")),
+        ("act_on_scan", True, _plain(
+            "Compute a command as soon as a scan arrives (scan -> command latency = one inference); the "
+            "control loop still runs as a watchdog. false: commands only from the control loop.")),
+        ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
+        *safety_parameter_table(),
+        *evasion_parameter_table(),
+        *route_parameter_table(),
+        *lifecycle_parameter_table(),
+    ]
+
+
+def lifecycle_parameter_table() -> list[Entry]:
+    """How the node comes up: by itself, or under a lifecycle manager."""
+    return [
+        ("autostart", True, ParameterDescriptor(read_only=True, description=(
+            "Configure and activate the node as soon as it starts, so it drives at once; false: it waits, "
+            "unconfigured, for a lifecycle manager (Nav2's lifecycle_manager, ros2 lifecycle set). The default "
+            "is the executable's: true for controller_node, false for managed_controller_node."))),
+    ]
+
+
+def evasion_parameter_table() -> list[Entry]:
+    """The predictive evasion shield (attn_dqn_controller/evasion.py), applied to the policy's choice."""
+    return [
+        ("evasion_enabled", True, _plain(
+            "Predictive evasion shield: finds moving obstacles in the observation's scans and vetoes the "
+            "policy's action when, held, it would meet one within evasion_horizon; the highest-Q clear action "
+            "is taken instead. Needs a policy that sees >= 2 frames (off, said once in the log, for one-frame "
+            "models).")),
+        ("evasion_horizon", 3.0, _float(
+            "Seconds each action is held in the shield's roll-out against the moving obstacles.", 0.1, 10.0)),
+        ("evasion_margin", 0.05, _float(
+            "Clearance (m) beyond the footprint's circumscribed radius that counts as contact with a moving "
+            "obstacle in the shield's roll-out.", 0.0, 2.0)),
+    ]
+
+
+def route_parameter_table() -> list[Entry]:
+    """Route guidance: where the route tokens of a route-token policy come from."""
+    return [
+        ("route_source", AUTO, _plain(
+            "Where the route comes from: auto (map when map_file is set, else scan_map, so no map and no "
+            "planner are needed; goal when the model has no route tokens; the choice and why are logged once); "
+            "goal (none: goal-only models); plan (subscribe 'plan', nav_msgs/Path such as Nav2's planner "
+            "output; its last pose is the goal, goal_pose is not used); map (plan on map_file, or on 'map', "
+            "nav_msgs/OccupancyGrid as map_server publishes it, when map_file is empty); scan_map (plan on a "
+            "rolling map built from the robot's own scans). A checkpoint with route tokens needs auto, plan, "
+            "map or scan_map.")),
+        ("map_file", "", _plain(
+            "A map_server map (YAML with its PGM/PNG image) loaded at start-up and planned on, instead of "
+            "subscribing 'map': read with route_source map, and with auto (which then means map); the other "
+            "sources do not plan on a map and leave it unread (said in the log). Its frame is map_frame when "
+            "localization_topic is set, else the odometry frame. Empty: route_source map subscribes 'map'.")),
+        ("plan_timeout", 2.0, _float(
+            "route_source plan: a plan that arrived longer ago than this (s, node clock or steady clock) is stale: "
+            "the robot stops until a new one arrives. 0: a plan never goes stale.", 0.0, 3600.0, runtime=True)),
+        ("replan_rate_hz", 0.0, _float(
+            "route_source map/scan_map: periodic re-plan rate (Hz, steady clock); re-plans come at once also when "
+            "the robot strays from the route, when the route is blocked (scan_map) and on a new goal or map. "
+            "0: the rate the env trains with (1 Hz map, 0.5 Hz scan_map).", 0.0, 100.0)),
+        ("route_stray_distance", 0.75, _float(
+            "route_source map/scan_map: re-plan at once when the robot is farther than this (m) from the route.",
+            0.01, 100.0)),
+        ("route_clearance", 0.05, _float(
+            "route_source map/scan_map: the planner keeps the footprint's circumscribed radius plus this (m) from "
+            "obstacles (the env's MapConfig.clearance).", 0.0, 5.0)),
+        ("scan_map_extent", 16.0, _float(
+            "route_source scan_map: the rolling map reaches this far (m) around the robot in every direction (the "
+            "env's arena side; 0.05 m cells for windows up to 12 m, 0.1 m beyond). Goals farther away are planned "
+            "to as if the space beyond were free, so the default fits buildings (16 m, as the policy was evaluated "
+            "on offices); 5.0 gives 5 m spaces the finer grid of the 5 m training levels.", 1.0, 100.0)),
+        ("route_lockstep", False, _plain(
+            "route_source map/scan_map, simulation only: each decision waits until the planner thread has folded "
+            "its scan and re-planned when due, as the env does within a step. For lock-step simulators that run "
+            "faster than real time (sim_node real_time_factor:=0), where the route would otherwise lag the "
+            "simulated robot by many steps. It puts planning on the scan -> command path: never on a robot.")),
+        ("route_publish_rate_hz", 2.0, _float(
+            "Rate (Hz, steady clock) of ~/route (nav_msgs/Path ahead of the robot), ~/footprint "
+            "(geometry_msgs/PolygonStamped) and, with scan_map, ~/map (nav_msgs/OccupancyGrid), for RViz.",
+            0.1, 50.0)),
+    ]
+
+
+def safety_parameter_table() -> list[Entry]:
+    """The safety layer, velocity smoother, footprint and lidar mount."""
+    return [
+        ("safety_enabled", True, _plain(
+            "Geometric safety layer after the policy (as Nav2's collision monitor): stop and slow-down zones "
+            "ahead of the footprint along the commanded arc, from the latest scan.")),
+        ("safety_stop_distance", 0.05, _float(
+            "A scan return within this much path (m) ahead of the footprint stops linear motion "
+            "(turning on the spot stays allowed when the turn touches nothing).", 0.0, 2.0, runtime=True)),
+        ("safety_slowdown_distance", 0.20, _float(
+            "A scan return within this much path (m) ahead of the footprint scales linear speed by "
+            "safety_slowdown_ratio; must be >= safety_stop_distance.", 0.0, 5.0, runtime=True)),
+        ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0, runtime=True)),
+        ("footprint_radius", 0.105, _float(
+            "Radius (m) of a circular footprint centred on base_frame; ignored when footprint_length and "
+            "footprint_width are both > 0. Checked against the model's robot profile.", 0.0, 5.0)),
+        ("footprint_length", 0.0, _float("Length (m, along x) of a rectangular footprint centred on base_frame; "
+                                         "0: circular (footprint_radius).", 0.0, 10.0)),
+        ("footprint_width", 0.0, _float("Width (m, along y) of a rectangular footprint; 0: circular.", 0.0, 10.0)),
+        ("smoothing_enabled", False, _plain(
+            "Velocity smoother between consecutive commands (as Nav2's velocity_smoother), with the limits "
+            "below. Off by default: the shipped policy was trained without it.")),
+        ("max_linear_accel", 2.5, _float("Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down.",
+                                         0.01, 100.0, runtime=True)),
+        ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0, runtime=True)),
+        ("lidar_mount_x", 0.0, _float("Scanner position (m) along x of base_frame (applied by the observation "
+                                      "contract and the safety layer).", -10.0, 10.0)),
+        ("lidar_mount_y", 0.0, _float("Scanner position (m) along y of base_frame.", -10.0, 10.0)),
+        ("lidar_mount_yaw", 0.0, _float("Scanner yaw (rad) in base_frame.", -6.3, 6.3)),
+        ("lidar_upside_down", False, _plain("The scanner is mounted upside down (its angles are mirrored).")),
+    ]
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The validated parameter values."""
+
+    model_path: str
+    device: str
+    inference_backend: str
+    cpu_threads: int
+    control_rate_hz: float
+    """0.0: the checkpoint's training rate."""
+    limits: Limits
+    cmd_vel_stamped: bool
+    publish_attention: bool
+    act_on_scan: bool
+    base_frame: str
+    localization_topic: str
+    map_frame: str
+    safety: object = None  # SafetyConfig, or None when safety_enabled is false
+    smoother: object = None  # SmootherConfig, or None when smoothing_enabled is false
+    footprint: object = None  # robot.Footprint
+    lidar_mount: object = None  # observation.LidarMount
+    evasion: object = None  # evasion.EvasionConfig, or None when evasion_enabled is false
+    route_source: str = AUTO
+    """As set; ``model_loading.load_model`` replaces auto by the source it resolves to for the loaded model."""
+    map_file: str = ""
+    plan_timeout: float = 2.0
+    replan_rate_hz: float = 0.0
+    route_stray_distance: float = 0.75
+    route_clearance: float = 0.05
+    scan_map_extent: float = 16.0
+    route_lockstep: bool = False
+    route_publish_rate_hz: float = 2.0
+
+
+
+def config_from_values(values: dict) -> ControllerConfig:
+    """The validated configuration from parameter values (StartupError names the first bad one)."""
+    values = {name: value for name, value in values.items() if name not in NOT_IN_PARAMETER_FILE}
+    if not values["model_path"].strip():
+        values["model_path"] = default_model_path()
+    if values["inference_backend"] not in INFERENCE_BACKENDS:
+        raise StartupError(f"invalid parameter 'inference_backend': {values['inference_backend']!r} is not one "
+                           f"of {', '.join(INFERENCE_BACKENDS)}")
+    if not values["base_frame"].strip():
+        raise StartupError("invalid parameter 'base_frame': must not be empty")
+    for name in ("control_rate_hz", "max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
+                 "goal_tolerance", "stamp_tolerance"):
+        if not math.isfinite(values[name]):
+            raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
+    if not values["map_frame"].strip():
+        raise StartupError("invalid parameter 'map_frame': must not be empty")
+    values["localization_topic"] = values["localization_topic"].strip()
+    if values["route_source"] not in ROUTE_SOURCES:
+        raise StartupError(f"invalid parameter 'route_source': {values['route_source']!r} is not one of "
+                           f"{', '.join(ROUTE_SOURCES)}")
+    values["map_file"] = values["map_file"].strip()
+    for name in ("plan_timeout", "replan_rate_hz", "route_stray_distance", "route_clearance", "scan_map_extent",
+                 "route_publish_rate_hz"):
+        if not math.isfinite(values[name]):
+            raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
+    try:
+        limits = Limits(values.pop("max_linear_speed"), values.pop("max_angular_speed"),
+                        values.pop("scan_timeout"), values.pop("odom_timeout"), values.pop("goal_tolerance"),
+                        values.pop("stamp_tolerance"))
+    except ValueError as exc:
+        raise StartupError(f"invalid parameter {exc}") from None
+    return ControllerConfig(limits=limits, **_safety_config(values), evasion=_evasion_config(values), **values)
+
+
+def declare_parameters(node, defaults: dict | None = None) -> None:
+    """Declare the whole table on ``node`` (``defaults`` replaces a table default: the executable's autostart);
+    a value given at start-up of the wrong type or out of range is a StartupError naming the parameter."""
+    defaults = defaults or {}
+    for name, default, descriptor in parameter_table():
+        default = defaults.get(name, default)
+        try:
+            node.declare_parameter(name, default, descriptor)
+        except InvalidParameterTypeException:
+            raise StartupError(f"invalid parameter '{name}': expected {_type_hint(default)}") from None
+        except ParameterException as exc:
+            raise StartupError(f"invalid parameter '{name}': {_range_text(descriptor) or exc}") from None
+
+
+def refused_while_active(names: list[str], node_name: str) -> str:
+    """Why a change to parameters read at configure is refused while the node is active, and how to make it."""
+    listed = ", ".join(f"'{name}'" for name in names)
+    one = len(names) == 1
+    return (f"{listed} {'is' if one else 'are'} read-only while the node is active: read at configure, when the "
+            f"model is loaded. Deactivate and clean up the node (ros2 lifecycle set {node_name} deactivate, then "
+            f"cleanup), set {'it' if one else 'them'}, then configure and activate")
+
+
+def _type_hint(default: object) -> str:
+    return {bool: "true or false", int: "an integer", float: "a floating-point number (write 10.0, not 10)",
+            str: "a string"}[type(default)]
+
+
+def _range_text(descriptor: ParameterDescriptor) -> str | None:
+    for bounds in (*descriptor.floating_point_range, *descriptor.integer_range):
+        return f"must be in [{bounds.from_value:g}, {bounds.to_value:g}]"
+    return None
+
+
+def _safety_config(values: dict) -> dict:
+    """Pop the safety/smoother/footprint/mount parameters from ``values``; StartupError names a bad one."""
+    from attn_dqn_controller.observation import LidarMount
+    from attn_dqn_controller.robot import Footprint
+    from attn_dqn_controller.safety import SafetyConfig
+    from attn_dqn_controller.smoothing import SmootherConfig
+
+    p = {name: values.pop(name) for name, _, _ in safety_parameter_table()}
+    try:
+        rectangle = p["footprint_length"] > 0.0 and p["footprint_width"] > 0.0
+        footprint = Footprint(0.0, p["footprint_length"], p["footprint_width"]) if rectangle else \
+            Footprint(p["footprint_radius"])
+        safety = SafetyConfig(p["safety_stop_distance"], p["safety_slowdown_distance"], p["safety_slowdown_ratio"],
+                              footprint) if p["safety_enabled"] else None
+        smoother = SmootherConfig(p["max_linear_accel"], p["max_linear_accel"], p["max_angular_accel"],
+                                  p["max_angular_accel"]) if p["smoothing_enabled"] else None
+        mount = LidarMount(p["lidar_mount_x"], p["lidar_mount_y"], p["lidar_mount_yaw"], p["lidar_upside_down"])
+    except ValueError as exc:
+        raise StartupError(f"invalid safety/footprint parameters: {exc}") from None
+    return {"safety": safety, "smoother": smoother, "footprint": footprint, "lidar_mount": mount}
+
+
+def _evasion_config(values: dict):
+    """Pop the evasion parameters from ``values``: an EvasionConfig, or None when the shield is off."""
+    from attn_dqn_controller.evasion import EvasionConfig
+
+    p = {name: values.pop(name) for name, _, _ in evasion_parameter_table()}
+    if not p["evasion_enabled"]:
+        return None
+    try:
+        return EvasionConfig(horizon=p["evasion_horizon"], margin=p["evasion_margin"])
+    except ValueError as exc:
+        raise StartupError(f"invalid evasion parameters: {exc}") from None
+
