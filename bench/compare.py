@@ -162,6 +162,7 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import sim  # noqa: F401  (registers AttnNav-v0)
+    StopAfter = _stop_after_callback()
     from attn_dqn_controller.learning.trainer import env_kwargs
 
     config = our_config(args, "ours", level, budget, seed)  # same env settings as our runs
@@ -186,8 +187,16 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
             return True
 
     env = gym.make("AttnNav-v0", level=level, **kwargs)
+    seconds = sb3_seconds(args, level, budget, seed)
+    if seconds is not None:  # equal wall-clock: as many steps as SB3 manages in ours' training time
+        budget = sb3_steps_in(seconds, env, seed, args.device, DQN)
+        interval = eval_interval(args, budget) if args.eval_interval else max(budget // 10, 1)
+        started = time.monotonic()
     model = DQN("MlpPolicy", env, seed=seed, device=args.device, verbose=0)
-    model.learn(total_timesteps=budget, callback=PeriodicEval())
+    callbacks = [PeriodicEval(), StopAfter(seconds, started)]
+    model.learn(total_timesteps=budget, callback=callbacks)
+    while seconds is not None and time.monotonic() - started < seconds:  # the rate was misjudged: go on
+        model.learn(total_timesteps=max(budget // 10, 1), callback=callbacks, reset_num_timesteps=False)
     wall = time.monotonic() - started
     model.save(run_dir / "sb3_dqn.zip")
     final = evaluate_agent(SB3Agent(model), level, args.episodes, eval_kwargs)
@@ -198,7 +207,47 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
         writer.writerows(curve)
     return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "curve": curve, "final": final,
             "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
-                         "device": str(model.device)}}
+                         "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
+
+
+def sb3_seconds(args, level: str, budget: int, seed: int) -> float | None:
+    """Ours' wall-clock for the same level, budget and seed under --sb3-time-of, or None (a step budget)."""
+    if not args.sb3_time_of:
+        return None
+    path = Path(args.sb3_time_of) / "runs" / "ours" / level_folder(level) / f"b{budget}_s{seed}" / "result.json"
+    if not path.is_file():
+        raise SystemExit(f"--sb3-time-of {args.sb3_time_of}: no finished run of ours at {path}; run ours there first")
+    return float(json.loads(path.read_text())["wall_s"])
+
+
+def sb3_steps_in(seconds: float, env, seed: int, device: str, dqn_class) -> int:
+    """SB3's step budget for `seconds` of training: its own rate, measured over 1,000 steps of a throwaway model.
+
+    The budget sets SB3's exploration schedule (epsilon decays over its first 10 %); the run itself stops at
+    `seconds` whatever the count reached, so a misjudged rate shifts the schedule, never the time given.
+    """
+    probe_steps = 1000
+    probe = dqn_class("MlpPolicy", env, seed=seed + 10_000, device=device, verbose=0)
+    started = time.monotonic()
+    probe.learn(total_timesteps=probe_steps)
+    rate = probe_steps / max(time.monotonic() - started, 1e-6)
+    return max(int(rate * seconds), probe_steps)
+
+
+def _stop_after_callback():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StopAfter(BaseCallback):
+        """Ends SB3's training once `seconds` of wall-clock (periodic evaluations included) have passed."""
+
+        def __init__(self, seconds: float | None, started: float):
+            super().__init__()
+            self.seconds, self.started = seconds, started
+
+        def _on_step(self) -> bool:
+            return self.seconds is None or time.monotonic() - self.started < self.seconds
+
+    return StopAfter
 
 
 def evaluate_baseline(args, level: str) -> dict:
@@ -435,6 +484,10 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="recompute runs that already have a result.json")
     parser.add_argument("--cached-only", action="store_true",
                         help="train nothing: report the finished runs (result.json) under --out that match")
+    parser.add_argument("--sb3-time-of", metavar="DIR",
+                        help="equal wall-clock: SB3 trains as long as ours' finished run of the same level, budget "
+                             "and seed under DIR (an earlier --out) took, instead of --budgets steps; run both on "
+                             "the same machine under the same load, and give this run its own --out")
     parser.add_argument("--smoke", action="store_true",
                         help="about a minute: sparse, budget 400, 1 seed, 2 episodes of <= 300 steps, every contender")
     args = parser.parse_args(argv)
@@ -480,6 +533,8 @@ def parse_args(argv) -> argparse.Namespace:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.sb3_time_of:  # every table and plot says the budget column is ours', the time SB3 was given
+        LABELS["sb3"] = "SB3 DQN MlpPolicy, for ours' wall-clock"
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     runs = []
