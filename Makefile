@@ -8,11 +8,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench colcon clean
 
-$(STAMP): requirements.txt setup.py setup.cfg package.xml
+# The Nav2 and TF interface packages the node needs, built into the venv unless installed (docs/reference/interfaces.md).
+INTERFACES := tools/build_interfaces.py $(wildcard interfaces/cmake/*.cmake interfaces/*/package.xml \
+	interfaces/*/CMakeLists.txt interfaces/*/action/*.action interfaces/*/msg/*.msg)
+
+$(STAMP): requirements.txt setup.py setup.cfg package.xml $(INTERFACES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) tools/build_interfaces.py  # nav2_msgs, tf2_msgs: colcon in the venv, instant when up to date
 	$(PY) tests/real_launch_venv.py --if-available  # the real `ros2 launch` for its conformance tests
 	@touch $(STAMP)
 
