@@ -3,17 +3,19 @@
 Why: a decision must pair the scan with the odometry of the same instant, as
 training did; the newest odometry can be a whole period newer or older than
 the scan. The same lookup gives the odometry pose that matches a localization
-pose's stamp, from which the map -> odom correction is computed. Pure Python,
-no ROS; times are seconds on the caller's clock (header stamps).
+pose's stamp, from which the map -> odom correction is computed (see
+``localization.MapOdomEstimator``). Pure Python, no ROS; times are seconds on
+the caller's clock (header stamps). The time-ordered keeping (horizon, late
+samples sorted in, a restart on a jump back) is ``timed_history.TimedHistory``,
+shared with the transform buffer.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
 from dataclasses import dataclass
 
 from attn_dqn_controller.frames import Pose2D, interpolate
+from attn_dqn_controller.nodes.timed_history import TimedHistory
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,13 @@ class OdometryHistory:
     """The samples of the last ``horizon`` seconds (by stamp), oldest first.
 
     A stamp older than the newest one by more than ``horizon`` (a simulator reset,
-    a clock jumped back) starts the history afresh, so no lookup mixes two timelines.
+    a clock jumped back) starts the history afresh, so no lookup mixes two timelines;
+    ``epoch`` counts those restarts and ``first`` is the first sample of the current one.
     """
 
     def __init__(self, horizon: float = 2.0, max_samples: int = 1000):
-        if not horizon > 0.0 or max_samples < 2:
-            raise ValueError(f"horizon={horizon!r} must be > 0 and max_samples={max_samples!r} >= 2")
-        self.horizon = float(horizon)
-        self._samples: deque[OdometrySample] = deque(maxlen=max_samples)
+        self._samples: TimedHistory[OdometrySample] = TimedHistory(horizon, max_samples)
+        self.horizon = self._samples.horizon
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -53,41 +54,38 @@ class OdometryHistory:
 
     @property
     def newest(self) -> OdometrySample | None:
-        return self._samples[-1] if self._samples else None
+        return self._samples.newest
+
+    @property
+    def oldest(self) -> OdometrySample | None:
+        """The oldest sample still kept (within ``horizon`` of the newest)."""
+        return self._samples.oldest
+
+    @property
+    def first(self) -> OdometrySample | None:
+        """The first sample of the current timeline (since the first odometry, or the last restart), kept after
+        it left the horizon: where the robot was when this history began."""
+        return self._samples.first
+
+    @property
+    def epoch(self) -> int:
+        """Incremented on each restart (a jump back beyond the horizon) and each ``clear``."""
+        return self._samples.epoch
 
     def add(self, stamp: float, pose: Pose2D, twist: tuple[float, float]) -> None:
-        sample = OdometrySample(float(stamp), pose, (float(twist[0]), float(twist[1])))
-        newest = self.newest
-        if newest is not None and sample.stamp < newest.stamp:
-            if newest.stamp - sample.stamp > self.horizon:
-                self._samples.clear()  # another timeline
-            else:  # out of order within the horizon: keep the history sorted
-                stamps = [s.stamp for s in self._samples]
-                self._samples.insert(bisect.bisect_right(stamps, sample.stamp), sample)
-                return
-        self._samples.append(sample)
-        while self._samples and self._samples[0].stamp < sample.stamp - self.horizon:
-            self._samples.popleft()
+        self._samples.add(OdometrySample(float(stamp), pose, (float(twist[0]), float(twist[1]))))
 
     def covers(self, stamp: float) -> bool:
         """Whether odometry at or after ``stamp`` has arrived (the lookup then needs no extrapolation)."""
-        return bool(self._samples) and self._samples[-1].stamp >= stamp
+        return self._samples.covers(stamp)
 
     def at(self, stamp: float) -> OdometryMatch | None:
         """Odometry at ``stamp``: interpolated between the samples around it, else the nearest one."""
-        if not self._samples:
+        found = self._samples.bracket(stamp)
+        if found is None:
             return None
-        samples = self._samples
-        if stamp <= samples[0].stamp:
-            first = samples[0]
-            return OdometryMatch(first.pose, first.twist, first.stamp - stamp)
-        if stamp >= samples[-1].stamp:
-            last = samples[-1]
-            return OdometryMatch(last.pose, last.twist, stamp - last.stamp)
-        stamps = [s.stamp for s in samples]
-        i = bisect.bisect_left(stamps, stamp)
-        after, before = samples[i], samples[i - 1]
-        span = after.stamp - before.stamp
-        fraction = 0.0 if span <= 0.0 else (stamp - before.stamp) / span
+        before, after, fraction = found.before, found.after, found.fraction
+        if before is after:
+            return OdometryMatch(before.pose, before.twist, found.gap)
         twist = tuple(b + (a - b) * fraction for b, a in zip(before.twist, after.twist))
         return OdometryMatch(interpolate(before.pose, after.pose, fraction), twist, 0.0)
