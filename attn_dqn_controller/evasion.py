@@ -25,9 +25,21 @@ decides at once. The node calls ``observe`` after the command is out, so the sca
 out actions. An observation that does not follow the last one observed (an episode's first, a gap) is
 perceived on the spot.
 
-It reads only the flat observation, the spec, the action table and the footprint, so the env and the node
-decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no PyBullet. What it cannot
-see it cannot dodge: an obstacle merged with a wall in one cluster, or one hidden behind another.
+Time between frames: every motion estimate divides by the time that really passed between the frames it
+compares, not by a nominal one. In the env the frames are one control period apart, which is the default
+(``period``). On a robot the frames are the scans the decisions used, and a lidar at another rate than the
+training control rate (15 Hz, 5 Hz), or one that jitters, spaces them otherwise: read with a nominal 0.1 s, a
+static wall seen 1/15 s apart by a robot driving at 1 m/s stands 7 cm off where the ego-motion puts it, i.e.
+a "mover" at 0.3 m/s. So the node hands the shield the instants of the observation's frames (their scans'
+stamps) with ``frame_times`` before each decision; the ego-motion integrates each step over its own
+interval, a cluster's velocity divides its shift by the span from the oldest to the newest frame (one
+stamp's jitter counts once over the whole span), and the movers carried to the next decision move over the
+newest interval.
+
+It reads only the flat observation, the frame times, the spec, the action table and the footprint, so the
+env and the node decide exactly alike (``Policy.act`` applies it). Pure NumPy: no ROS, no torch, no
+PyBullet. What it cannot see it cannot dodge: an obstacle merged with a wall in one cluster, or one hidden
+behind another.
 """
 
 from __future__ import annotations
@@ -60,7 +72,8 @@ class EvasionConfig:
     margin: float = 0.05
     """Clearance beyond the footprint's circumscribed radius that counts as contact with a moving obstacle."""
     step: float = 0.1
-    """Time step of the roll-outs."""
+    """Time step of the roll-outs (the future it predicts), not the time between the observation's frames: that
+    is the shield's ``period``, or the measured ``frame_times``."""
     min_obstacle_speed: float = 0.06
     """Clusters that stand off the older surface, or moved, by less than this speed are static (a static
     cluster's returns stand 6-7 mm off in 0.2 s, from beam quantisation and odometry)."""
@@ -123,7 +136,8 @@ class EvasionShield:
 
     def __init__(self, spec: ObservationSpec, commands: np.ndarray, robot_radius: float, period: float,
                  config: EvasionConfig | None = None):
-        """`commands`: (A, 2) (v, w) of the action table; `period`: seconds between observation frames."""
+        """`commands`: (A, 2) (v, w) of the action table; `period`: seconds between observation frames when
+        no ``frame_times`` are given (the training control period)."""
         if spec.history_length < 2:
             raise ValueError(f"the evasion shield needs history_length >= 2 to see motion, the spec has "
                              f"{spec.history_length}")
@@ -142,9 +156,47 @@ class EvasionShield:
         self._static_times = int((times <= self.config.static_horizon + 1e-9).sum())  # the first ones
         self._paths = _unicycle_paths(self.commands, times)  # (A, T, 2)
         self._perceived: _Perceived | None = None
+        self._frame_times: np.ndarray | None = None
+        self._chosen: tuple[np.ndarray, np.ndarray] | None = None  # (newest frame, its intervals) of the last choice
         ego_start = spec.num_beams + GOAL_FEATURES
         self._perceived_columns = np.r_[0:spec.num_beams, ego_start:ego_start + EGO_FEATURES]
         self._cos, self._sin = np.cos(self._angles), np.sin(self._angles)
+
+    # --- the time between frames ----------------------------------------------------------------------
+    @property
+    def frame_times(self) -> np.ndarray | None:
+        """The instants (s, oldest first) of the frames of the observations decided on next; None: frames
+        ``period`` apart."""
+        return None if self._frame_times is None else self._frame_times.copy()
+
+    @frame_times.setter
+    def frame_times(self, times) -> None:
+        if times is None:
+            self._frame_times = None
+            return
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        steps = np.diff(times)
+        if times.size != self.spec.history_length or not np.all(np.isfinite(times)) or np.any(steps < 0.0) \
+                or not steps.sum() > 0.0:
+            raise ValueError(f"frame_times={times.tolist()!r} is invalid: must be {self.spec.history_length} finite "
+                             f"instants in seconds, oldest first, not decreasing, spanning more than 0 s")
+        self._frame_times = times
+
+    @property
+    def frame_interval(self) -> float:
+        """The mean time (s) between consecutive frames the shield assumes now."""
+        return float(self._intervals().mean())
+
+    def _intervals(self, obs: np.ndarray | None = None) -> np.ndarray:
+        """(H - 1,) seconds from each frame to the next: those of the last choice when `obs` is the observation
+        chosen on (its perception, run after the decision, uses the times it was decided with), else the
+        current ``frame_times``, else ``period`` each."""
+        if obs is not None and self._chosen is not None and \
+                np.array_equal(self._chosen[0], self._frames(obs)[-1]):
+            return self._chosen[1]
+        if self._frame_times is not None:
+            return np.diff(self._frame_times)
+        return np.full(self.spec.history_length - 1, self.period)
 
     # --- tracking across decisions -------------------------------------------------------------------
     def observe(self, obs: np.ndarray) -> None:
@@ -158,6 +210,7 @@ class EvasionShield:
     def reset(self) -> None:
         """Forget the movers last observed (the next decision perceives its own observation)."""
         self._perceived = None
+        self._chosen = None
 
     def _frames(self, obs: np.ndarray) -> np.ndarray:
         """(H, beams + motion features): each frame's lidar and ego-motion features, the ones perception reads."""
@@ -169,6 +222,7 @@ class EvasionShield:
         perceived now and kept, so that observe(obs) after the decision costs nothing."""
         frames = self._frames(obs)
         known = self._perceived
+        step = float(self._intervals(obs)[-1])  # from the frame perceived last to this newest one
         if known is None or not np.array_equal(known.newest_frame, frames[-2]):
             moving, static = self.moving_clusters(obs)
             self._perceived = _Perceived(frames[-1].copy(), moving)
@@ -179,10 +233,10 @@ class EvasionShield:
         if not known.moving:
             return (), newest
         v, w = frames[-1, spec.num_beams:spec.num_beams + 2] * (spec.max_linear_speed, spec.max_angular_speed)
-        x, y, heading = _integrate(np.array([(v, w), (v, w)]), self.period)  # the one step just taken
+        x, y, heading = _integrate(np.array([(v, w), (v, w)]), np.array([step]))  # the one step just taken
         c, s = math.cos(heading), math.sin(heading)
         turn = np.array([[c, -s], [s, c]])  # row vectors of the older robot frame @ turn: the newest frame
-        moved = (known.points + known.velocities * self.period - (x, y)) @ turn
+        moved = (known.points + known.velocities * step - (x, y)) @ turn
         velocities = known.velocity_by_cluster @ turn
         moving = tuple(MovingCluster(points, velocity, m.standoff) for points, velocity, m
                        in zip(np.split(moved, known.splits), velocities, known.moving))
@@ -206,9 +260,12 @@ class EvasionShield:
         old_points, old_beams, _ = self._clusters(ranges[0])
         if not clusters or old_points.shape[0] < 2:
             return (), newest_points
-        elapsed = self.period * (spec.history_length - 1)
+        intervals = self._intervals(obs)
+        elapsed = float(intervals.sum())  # from the oldest frame to the newest, as their scans were taken
+        if not elapsed > 0.0:
+            return (), newest_points
         least = cfg.min_obstacle_speed * elapsed  # metres a cluster must stand off the older surface
-        x, y, heading = _integrate(velocities, self.period)
+        x, y, heading = _integrate(velocities, intervals)
         following = self._neighbours(old_points, old_beams, ranges[0])
         surface = _Surface(_into_newest(old_points, x, y, heading), following)
         # A static surface's returns lie on the surface the older scan saw; a moving one's stand off it.
@@ -288,6 +345,7 @@ class EvasionShield:
         """The action to take given the network's Q-values for this observation."""
         q = np.asarray(q_values, dtype=np.float64)
         greedy = int(np.argmax(q))
+        self._chosen = (self._frames(obs)[-1].copy(), self._intervals())
         moving, static = self._movers_now(obs)
         if not moving or self._time_to_contact(moving, static, [greedy])[0] == math.inf:
             return EvasionDecision(greedy, greedy, False, moving, math.inf)  # the usual case: one roll-out
@@ -418,13 +476,13 @@ def _unicycle_paths(commands: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def _integrate(velocities: np.ndarray, period: float) -> tuple[float, float, float]:
+def _integrate(velocities: np.ndarray, intervals: np.ndarray) -> tuple[float, float, float]:
     """Pose (x, y, heading) of the newest frame in the oldest one, from each frame's measured (v, w): frame
-    j's velocity covers the step j-1 -> j, as odometry reports the motion just done."""
+    j's velocity covers the step j-1 -> j, of intervals[j-1] seconds, as odometry reports the motion just done."""
     x = y = heading = 0.0
-    for v, w in velocities[1:]:
-        mid = heading + 0.5 * w * period
-        x += v * period * math.cos(mid)
-        y += v * period * math.sin(mid)
-        heading += w * period
+    for (v, w), dt in zip(velocities[1:], intervals):
+        mid = heading + 0.5 * w * dt
+        x += v * dt * math.cos(mid)
+        y += v * dt * math.sin(mid)
+        heading += w * dt
     return x, y, heading

@@ -5,18 +5,41 @@ episodes on ``cluttered`` end in a collision that would be a real hit. This
 layer looks only at the latest scan and the footprint: it sweeps the footprint
 along the commanded arc (v, w) and
 
-* stops forward (or backward) motion when a scan return lies within
-  ``stop_distance`` of path ahead of the footprint (turning on the spot is kept
-  when the turn itself touches nothing), and
-* scales the linear speed by ``slowdown_ratio`` when a return lies within
-  ``slowdown_distance`` of path.
+* stops forward (or backward) motion when a scan return lies within the stop
+  zone of path ahead of the footprint (turning on the spot is kept when the
+  turn itself touches nothing), and
+* scales the linear speed by ``slowdown_ratio`` when a return lies within the
+  slow-down zone of path.
+
+Why the zones grow with speed: a fixed distance is blind to how far the robot
+goes before a stop takes effect. The scan shows the world as it was when it
+was taken (``scan age`` ago), the command this check lets through runs until
+the next check (one decision period), and then the base needs
+``v^2 / (2 * max_decel)`` to brake. At a TurtleBot3's 0.22 m/s that is 3-4 cm;
+at a Jackal's 1-2 m/s it is 0.35-1.3 m, far beyond a 5 cm stop zone. So, as
+Nav2's collision monitor scales its approach/stop polygons with the speed
+(``time_before_collision``, velocity polygons), both zones here are
+
+    zone(v) = configured distance + |v| * latency + v^2 / (2 * max_decel)
+    latency = decision period + scan age
+
+with ``v`` the larger of the commanded and the measured speed in the
+direction of motion (the base brakes from the speed it has, not from the one
+asked for). At zero speed the zones are the configured distances, so a slow
+robot behaves as with fixed zones. The stop zone thus stops the robot early
+enough that, after the latency and braking, it still keeps ``stop_distance``
+to the first return on its path (within the scan's resolution and a base
+that really brakes at ``max_decel``).
 
 It runs after the policy and after the velocity smoother, so no command can
 drive into an obstacle that the scan shows. Returns are the contract's
 ``scan_points`` (base frame, mount applied, invalid beams and "no return"
-ignored), so the env and the node check exactly the same points. What the
-scanner cannot see (outside its field of view, closer than its range_min) the
-layer cannot see either. Pure NumPy: no ROS, no torch, no PyBullet.
+ignored), so the env and the node check exactly the same points with the same
+zones: the env passes its control period as the latency (its scan is taken at
+the decision) and the measured speed of its odometry; the node passes its
+decision period plus the age of the scan. What the scanner cannot see (outside
+its field of view, closer than its range_min) the layer cannot see either.
+Pure NumPy: no ROS, no torch, no PyBullet.
 """
 
 from __future__ import annotations
@@ -28,10 +51,12 @@ from enum import Enum
 import numpy as np
 
 from attn_dqn_controller.observation import LaserScanData, ScanError, scan_points
-from attn_dqn_controller.robot import Footprint
+from attn_dqn_controller.robot import TURTLEBOT3_BURGER, Footprint, RobotProfile
 
 _PATH_STEP = 0.01  # metres between footprint samples along the arc
 _STILL = 1e-6  # |v| below this is a turn on the spot
+MAX_LATENCY = 1.0
+"""s: the latency a caller passes is capped here (a scan older than the node's scan_timeout stops the robot anyway)."""
 
 
 class SafetyAction(str, Enum):
@@ -44,18 +69,25 @@ class SafetyAction(str, Enum):
 
 @dataclass(frozen=True)
 class SafetyConfig:
-    """Zones of the safety layer (metres of path ahead of the footprint along the commanded arc)."""
+    """Zones of the safety layer: metres of path ahead of the footprint along the commanded arc at zero speed,
+    and what they grow with (see the module docstring)."""
 
     stop_distance: float = 0.05
-    """A return within this much path ahead of the footprint stops linear motion."""
+    """A return within this much path ahead of the footprint (plus the speed's margin) stops linear motion."""
     slowdown_distance: float = 0.20
-    """A return within this much path ahead of the footprint scales linear speed by slowdown_ratio."""
+    """A return within this much path ahead of the footprint (plus the speed's margin) scales linear speed by
+    slowdown_ratio."""
     slowdown_ratio: float = 0.5
     """Factor on |v| in the slow-down zone, in (0, 1]."""
     footprint: Footprint = field(default_factory=Footprint)
+    max_decel: float = TURTLEBOT3_BURGER.max_linear_accel
+    """m/s^2 the base brakes at (the robot profile's ``max_linear_accel``): adds v^2 / (2 max_decel) to both zones."""
+    latency: float = 0.1
+    """s from the scan's instant until a command of the next check acts, when the caller does not say (the
+    simulator's control period: its scan is taken at the decision); adds |v| * latency to both zones."""
 
     def __post_init__(self) -> None:
-        for name in ("stop_distance", "slowdown_distance"):
+        for name in ("stop_distance", "slowdown_distance", "latency"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"SafetyConfig.{name}={value!r} is invalid: must be a finite number >= 0")
@@ -66,6 +98,27 @@ class SafetyConfig:
             raise ValueError(f"SafetyConfig.slowdown_ratio={self.slowdown_ratio!r} is invalid: must be in (0, 1]")
         if not isinstance(self.footprint, Footprint):
             raise ValueError(f"SafetyConfig.footprint={self.footprint!r} is invalid: must be a Footprint")
+        value = self.max_decel
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and value > 0.0):
+            raise ValueError(f"SafetyConfig.max_decel={value!r} is invalid: must be a finite number > 0 (m/s^2)")
+
+    @classmethod
+    def for_robot(cls, profile: RobotProfile, **changes) -> "SafetyConfig":
+        """The default zones for ``profile``: its footprint, and its ``max_linear_accel`` as the braking limit."""
+        return cls(**{"footprint": profile.footprint, "max_decel": profile.max_linear_accel, **changes})
+
+    def margin(self, speed: float, latency: float | None = None) -> float:
+        """Metres both zones grow by at ``speed`` (m/s): the path covered during ``latency`` (None: the
+        config's) plus the braking distance at ``max_decel``."""
+        speed = abs(float(speed))
+        latency = self.latency if latency is None else min(max(float(latency), 0.0), MAX_LATENCY)
+        return speed * latency + speed * speed / (2.0 * self.max_decel)
+
+    def zones(self, speed: float, latency: float | None = None) -> tuple[float, float]:
+        """(stop, slow-down) zone lengths (m of path ahead of the footprint) at ``speed`` and ``latency``."""
+        margin = self.margin(speed, latency)
+        return self.stop_distance + margin, self.slowdown_distance + margin
 
 
 @dataclass(frozen=True)
@@ -77,8 +130,12 @@ class SafetyState:
     """Commands this layer has changed since it was created (stops and slow-downs)."""
     clearance: float
     """Path length (m) ahead of the footprint to the first return on the commanded arc; inf when clear
-    within slowdown_distance (or when not moving)."""
+    within the slow-down zone (or when not moving)."""
     reason: str = ""
+    stop_zone: float = 0.0
+    """The stop zone (m of path) this command was checked against: stop_distance plus the speed's margin."""
+    slowdown_zone: float = 0.0
+    """The slow-down zone (m of path) this command was checked against."""
 
 
 class SafetyLayer:
@@ -87,11 +144,23 @@ class SafetyLayer:
     def __init__(self, config: SafetyConfig | None = None):
         self.config = config if config is not None else SafetyConfig()
         self.interventions = 0
-        self.last_state = SafetyState(SafetyAction.NONE, 0, math.inf)
+        self.last_state = self._initial_state()
 
-    def filter(self, v: float, w: float, scan: LaserScanData | None) -> tuple[float, float, SafetyState]:
-        """The command made safe against ``scan`` (a missing or unusable scan stops linear motion)."""
+    def filter(self, v: float, w: float, scan: LaserScanData | None, speed: float | None = None,
+               latency: float | None = None) -> tuple[float, float, SafetyState]:
+        """The command made safe against ``scan`` (a missing or unusable scan stops linear motion).
+
+        ``speed``: the robot's measured linear speed (m/s; None: only the command's counts); the zones grow
+        with the larger of it and |v| when both go the same way. ``latency``: seconds from the scan's instant
+        until the command of the next check acts, i.e. the decision period plus the scan's age (None: the
+        config's ``latency``)."""
         v, w = float(v), float(w)
+        config = self.config
+        reference = abs(v)
+        if speed is not None and math.isfinite(speed) and speed * v > 0.0:
+            reference = max(reference, abs(float(speed)))
+        stop_zone, slowdown_zone = config.zones(reference, latency)
+        zones = (stop_zone, slowdown_zone)
         try:
             points = None if scan is None else scan_points(scan)
         except ScanError as exc:
@@ -99,45 +168,59 @@ class SafetyLayer:
         else:
             reason = "no scan"
         if points is None:
-            return self._record(0.0, 0.0 if not self.config.footprint.is_circle else w, v, w,
-                                SafetyAction.STOP, 0.0, reason)
-        config = self.config
+            return self._record(0.0, 0.0 if not config.footprint.is_circle else w, v, w,
+                                SafetyAction.STOP, 0.0, reason, zones)
         if abs(v) < _STILL:
             if self._turn_touches(points, w):
-                return self._record(0.0, 0.0, v, w, SafetyAction.STOP, 0.0, "turning would touch an obstacle")
-            return self._record(v, w, v, w, SafetyAction.NONE, math.inf, "")
-        clearance = self._clearance(points, v, w, config.slowdown_distance)
-        if clearance <= config.stop_distance:
+                return self._record(0.0, 0.0, v, w, SafetyAction.STOP, 0.0, "turning would touch an obstacle", zones)
+            return self._record(v, w, v, w, SafetyAction.NONE, math.inf, "", zones)
+        clearance = self._clearance(points, v, w, slowdown_zone)
+        if clearance <= stop_zone:
             turn = 0.0 if self._turn_touches(points, w) else w
             return self._record(0.0, turn, v, w, SafetyAction.STOP, clearance,
-                                f"obstacle {clearance:.2f} m ahead of the footprint")
-        if clearance <= config.slowdown_distance:
+                                f"obstacle {clearance:.2f} m ahead of the footprint (stop zone {stop_zone:.2f} m)",
+                                zones)
+        if clearance <= slowdown_zone:
             return self._record(v * config.slowdown_ratio, w, v, w, SafetyAction.SLOWDOWN, clearance,
-                                f"obstacle {clearance:.2f} m ahead of the footprint")
-        return self._record(v, w, v, w, SafetyAction.NONE, clearance, "")
+                                f"obstacle {clearance:.2f} m ahead of the footprint (slow-down zone "
+                                f"{slowdown_zone:.2f} m)", zones)
+        return self._record(v, w, v, w, SafetyAction.NONE, clearance, "", zones)
 
     def reset_count(self) -> None:
         """Start counting afresh (a new episode in the env)."""
         self.interventions = 0
-        self.last_state = SafetyState(SafetyAction.NONE, 0, math.inf)
+        self.last_state = self._initial_state()
 
     # --- internals ----------------------------------------------------------------------
-    def _record(self, v_out, w_out, v_in, w_in, action, clearance, reason):
+    def _initial_state(self) -> SafetyState:
+        return SafetyState(SafetyAction.NONE, self.interventions, math.inf, "", self.config.stop_distance,
+                           self.config.slowdown_distance)
+
+    def _record(self, v_out, w_out, v_in, w_in, action, clearance, reason, zones):
         if (v_out, w_out) != (v_in, w_in):
             self.interventions += 1
-        self.last_state = SafetyState(action, self.interventions, clearance, reason)
+        self.last_state = SafetyState(action, self.interventions, clearance, reason, *zones)
         return v_out, w_out, self.last_state
 
     def _clearance(self, points: np.ndarray, v: float, w: float, horizon: float) -> float:
         """Path length before the footprint, swept along the arc of (v, w), first contains a return."""
         footprint = self.config.footprint
-        reach = footprint.circumscribed_radius + horizon
+        radius = footprint.circumscribed_radius
+        reach = radius + horizon
         near = points[np.einsum("ij,ij->i", points, points) <= reach * reach]
+        curvature = w / v
+        # Only returns within the circumscribed radius of the arc the base origin follows can touch the footprint
+        # (a fast robot's zones reach far: this keeps the sweep to the returns along its path).
+        if abs(curvature) < 1e-9:
+            near = near[np.abs(near[:, 1]) <= radius]
+        else:
+            centre_y = 1.0 / curvature
+            off_arc = np.abs(np.hypot(near[:, 0], near[:, 1] - centre_y) - abs(centre_y))
+            near = near[off_arc <= radius]
         if near.size == 0:
             return math.inf
         steps = np.arange(0.0, horizon + _PATH_STEP * 0.5, _PATH_STEP)
         s = math.copysign(1.0, v) * steps
-        curvature = w / v
         theta = curvature * s
         if abs(curvature) < 1e-9:
             px, py = s, np.zeros_like(s)

@@ -78,8 +78,9 @@ The robot and what runs between the policy and the wheels (all off / TurtleBot3 
   action table to its limits. Explicit sensor settings still override it.
 * ``smoothing``: True (the profile's acceleration limits) or a ``SmootherConfig``: the node's
   velocity smoother between consecutive commands.
-* ``safety``: True (default zones, the profile's footprint) or a ``SafetyConfig``: the node's
-  collision-monitor layer, applied last to the command, against the scan the policy saw.
+* ``safety``: True (default zones, the profile's footprint and braking limit) or a ``SafetyConfig``: the
+  node's collision-monitor layer, applied last to the command, against the scan the policy saw, its zones
+  grown with the speed over one control period and the braking distance, as the node grows them.
   ``info`` then carries ``safety`` (none/slowdown/stop) and ``safety_interventions`` (this episode).
   The observation's previous-command input is the command actually executed, as on the robot.
 """
@@ -309,8 +310,8 @@ class AttnNavEnv(gymnasium.Env):
     def _safety(self, safety) -> SafetyLayer | None:
         if safety is None or safety is False:
             return None
-        if safety is True:
-            safety = SafetyConfig(footprint=self.robot.footprint)
+        if safety is True:  # the profile's footprint and braking limit, as the node takes them from its checkpoint
+            safety = SafetyConfig.for_robot(self.robot)
         if not isinstance(safety, SafetyConfig):
             raise ValueError(f"safety={safety!r} is invalid: allowed values are None, a bool or a SafetyConfig")
         return SafetyLayer(safety)
@@ -516,7 +517,10 @@ class AttnNavEnv(gymnasium.Env):
         if self.smoother is not None:
             v, w = self.smoother.filter(v, w, self.sim_config.control_period)
         if self.safety is not None:
-            v, w, _ = self.safety.filter(v, w, self._scan)
+            # Zones grown with speed as the node grows them: this scan is taken at the decision (age 0), and the
+            # command runs one control period before the next check.
+            speed = None if self._odometry is None else self._odometry.v
+            v, w, _ = self.safety.filter(v, w, self._scan, speed=speed, latency=self.sim_config.control_period)
             if self.smoother is not None:  # the next command accelerates from what was really sent
                 self.smoother.reset(v, w)
         return v, w

@@ -246,3 +246,72 @@ def test_eval_command_line_turns_the_shield_on_and_refuses_it_for_one_frame_poli
     assert main(["eval", "--checkpoint", "models/attn_dqn_route.pt", "--device", "cpu", "--level", "dynamic",
                  "--episodes", "1", "--seed", "1500000"]) == 0
     assert "evasion on" in capsys.readouterr().out  # auto: on for a policy that sees 3 frames
+
+
+# --- the time between frames is the time between their scans ---------------------------------------------
+FAST_SPEC = ObservationSpec(num_beams=360, num_sectors=24, history_length=3, max_linear_speed=1.0)
+"""A Jackal-class robot's observation (1 m/s): the speed at which a wrong frame interval shows most."""
+
+
+def _drive_past_a_pillar(interval: float, pillar_velocity=(0.0, 0.0)) -> np.ndarray:
+    """Three frames, `interval` seconds apart, of a robot driving +x at 1 m/s past a pillar 1.2 m ahead, 0.4 m
+    to the left (moving at `pillar_velocity`)."""
+    frames = []
+    for k in range(3):
+        t = k * interval
+        centre = (1.2 + pillar_velocity[0] * t, 0.4 + pillar_velocity[1] * t)
+        ranges = np.clip(cylinder_ranges(centre, 0.12, (1.0 * t, 0.0, 0.0)), FAST_SPEC.range_min,
+                         FAST_SPEC.range_max)
+        ego = np.array([1.0, 0.0, 1.0, 0.0])
+        frames.append(np.concatenate([lidar_features(ranges, FAST_SPEC), [0.5, 1.0, 0.0], ego]))
+    return np.concatenate(frames).astype(np.float32)
+
+
+@pytest.mark.parametrize("lidar_hz", [15.0, 5.0])
+def test_a_static_pillar_seen_at_another_lidar_rate_is_static_with_the_measured_frame_times(lidar_hz):
+    """The frames are scans 1/15 s (or 1/5 s) apart, not the 0.1 s of training. Read with the nominal period,
+    the robot's own motion is taken out wrongly and the pillar looks like a mover; with the frames' instants
+    (what ControlLogic hands the shield) it stands still."""
+    interval = 1.0 / lidar_hz
+    obs = _drive_past_a_pillar(interval)
+    s = EvasionShield(FAST_SPEC, COMMANDS, robot_radius=0.105, period=PERIOD)
+    assert len(s.moving_clusters(obs)[0]) == 1  # the defect: a static pillar read as moving
+    s.frame_times = [0.0, interval, 2 * interval]
+    assert s.frame_interval == pytest.approx(interval)
+    moving, static = s.moving_clusters(obs)
+    assert moving == () and len(static) >= 4
+
+
+def test_a_movers_velocity_divides_by_the_time_between_its_scans():
+    """A pillar crossing at 0.3 m/s, seen in scans 1/15 s apart: its velocity is 0.3 m/s, not 0.2."""
+    interval = 1.0 / 15.0
+    obs = _drive_past_a_pillar(interval, pillar_velocity=(0.0, -0.3))
+    s = EvasionShield(FAST_SPEC, COMMANDS, robot_radius=0.105, period=PERIOD)
+    s.frame_times = [10.0, 10.0 + interval, 10.0 + 2 * interval]
+    moving, _ = s.moving_clusters(obs)
+    assert len(moving) == 1 and moving[0].velocity == pytest.approx([0.0, -0.3], abs=0.04)
+
+
+def test_uneven_frame_times_carry_the_movers_over_the_newest_interval():
+    """Decisions at 10 Hz on a 15 Hz lidar use scans 67 and 133 ms apart by turns: a mover perceived on one
+    observation is carried to the next over the interval between their newest scans."""
+    times = [0.0, 1 / 15, 3 / 15, 4 / 15]
+    scans = [(cylinder_ranges((1.5, 0.6 - 0.3 * t), 0.15, (0.2 * t, 0.0, 0.0)), (0.2, 0.0)) for t in times]
+    first, second = observation(scans[0:3]), observation(scans[1:4])
+    fresh = shield()
+    fresh.frame_times = times[1:4]
+    perceived, _ = fresh.moving_clusters(second)
+    tracked = shield()
+    tracked.frame_times = times[0:3]
+    tracked.observe(first)
+    tracked.frame_times = times[1:4]
+    carried, _ = tracked._movers_now(second)
+    assert len(perceived) == len(carried) == 1
+    assert np.hypot(*(carried[0].points.mean(axis=0) - perceived[0].points.mean(axis=0))) < 0.02
+    assert carried[0].velocity == pytest.approx([0.0, -0.3], abs=0.04)
+
+
+@pytest.mark.parametrize("times", [[0.0, 0.1], [0.0, 0.2, 0.1], [0.0, 0.0, 0.0], [0.0, math.nan, 0.2]])
+def test_frame_times_are_validated(times):
+    with pytest.raises(ValueError, match="frame_times"):
+        shield().frame_times = times

@@ -85,10 +85,72 @@ def test_mount_offset_is_applied_to_the_zone():
 
 
 @pytest.mark.parametrize("kwargs", [{"stop_distance": -0.1}, {"slowdown_ratio": 0.0},
-                                    {"stop_distance": 0.3, "slowdown_distance": 0.2}])
+                                    {"stop_distance": 0.3, "slowdown_distance": 0.2}, {"max_decel": 0.0},
+                                    {"latency": -0.1}, {"max_decel": math.inf}])
 def test_safety_config_is_validated(kwargs):
     with pytest.raises(ValueError, match="SafetyConfig"):
         SafetyConfig(**kwargs)
+
+
+# --- zones that grow with speed, latency and braking ------------------------------------------------
+def test_at_a_jackals_speed_an_obstacle_beyond_the_fixed_zones_but_within_braking_and_latency_stops_it():
+    """1.5 m/s, decisions 0.1 s apart on a fresh scan, braking at the Jackal's 2 m/s^2: the base needs
+    1.5 * 0.1 + 1.5^2 / 4 = 0.71 m. An obstacle 0.5 m ahead of the footprint, far beyond the configured
+    0.05 m stop and 0.20 m slow-down distances, stops it."""
+    config = SafetyConfig.for_robot(JACKAL)
+    assert config.footprint == JACKAL.footprint and config.max_decel == JACKAL.max_linear_accel
+    stop_zone, slowdown_zone = config.zones(1.5, latency=0.1)
+    assert stop_zone == pytest.approx(0.05 + 0.15 + 0.5625) and slowdown_zone == pytest.approx(0.20 + 0.7125)
+    front = 0.5 * JACKAL.footprint.length
+    v, w, state = SafetyLayer(config).filter(1.5, 0.0, wall_ahead(front + 0.5), speed=1.5, latency=0.1)
+    assert (v, w) == (0.0, 0.0) and state.action is SafetyAction.STOP
+    assert state.clearance == pytest.approx(0.5, abs=0.02) and state.stop_zone == pytest.approx(stop_zone)
+    assert "stop zone 0.76 m" in state.reason
+    # Between the stop and the slow-down zone: slowed, not stopped.
+    v, _, state = SafetyLayer(config).filter(1.5, 0.0, wall_ahead(front + 0.85), speed=1.5, latency=0.1)
+    assert v == pytest.approx(0.75) and state.action is SafetyAction.SLOWDOWN
+
+
+def test_zones_are_the_configured_distances_at_rest_and_grow_with_measured_speed_and_scan_age():
+    config = SafetyConfig.for_robot(JACKAL)
+    assert config.zones(0.0, latency=0.3) == (0.05, 0.20)  # a slow robot behaves as with fixed zones
+    front = 0.5 * JACKAL.footprint.length
+    wall = wall_ahead(front + 0.12)
+    assert SafetyLayer(config).filter(0.05, 0.0, wall)[2].action is SafetyAction.SLOWDOWN  # as before
+    # The command is slow, but the base still runs at 1.0 m/s: it brakes from there.
+    wall = wall_ahead(front + 0.18)
+    assert SafetyLayer(config).filter(0.1, 0.0, wall, speed=0.1, latency=0.1)[2].action is SafetyAction.SLOWDOWN
+    assert SafetyLayer(config).filter(0.1, 0.0, wall, speed=1.0, latency=0.1)[2].action is SafetyAction.STOP
+    # Motion the other way does not grow the zone ahead: a robot still reversing, told to go forward.
+    assert SafetyLayer(config).filter(0.1, 0.0, wall, speed=-1.0, latency=0.1)[2].action is SafetyAction.SLOWDOWN
+    # An old scan: the robot has moved since it was taken.
+    wall = wall_ahead(front + 0.5)
+    assert SafetyLayer(config).filter(1.0, 0.0, wall, speed=1.0, latency=0.1)[2].action is SafetyAction.SLOWDOWN
+    assert SafetyLayer(config).filter(1.0, 0.0, wall, speed=1.0, latency=0.3)[2].action is SafetyAction.STOP
+
+
+@pytest.mark.parametrize("profile, speed, scan_age", [(TURTLEBOT3_BURGER, 0.22, 0.05), (JACKAL, 1.0, 0.05),
+                                                     (JACKAL, 1.5, 0.1), (JACKAL, 2.0, 0.0)])
+def test_a_robot_driving_at_a_wall_stops_short_of_it_by_the_stop_distance(profile, speed, scan_age):
+    """Driven straight at a wall at full speed, checked every 0.1 s against a scan scan_age old, with a base
+    that brakes no harder than max_decel: the footprint stops with stop_distance to spare (less the layer's
+    1 cm path sampling). With today's fixed zones a Jackal at 1.5 m/s would run into the wall."""
+    config = SafetyConfig.for_robot(profile)
+    layer, period, dt = SafetyLayer(config), 0.1, 0.001
+    front = profile.footprint.radius if profile.footprint.is_circle else 0.5 * profile.footprint.length
+    wall, x, v, command = 1.0 + speed, 0.0, speed, speed
+    positions = [(0.0, x)]
+    for step in range(int(8.0 / dt)):
+        t = step * dt
+        if step % round(period / dt) == 0:  # a check: the scan shows where the robot was scan_age ago
+            seen = min(positions, key=lambda p: abs(p[0] - (t - scan_age)))[1]
+            command, _, state = layer.filter(speed, 0.0, wall_ahead(wall - seen), speed=v, latency=period + scan_age)
+        v = max(command, v - config.max_decel * dt) if command < v else min(command, v + config.max_decel * dt)
+        x += v * dt
+        positions.append((t + dt, x))
+        assert wall - x - front > 0.0, f"hit the wall at {t:.2f} s"
+    assert v == 0.0 and state.action is SafetyAction.STOP
+    assert wall - x - front >= config.stop_distance - 0.011
 
 
 # --- smoother -------------------------------------------------------------------------------------

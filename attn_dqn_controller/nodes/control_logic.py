@@ -14,17 +14,41 @@ judged three ways: arrival on that clock, arrival on a steady clock (so a frozen
 computer's clock is not synchronised with the node's).
 
 Real time: a decision pairs the scan with the odometry of the scan's instant
-(from a short odometry history), and a new decision (a new observation frame)
-is made only on a new scan, at most once per ``decision_period`` (the training
-control rate): between decisions the last command is held, so history-token
-models never see a duplicated frame.
+(from a short odometry history). Decisions come at the training control rate
+(``decision_period``) whatever the lidar's rate, on a schedule: each is due one
+period after the last one was due, and is taken on the newest scan. Why a
+schedule and not "a scan at least a period after the last one": with a 15 Hz
+lidar that rule decides on every second scan (7.5 Hz), with a 12 Hz one on
+every scan, and the policy's actions are held longer or shorter than in
+training. On the schedule:
+
+* a new scan is decided on when it comes within ``DECISION_TOLERANCE`` of a
+  period of its due time (a 15 Hz lidar: 10 decisions a second, held 67 or
+  133 ms by turns, as the scans fall);
+* when the lidar is slower than the decision rate (a 5 Hz LDS), a decision
+  whose scan is not expected in time is taken on the newest scan already
+  decided on, with the newest odometry (as Nav2's controller server runs at
+  its own rate on the newest costmap). Its frame replaces that scan's frame as
+  the newest one: the history never holds one scan twice, and its frames stay
+  the scans as they were spaced. A lidar at the decision rate, and a lock-step
+  simulator, never get such a decision: a decision waits for its scan.
+
+Between decisions the last command is held (and re-checked by the safety
+layer on every newer scan). What was measured is exposed for the diagnostics:
+``decision_rate_hz``, ``frame_interval`` (between the scans of consecutive
+frames, from their stamps), ``decision_scan_age``, ``scan_rate_hz``. The
+instants of the observation's frames go to the evasion shield before each
+decision (``EvasionShield.frame_times``), so its motion estimates divide by the
+time that passed between the scans, not by the nominal period.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,7 +58,7 @@ from attn_dqn_controller.frames import Pose2D, map_to_odom
 from attn_dqn_controller.geometry import to_robot_frame
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
 from attn_dqn_controller.observation import (IDENTITY_MOUNT, LaserScanData, LidarMount, ObservationBuilder, ScanError,
-                                             validate_scan)
+                                             build_frame, validate_scan)
 from attn_dqn_controller.safety import SafetyAction, SafetyLayer, SafetyState
 from attn_dqn_controller.smoothing import VelocitySmoother
 
@@ -43,8 +67,17 @@ GOAL_FRAMES = ("odom", "map")
 AT_REST_SPEED = 0.01
 """m/s and rad/s: below both, a fresh observation history (a new goal, after a stop) starts with a zero previous
 command, as every training episode does; a robot still moving keeps the command it is under."""
-DECISION_SLACK = 0.75
-"""A scan this fraction of a decision period after the last decided one is due (absorbs scan-time jitter)."""
+DECISION_TOLERANCE = 0.25
+"""Fraction of a decision period a decision may come before its due time (a scan a little early, timer jitter).
+A decision later than due keeps the schedule (the next is due a period after this one was due, but no sooner
+than 1 - DECISION_TOLERANCE periods from now), so the rate stays the training rate on average."""
+SLOW_LIDAR = 1.1
+"""A lidar whose scans come more than this many decision periods apart is slower than the decision rate: a
+decision whose scan is not expected in time is taken on the newest scan (see the module docstring)."""
+_CLOCK_EPSILON = 1e-3
+"""Fraction of a period a timer may fire before the instant it was set for, by rounding, and still be on time."""
+RATE_WINDOW = 20
+"""Decisions (and scans) the measured rates and intervals are taken over."""
 STOP_REPEATS = 3
 """Zero commands sent when the robot stops with nothing to do (idle, goal reached, a goal refused), before the node
 falls silent: a subscriber that missed one still hears the stop, and then teleoperation, or twist_mux's other inputs,
@@ -215,9 +248,18 @@ class ControlLogic:
         self._map_to_odom: Pose2D | None = None
         self._goal_reached = False
         self._needs_reset = True
-        self._last_decision_time: float | None = None
+        self._last_decision_time: float | None = None  # node clock of the last new decision
+        self._next_due: float | None = None  # node clock the next decision is due at (None: on the next scan)
         self._last_decision_stamp: object = None
-        self._scan_interval: float | None = None
+        self._scan_intervals: deque[float] = deque(maxlen=RATE_WINDOW // 2 + 1)
+        self._frame_times: deque[float] = deque(maxlen=policy.spec.history_length)
+        """When the scans of the observation history's frames were taken (stamps, else arrival), oldest first."""
+        self._decision_times: deque[float] = deque(maxlen=RATE_WINDOW + 1)
+        self._decided_scan_times: deque[float] = deque(maxlen=RATE_WINDOW + 1)
+        self._last_obs: np.ndarray | None = None
+        self.decision_scan_age: float | None = None
+        """s: the age of the scan the last new decision was taken on (node clock minus its stamp; minus its arrival
+        when stamp_tolerance is 0, i.e. the sensor's clock is not the node's)."""
         self.last_command: tuple[float, float] = (0.0, 0.0)
         """The command last sent (what the observation's motion tokens see)."""
         self._requested_command: tuple[float, float] = (0.0, 0.0)
@@ -241,9 +283,8 @@ class ControlLogic:
         self._scan = record
         if previous is not None and previous.error is None:
             interval = record.time - previous.time
-            if 0.0 < interval < 10.0:  # a running estimate of the scan period, for the rate warning
-                self._scan_interval = interval if self._scan_interval is None else \
-                    0.8 * self._scan_interval + 0.2 * interval
+            if 0.0 < interval < 10.0:  # the scan period, for the rate warning and the slow-lidar decisions
+                self._scan_intervals.append(interval)
         return None
 
     def on_scan_error(self, error: str, now: float, stamp: object = None) -> None:
@@ -325,9 +366,38 @@ class ControlLogic:
         return self._goal
 
     @property
+    def scan_period(self) -> float | None:
+        """s between scans: the median of the last intervals between usable scans' stamps (one late or early scan
+        does not move it), None before two usable scans."""
+        return statistics.median(self._scan_intervals) if self._scan_intervals else None
+
+    @property
     def scan_rate_hz(self) -> float | None:
-        """The measured scan rate (running average of scan intervals), None before two usable scans."""
-        return None if self._scan_interval is None else 1.0 / self._scan_interval
+        """The measured scan rate (1 / scan_period), None before two usable scans."""
+        period = self.scan_period
+        return None if period is None else 1.0 / period
+
+    @property
+    def decision_rate_hz(self) -> float | None:
+        """The measured rate of new decisions over the last ones since the robot last started driving (None
+        before two)."""
+        times = self._decision_times
+        span = times[-1] - times[0] if len(times) >= 2 else 0.0
+        return (len(times) - 1) / span if span > 0.0 else None
+
+    @property
+    def frame_interval(self) -> float | None:
+        """s between the scans of consecutive observation frames, over the last ones (their stamps' span over their
+        count, so one jittered stamp counts once), None before two frames."""
+        times = self._decided_scan_times
+        span = times[-1] - times[0] if len(times) >= 2 else 0.0
+        return span / (len(times) - 1) if span > 0.0 else None
+
+    @property
+    def frame_times(self) -> tuple[float, ...]:
+        """When the scans of the current observation's frames were taken (s, oldest first): what the evasion shield
+        divides its motion estimates by."""
+        return tuple(self._frame_times)
 
     def scan_awaits_odometry(self, max_wait: float) -> bool:
         """Whether the newest scan is newer than all odometry and arrived less than ``max_wait`` (steady s) ago:
@@ -397,6 +467,7 @@ class ControlLogic:
             # After any pause the next drive starts a fresh history, as an episode does in training.
             self._needs_reset = True
             self._last_drive_time = None
+            self._next_due = None
             if self.smoother is not None:  # a stop is immediate (a watchdog must not coast); start again from rest
                 self.smoother.reset()
         elif decision.new:  # the smoother's time step runs from decision to decision, not from a held repeat
@@ -407,15 +478,73 @@ class ControlLogic:
     def _stop(self, state: ControlState, reason: str) -> Decision:
         return Decision(state, reason, (0.0, 0.0))
 
-    def _scan_due(self) -> bool:
-        """A new decision needs a scan not decided on yet, a decision period after the last decided one."""
+    def _due(self, now: float) -> str | None:
+        """Whether a new decision is due now: "scan" (on a scan not decided on yet), "reuse" (on the newest scan,
+        decided on already: the lidar is slower than the decision rate), or None (hold the last command)."""
         scan = self._scan
-        if scan.consumed:
-            return False
-        if self.decision_period is None or self._last_decision_time is None:
-            return True
-        elapsed = scan.time - self._last_decision_time
-        return elapsed < 0.0 or elapsed >= DECISION_SLACK * self.decision_period
+        fresh = not scan.consumed
+        period, due = self.decision_period, self._next_due
+        if self._needs_reset or period is None or due is None or now < self._last_decision_time:
+            # A fresh history starts on a scan not decided on yet; no schedule: every new scan; the clock jumped back.
+            return "scan" if fresh else None
+        window = DECISION_TOLERANCE * period
+        if now < due - window:
+            return None
+        scan_period = self.scan_period
+        expected = None if scan_period is None else scan.received + scan_period  # when the next scan should come
+        if fresh:
+            # Due, or a little early on a scan that came in this decision's window; a scan that came before it is
+            # taken early only when no newer one is expected in the window (a fast lidar: wait for the newer one).
+            if now >= due - _CLOCK_EPSILON * period or scan.received >= due - window or expected is None \
+                    or expected > due + window:
+                return "scan"
+            return None
+        if self._last_obs is None or scan_period is None or scan_period <= SLOW_LIDAR * period:
+            return None  # the next scan comes in time (a lidar at the decision rate, a lock-step simulator): wait
+        if expected <= due + window and now <= expected + window:
+            return None  # this decision's scan is on its way
+        return "reuse"
+
+    def _scheduled(self, now: float, fresh_history: bool) -> None:
+        """A new decision was taken at ``now``: when the next one is due, and what the measured rates count."""
+        period, due = self.decision_period, self._next_due
+        if fresh_history:
+            self._decision_times.clear()
+        if period is not None:
+            if fresh_history or due is None or now > due + period or \
+                    (self._last_decision_time is not None and now < self._last_decision_time):
+                self._next_due = now + period  # a new start, a decision a period late, a clock that jumped back
+            else:
+                self._next_due = max(due + period, now + (1.0 - DECISION_TOLERANCE) * period)
+        if self._decision_times and now < self._decision_times[-1]:
+            self._decision_times.clear()
+        self._decision_times.append(now)
+        self._last_decision_time = now
+
+    def _push_frame_time(self, scan: _Scan, fresh_history: bool) -> None:
+        """The instant of the newest frame's scan, and of each frame a fresh history fills with its first one
+        (a period apart, as the shield reads a history of a scene that stood still)."""
+        period = self.decision_period or self.control_period
+        stamp = scan.time
+        if fresh_history or not self._frame_times:
+            self._frame_times.clear()
+            self._decided_scan_times.clear()
+            length = self._frame_times.maxlen
+            self._frame_times.extend(stamp - period * (length - 1 - k) for k in range(length))
+        else:
+            step = stamp - self._frame_times[-1]
+            if not (math.isfinite(step) and step > 0.0):  # a stamp that did not advance: keep the history usable
+                step = self.frame_interval or period
+            self._frame_times.append(self._frame_times[-1] + step)
+        if self._decided_scan_times and not stamp > self._decided_scan_times[-1]:
+            self._decided_scan_times.clear()
+        self._decided_scan_times.append(stamp)
+
+    def _give_shield_frame_times(self) -> None:
+        """The evasion shield (when the policy has one) divides motion by the time between these frames' scans."""
+        shield = getattr(self.policy, "evasion", None)
+        if shield is not None and hasattr(shield, "frame_times") and len(self._frame_times) >= 2:
+            shield.frame_times = np.asarray(self._frame_times, dtype=np.float64)
 
     def _decide(self, now: float) -> Decision:
         if self._goal is None:
@@ -432,33 +561,49 @@ class ControlLogic:
         if math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance:
             self._goal_reached = True
             return self._stop(ControlState.GOAL_REACHED, "")
-        # Hold: one frame per scan, at the decision rate. A fresh history (a new goal, after a stop) starts on the
-        # first scan not decided on yet, never on the last decision's scan again (two frames of one instant).
-        if not self._scan_due() and not (self._needs_reset and not self._scan.consumed):
-            return self._hold()
+        # Hold until the next decision is due. A fresh history (a new goal, after a stop) starts on the first scan
+        # not decided on yet, never on the last decision's scan again (two frames of one instant).
+        due = self._due(now)
+        if due is None:
+            return self._hold(now)
         scan = self._scan
-        match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
-        if match is None or match.gap > self.limits.odom_timeout:
-            gap = "none" if match is None else f"nearest {match.gap:.3g} s away"
-            return self._stop(ControlState.STALE_INPUT, f"no odometry near the scan's time ({gap})")
-        pose = match.pose
+        if due == "scan":
+            match = self._odom_history.at(scan.time)  # the odometry of the scan's instant
+            if match is None or match.gap > self.limits.odom_timeout:
+                gap = "none" if match is None else f"nearest {match.gap:.3g} s away"
+                return self._stop(ControlState.STALE_INPUT, f"no odometry near the scan's time ({gap})")
+            pose, twist = match.pose, match.twist
+        else:  # the newest scan again (a slower lidar), with the newest odometry: the robot has moved since
+            pose, twist = Pose2D(*self._odom.pose), self._odom.twist
         route, problem = self._route_waypoints(pose, goal, scan.data, now)
         if problem is not None:
             return self._stop(ControlState.STALE_INPUT, f"route: {problem}")
         goal_in_robot = to_robot_frame(pose.x, pose.y, pose.yaw, *goal)
         previous = self.last_command
-        if self._needs_reset:
+        fresh_history = self._needs_reset
+        if fresh_history:
             self.builder.reset()
-            if max(abs(match.twist[0]), abs(match.twist[1])) < AT_REST_SPEED:
+            if max(abs(twist[0]), abs(twist[1])) < AT_REST_SPEED:
                 previous = (0.0, 0.0)  # a robot at rest has no command in force: the first frame of an episode
         try:
-            obs = self.builder.observe(scan.data, goal_in_robot, *match.twist, previous, route=route)
+            if due == "scan":
+                obs = self.builder.observe(scan.data, goal_in_robot, *twist, previous, route=route)
+            else:  # the newest frame replaced, not pushed: the history holds no scan twice
+                obs = self._last_obs.copy()
+                obs[-self.policy.spec.frame_size:] = build_frame(scan.data, goal_in_robot, *twist, previous,
+                                                                 self.policy.spec, route=route)
         except ScanError as exc:  # validated on arrival; kept so a contract change can only stop the robot
             scan.error = str(exc)
             return self._stop(ControlState.STALE_INPUT, f"unusable scan: {exc}")
         self._needs_reset = False
         scan.consumed = True
-        self._last_decision_time, self._last_decision_stamp = scan.time, scan.stamp
+        if due == "scan":
+            self._push_frame_time(scan, fresh_history)
+        self._scheduled(now, fresh_history)
+        self._last_obs = obs
+        self._last_decision_stamp = scan.stamp
+        self.decision_scan_age = self._scan_age(scan, now)
+        self._give_shield_frame_times()
         started = time.perf_counter()
         try:
             out = self.policy.act(obs)
@@ -477,7 +622,7 @@ class ControlLogic:
         return Decision(ControlState.DRIVING, reason, command, self._scan.stamp, q_values,
                         out.attention, self.last_inference_ms, safety)
 
-    def _hold(self) -> Decision:
+    def _hold(self, now: float) -> Decision:
         """The last decision again until the next scan is due, re-checked by the safety layer.
 
         The layer checks the policy's request (not the command it already cut), so a stop stays reported
@@ -486,7 +631,7 @@ class ControlLogic:
         safety = None
         if self.safety is not None and self._scan.data is not None:  # a newer scan may show a new obstacle
             requested = clamp_command(*self._requested_command, self.limits)
-            v, w, safety = self.safety.filter(*requested, self._scan.data)
+            v, w, safety = self.safety.filter(*requested, self._scan.data, **self._safety_timing(now))
             held = (_tighter(v, held[0]), _tighter(w, held[1]))
         return Decision(ControlState.DRIVING, _safety_reason(safety), held, self._last_decision_stamp, new=False,
                         safety=safety)
@@ -522,6 +667,21 @@ class ControlLogic:
         except ValueError as exc:
             return None, f"no route waypoints: {exc}"
 
+    def _safety_timing(self, now: float) -> dict:
+        """What the safety layer's zones grow with: the robot's measured speed (newest odometry) and the latency
+        from the scan's instant until the next check's command acts (a decision period plus the scan's age)."""
+        period = self.decision_period or self.control_period
+        age = max(0.0, self._scan_age(self._scan, now))
+        speed = None if self._odom is None or self._odom.twist is None else self._odom.twist[0]
+        return {"speed": speed, "latency": period + age}
+
+    def _scan_age(self, scan: _Scan, now: float) -> float:
+        """Seconds since ``scan`` was taken: by its stamp, unless stamps are not to be compared with the node clock
+        (stamp_tolerance 0, an unsynchronised sensor computer) or it has none; then since its arrival."""
+        if scan.stamp_time is None or self.limits.stamp_tolerance == 0.0:
+            return now - scan.received
+        return now - scan.stamp_time
+
     def _after_policy(self, command: tuple[float, float], now: float):
         """Smoother, then the safety layer against the scan the policy saw (the env runs the same chain)."""
         safety = None
@@ -530,7 +690,7 @@ class ControlLogic:
             command = self.smoother.filter(*command, min(max(dt, 1e-3), 1.0))
         self._requested_command = command
         if self.safety is not None:
-            v, w, safety = self.safety.filter(*command, self._scan.data)
+            v, w, safety = self.safety.filter(*command, self._scan.data, **self._safety_timing(now))
             command = (v, w)
             if self.smoother is not None:  # the next command accelerates from what was really sent
                 self.smoother.reset(v, w)
