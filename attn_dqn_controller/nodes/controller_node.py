@@ -169,7 +169,7 @@ class ControllerNode(LifecycleNode):
         if self.active:
             self.stop_robot(status=status)
             self.active = self.goals.active = False
-            self.goals.cancel("goal dropped: the node was deactivated")
+            self.goals.cancel("goal dropped: the node left the active state")
         else:
             self.reporter.publish_status(status)
 
@@ -200,34 +200,36 @@ class ControllerNode(LifecycleNode):
         self._last_control_steady = time.monotonic()
 
         cmd_type = TwistStamped if config.cmd_vel_stamped else Twist
-        self._cmd_pub = self._open(self.create_lifecycle_publisher, cmd_type, "cmd_vel", CMD_QOS)
+        publisher = self.create_lifecycle_publisher  # commands, attention, Q-values: only while active
+        self._cmd_pub = self._keep(self.destroy_lifecycle_publisher, publisher(cmd_type, "cmd_vel", CMD_QOS))
         self._attention_pub = self._q_pub = self._markers_pub = None
         if config.publish_attention:  # RViz: the attention as wedges around the robot (config/attn_dqn.rviz)
             from visualization_msgs.msg import MarkerArray
 
-            self._attention_pub = self._open(self.create_lifecycle_publisher, Float32MultiArray, "~/attention",
-                                             DEBUG_QOS)
-            self._q_pub = self._open(self.create_lifecycle_publisher, Float32MultiArray, "~/q_values", DEBUG_QOS)
-            self._markers_pub = self._open(self.create_lifecycle_publisher, MarkerArray, "~/attention_markers",
-                                           DEBUG_QOS)
+            self._attention_pub, self._q_pub, self._markers_pub = (
+                self._keep(self.destroy_lifecycle_publisher, publisher(msg_type, topic, DEBUG_QOS))
+                for msg_type, topic in ((Float32MultiArray, "~/attention"), (Float32MultiArray, "~/q_values"),
+                                        (MarkerArray, "~/attention_markers")))
         # Odometry first: rclpy's executor takes the ready subscriptions of one wait in creation order, so a scan
         # and the odometry of its instant that arrive together are decided on in the scan's own callback; the
         # other way round the scan waited one executor turn for that odometry (+1-2 ms scan -> command here).
         stop = self._stop_after_error
-        sub = self.create_subscription
-        self._open(sub, Odometry, "odom", guard(self._on_odom, "odometry callback", stop), newest_only_sensor_qos())
-        self._open(sub, LaserScan, "scan", guard(self._on_scan, "scan callback", stop), newest_only_sensor_qos())
+        subscriptions = [(Odometry, "odom", guard(self._on_odom, "odometry callback", stop), newest_only_sensor_qos()),
+                         (LaserScan, "scan", guard(self._on_scan, "scan callback", stop), newest_only_sensor_qos())]
         if config.route_source != "plan":  # with a plan, the plan's last pose is the goal
-            self._open(sub, PoseStamped, "goal_pose",
-                       guard(self._on_goal, "goal callback", self._refuse_goal_after_error), GOAL_QOS)
+            subscriptions.append((PoseStamped, "goal_pose",
+                                  guard(self._on_goal, "goal callback", self._refuse_goal_after_error), GOAL_QOS))
         if config.localization_topic:  # a pose it cannot take is one not received: the last correction stands
-            self._open(sub, PoseWithCovarianceStamped, config.localization_topic,
-                       guard(self._on_localization, "localization callback"), LOCALIZATION_QOS)
+            subscriptions.append((PoseWithCovarianceStamped, config.localization_topic,
+                                  guard(self._on_localization, "localization callback"), LOCALIZATION_QOS))
+        for args in subscriptions:
+            self._keep(self.destroy_subscription, self.create_subscription(*args))
         # The control loop runs on the node clock (/clock in simulation); the watchdog on the steady clock, so a
         # frozen /clock still stops the robot.
-        self._open(self.create_timer, period, guard(self._on_control_timer, "control loop", stop))
-        self._open(self.create_timer, period, guard(self._on_steady_watchdog, "steady-clock watchdog", stop),
-                   clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._keep(self.destroy_timer, self.create_timer(period, guard(self._on_control_timer, "control loop", stop)))
+        self._keep(self.destroy_timer, self.create_timer(
+            period, guard(self._on_steady_watchdog, "steady-clock watchdog", stop),
+            clock=Clock(clock_type=ClockType.STEADY_TIME)))
         self.route.open(self.poses, self.goals, guard, stop)
         if config.route_source == "plan":
             self.goals.cancel(NO_PLAN_YET)
@@ -242,12 +244,8 @@ class ControllerNode(LifecycleNode):
             f"evasion {'on' if self.policy.evasion is not None else 'off'}"
             + (f" ({spec.route_points} route tokens, {spec.route_spacing:g} m apart)" if spec.route_points else ""))
 
-    def _open(self, create, *args, **kwargs):
-        """``create(*args, **kwargs)``, remembered so that cleanup destroys it the matching way."""
-        entity = create(*args, **kwargs)
-        destroy = {self.create_lifecycle_publisher: self.destroy_lifecycle_publisher,
-                   self.create_subscription: self.destroy_subscription,
-                   self.create_timer: self.destroy_timer}[create]
+    def _keep(self, destroy, entity):
+        """``entity``, remembered with the ``destroy`` that cleanup releases it by."""
         self._opened.append((destroy, entity))
         return entity
 
