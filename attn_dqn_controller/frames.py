@@ -1,10 +1,14 @@
 """Planar rigid transforms between REP-105 frames (``map``, ``odom``, ``base_link``), without ROS.
 
 Why a module of its own: tf2 is not installable from the package index, so the
-controller relates ``map`` to ``odom`` itself, from a localization pose (AMCL's
-``amcl_pose``) and the odometry of the same instant, as AMCL computes the
-``map -> odom`` transform it broadcasts. The geometry is pure and unit-tested
-here; the node only feeds it messages.
+controller does its frame geometry itself, on these poses: the transform buffer
+that holds what ``/tf`` and ``/tf_static`` carry (``nodes/tf_buffer.py``:
+``map -> odom`` from the localizer, the lidar mount), the estimate of
+``map -> odom`` from a localization pose and the odometry of its instant when
+no localizer broadcasts it (``nodes/localization.py``, as AMCL computes the
+transform it broadcasts: ``map_to_odom`` below), and the decisions that take a
+map goal or route into the odometry frame. Pure and unit-tested here; the node
+only feeds it messages.
 
 Convention: ``a_T_b`` is the pose of frame ``b`` expressed in frame ``a``;
 ``a_T_b.compose(b_T_c) == a_T_c`` and ``a_T_b.apply(p_b) == p_a``.

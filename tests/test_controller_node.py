@@ -688,15 +688,18 @@ def test_node_idle_without_goal_and_rejects_a_goal_in_another_frame(tmp_path, ch
         assert len(c.commands) <= 3 and all(cmd.values == ZERO for cmd in c.commands), len(c.commands)
         assert "route_source auto: goal (the model has no route tokens)" in node.output()  # controller.yaml's auto
         start = time.monotonic()
-        c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "map"))  # no localization_topic: map is unrelated to odom
-        assert c.status.startswith("idle: goal refused: it is in frame 'map'")
+        c.run(1.5, scan=full_scan(), goal=(*FAR_GOAL, "earth"))  # a frame nothing relates to odom
+        assert c.status.startswith("idle: goal refused: it is in frame 'earth'")
         refused = c.commands_since(start)  # a new reason to stand still: said a few times again, then silence
         assert 1 <= len(refused) <= 3 and all(cmd.values == ZERO for cmd in refused), len(refused)
-        assert "refused goal: it is in frame 'map'" in node.output() and "localization_topic" in node.output()
+        assert "refused goal: it is in frame 'earth'" in node.output() and "or 'map'" in node.output()
         # An empty frame id is taken as the odometry frame; a leading '/' is ignored.
         for frame in ("", "/odom"):
             assert c.run(WAIT, scan=full_scan(), goal=(*FAR_GOAL, frame), until=lambda: c.status == "driving")
             assert c.run(WAIT, scan=full_scan(), goal=(0.0, 0.0, frame), until=lambda: c.status == "goal_reached")
+        # A map goal is taken (use_tf): with no localizer broadcasting map -> odom, the robot waits, saying why.
+        assert c.run(WAIT, scan=full_scan(), goal=(*FAR_GOAL, "map"), until=lambda: (c.status or "").startswith(
+            "stale_input: goal in 'map': waiting for map -> odom (TF: frame 'map' does not exist")), c.status
     finally:
         node.stop()
     assert node.proc.returncode == 0, node.output()

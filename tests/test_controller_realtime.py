@@ -35,6 +35,7 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from attn_dqn_controller.frames import Pose2D, interpolate, map_to_odom
 from attn_dqn_controller.geometry import quaternion_from_yaw, to_robot_frame
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Limits, stamp_seconds
+from attn_dqn_controller.nodes.localization import MapOdomEstimator, MapOdomSource, PoseStatus
 from attn_dqn_controller.nodes.model_loading import DEFAULT_TRAINING_CONTROL_RATE_HZ, training_control_rate
 from attn_dqn_controller.nodes.parameters import StartupError, runtime_parameters
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
@@ -239,13 +240,14 @@ def test_a_scan_newer_than_all_odometry_waits_for_it(shipped_policy):
 def test_map_goal_waits_for_localization_then_follows_the_correction(shipped_policy):
     recorder = RecordingPolicy(shipped_policy)
     logic = guided_logic(recorder, (2.0, 0.0), frame="map")  # the plan and the goal in the map frame
+    logic.localization = estimator = MapOdomEstimator(logic.odometry_history)
     logic.on_odometry((3.0, -1.0, 1.2), (0.0, 0.0), 1.0, stamp=1.0)
     logic.on_scan(full_scan(2.0), 1.0, stamp=1.0)
     decision = logic.step(1.0)
     assert decision.state is ControlState.STALE_INPUT and decision.command == (0.0, 0.0)
-    assert decision.reason == "goal in 'map': waiting for a localization pose"
-    assert logic.on_localization((0.0, 0.0, 0.0), 1.0, 1.0) is None
-    assert logic.goal_distance() == pytest.approx(2.0)
+    assert decision.reason == ("goal in 'map': waiting for map -> odom (TF not read; no usable localization pose "
+                               "yet)")
+    assert estimator.on_pose(1.0, Pose2D(0.0, 0.0, 0.0), 1.0).status is PoseStatus.APPLIED
     logic.on_scan(full_scan(2.0), 1.1, stamp=1.1)
     logic.on_odometry((3.0, -1.0, 1.2), (0.0, 0.0), 1.1, stamp=1.1)
     decision = logic.step(1.1)
@@ -255,8 +257,9 @@ def test_map_goal_waits_for_localization_then_follows_the_correction(shipped_pol
     ahead = np.array([(min(spec.route_spacing * (i + 1), 2.0), 0.0) for i in range(spec.route_points)])  # to the goal
     expected = ObservationBuilder(spec).observe(full_scan(2.0), (2.0, 0.0), 0.0, 0.0, (0.0, 0.0), route=ahead)
     np.testing.assert_allclose(recorder.observations[-1], expected, atol=1e-6)
-    assert "non-finite" in logic.on_localization((math.nan, 0.0, 0.0), 1.1, 1.1)
-    assert "no odometry within" in logic.on_localization((0.0, 0.0, 0.0), 50.0, 1.1)
+    assert logic.goal_distance() == pytest.approx(2.0) and logic.map_odom.source is MapOdomSource.TOPIC
+    assert "non-finite" in estimator.on_pose(1.1, Pose2D(math.nan, 0.0, 0.0), 1.1).reason
+    assert "after the newest odometry" in estimator.on_pose(50.0, Pose2D(0.0, 0.0, 0.0), 1.1).reason
     with pytest.raises(ValueError, match="goal frame"):
         logic.set_goal(1.0, 1.0, frame="base_link")
 

@@ -310,7 +310,7 @@ def test_a_failing_report_route_or_localization_callback_is_logged_and_the_robot
 
     monkeypatch.setattr(r.node.reporter, "diagnostics", boom)
     monkeypatch.setattr(route_wiring, "footprint_polygon", boom)
-    monkeypatch.setattr(r.node.logic, "on_localization", boom)
+    monkeypatch.setattr(r.node.poses.estimator, "on_pose", boom)
     callback_of(r.node.timers, r.node.reporter.on_timer)()
     callback_of(r.node.timers, r.node.route.on_timer)()
     from geometry_msgs.msg import PoseWithCovarianceStamped

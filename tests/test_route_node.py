@@ -32,7 +32,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 
 from attn_dqn_controller.actions import ActionTable  # noqa: E402
 from attn_dqn_controller.model import ModelConfig, build_model  # noqa: E402
+from attn_dqn_controller.frames import Pose2D  # noqa: E402
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Limits  # noqa: E402
+from attn_dqn_controller.nodes.localization import MapOdomEstimator, PoseStatus  # noqa: E402
 from attn_dqn_controller.nodes.ros_conversions import (  # noqa: E402
     MessageError,
     footprint_polygon,
@@ -198,8 +200,10 @@ def test_plan_route_in_the_map_frame_goes_through_the_localization_correction():
     logic = fed(policy, plan)
     plan.on_plan(BENT_LEFT + (2.0, 1.0), "map", 0.0)  # the same route, seen from a map offset by (2, 1)
     logic.set_goal(*(BENT_LEFT[-1] + (2.0, 1.0)), frame="map")
-    assert logic.step(0.05).status == "stale_input: goal in 'map': waiting for a localization pose"
-    assert logic.on_localization((2.0, 1.0, 0.0), 0.0, 0.05) is None  # robot at (2, 1) in map, (0, 0) in odom
+    assert logic.step(0.05).status.startswith("stale_input: goal in 'map': waiting for map -> odom")
+    logic.localization = MapOdomEstimator(logic.odometry_history)
+    outcome = logic.localization.on_pose(0.0, Pose2D(2.0, 1.0, 0.0), 0.05)  # robot at (2, 1) in map, (0, 0) in odom
+    assert outcome.status is PoseStatus.APPLIED
     logic.on_scan(full_scan(), 0.1, stamp=0.1)
     assert logic.step(0.1).state is ControlState.DRIVING
     _, _, _, route = split_observation(policy.observations[-1], ROUTE_SPEC, with_route=True)

@@ -40,6 +40,12 @@ frames, from their stamps), ``decision_scan_age``, ``scan_rate_hz``. The
 instants of the observation's frames go to the evasion shield before each
 decision (``EvasionShield.frame_times``), so its motion estimates divide by the
 time that passed between the scans, not by the nominal period.
+
+Frames: a goal or route in the map frame is related to odometry through
+``map -> odom``, looked up every step at the newest scan's instant: from TF
+(``tf``, when the localizer broadcasts it), else from the localization topic's
+estimate (``localization``, a ``MapOdomEstimator`` on this object's odometry
+history), else none and a map goal waits (``localization.select_map_to_odom``).
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ from enum import Enum
 
 import numpy as np
 
-from attn_dqn_controller.frames import Pose2D, map_to_odom
+from attn_dqn_controller.frames import Pose2D
 from attn_dqn_controller.geometry import to_robot_frame
+from attn_dqn_controller.nodes.localization import MapOdomChoice, MapOdomSource, select_map_to_odom
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
 from attn_dqn_controller.observation import (IDENTITY_MOUNT, LaserScanData, LidarMount, ObservationBuilder, ScanError,
                                              build_frame, validate_scan)
@@ -246,6 +253,15 @@ class ControlLogic:
         self._goal_frame = "odom"
         self._idle_reason = "no goal"
         self._map_to_odom: Pose2D | None = None
+        self.tf = None
+        """The node's ``tf_buffer.TransformBuffer`` (None: TF not read): where ``map -> odom`` is looked up first."""
+        self.localization = None
+        """The ``localization.MapOdomEstimator`` of the localization topic (None: no topic), on this object's
+        odometry history: the ``map -> odom`` source when TF has none."""
+        self.map_frame, self.odom_frame = "map", "odom"
+        """The frame names the ``map -> odom`` lookup uses (the odometry's own frame id, once it names one)."""
+        self.map_odom = MapOdomChoice(MapOdomSource.NONE, None, "not looked up yet")
+        """The ``map -> odom`` choice of the last step (``select_map_to_odom``): source, correction, detail."""
         self._goal_reached = False
         self._needs_reset = True
         self._last_decision_time: float | None = None  # node clock of the last new decision
@@ -307,23 +323,22 @@ class ControlLogic:
         self._odom = _Odom(tuple(pose), tuple(twist), now, None, stamp_time, steady)
         self._odom_history.add(now if stamp_time is None else stamp_time, Pose2D(*pose), twist)
 
-    def on_localization(self, map_pose: tuple[float, float, float], stamp: object, now: float) -> str | None:
-        """A localized pose of the robot in ``map`` (AMCL's amcl_pose): updates the map -> odom correction
-        from the odometry of the pose's instant. Returns why it could not be used, or None."""
-        if not all(math.isfinite(value) for value in map_pose):
-            return f"localization pose has non-finite values {tuple(map_pose)}"
-        stamp_time = stamp_seconds(stamp)
-        match = self._odom_history.at(now if stamp_time is None else stamp_time)
-        if match is None:
-            return "no odometry received yet to relate it to"
-        if match.gap > self.limits.odom_timeout:
-            return (f"no odometry within {self.limits.odom_timeout:g} s of its stamp "
-                    f"(nearest {match.gap:.3g} s away)")
-        self._map_to_odom = map_to_odom(Pose2D(*map_pose), match.pose)
-        return None
+    @property
+    def odometry_history(self) -> OdometryHistory:
+        """The odometry by stamp that decisions pair scans with; the localization estimator shares it."""
+        return self._odom_history
+
+    def update_map_to_odom(self, stamp: float | None = None) -> MapOdomChoice:
+        """Look up ``map -> odom`` at ``stamp`` (None: the newest TF has): TF first, then the localization
+        topic's estimate, else none (``localization.select_map_to_odom``). Every step does it before it relates
+        a map goal or route to odometry, so the correction follows the localizer as it moves."""
+        self.map_odom = select_map_to_odom(self.tf, self.localization, self.map_frame, self.odom_frame, stamp)
+        self._map_to_odom = self.map_odom.correction
+        return self.map_odom
 
     @property
     def map_to_odom(self) -> Pose2D | None:
+        """The correction map_T_odom of the last step (None: none known)."""
         return self._map_to_odom
 
     def set_goal(self, x: float, y: float, frame: str = "odom") -> None:
@@ -547,6 +562,7 @@ class ControlLogic:
             shield.frame_times = np.asarray(self._frame_times, dtype=np.float64)
 
     def _decide(self, now: float) -> Decision:
+        self.update_map_to_odom(None if self._scan is None else self._scan.time)  # at the newest scan's instant
         if self._goal is None:
             return self._stop(ControlState.IDLE, self._idle_reason)
         if self._goal_reached:  # latched until a new goal: no creeping back and forth at the tolerance edge
@@ -556,7 +572,8 @@ class ControlLogic:
             return self._stop(ControlState.STALE_INPUT, problem)
         goal = self.goal_in_odom()
         if goal is None:
-            return self._stop(ControlState.STALE_INPUT, "goal in 'map': waiting for a localization pose")
+            return self._stop(ControlState.STALE_INPUT,
+                              f"goal in 'map': waiting for map -> odom ({self.map_odom.detail})")
         x, y, _ = self._odom.pose
         if math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance:
             self._goal_reached = True
@@ -649,7 +666,7 @@ class ControlLogic:
         if frame == "map":
             correction = self._map_to_odom
             if correction is None:
-                return None, "route in the map frame: waiting for a localization pose"
+                return None, f"route in the map frame: waiting for map -> odom ({self.map_odom.detail})"
             pose = correction.compose(odom_pose)
             goal = self._goal if self._goal_frame == "map" else correction.apply(*goal_in_odom)
         else:

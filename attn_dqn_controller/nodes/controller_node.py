@@ -1,7 +1,8 @@
 """controller_node: drive to a goal with the Transformer Q-network policy, safely, as a ROS 2 lifecycle node.
 
 Subscribes ``scan`` (LaserScan), ``odom`` (Odometry), ``goal_pose`` (PoseStamped in the odometry frame, or in
-``map_frame`` when ``localization_topic`` names a PoseWithCovarianceStamped such as AMCL's ``amcl_pose``);
+``map_frame``), ``/tf`` and ``/tf_static`` (``use_tf``: ``map -> odom`` from the localizer, the lidar mount) and,
+when set, ``localization_topic`` (a PoseWithCovarianceStamped such as AMCL's ``amcl_pose``, latched or not);
 publishes ``cmd_vel`` (TwistStamped, or Twist with ``cmd_vel_stamped: false``), ``~/status``, ``/diagnostics``
 and, on request, ``~/attention`` and ``~/q_values``. All topic names are relative, so a launch file remaps them
 to the robot's. The route (``route_source``) and its topics are ``route_wiring``'s.
@@ -33,6 +34,9 @@ Why it is built this way:
   scan may come in before the ``/clock`` tick of its instant.
 * Goals and the robot's pose each enter through one seam (``goal_input.GoalInput``,
   ``pose_input.PoseInput``), so action servers and TF slot in beside the topics.
+* Topics that some publishers latch and others do not (the localization pose, ``map``, ``plan``) are read with
+  the durability their publishers offer, and a publisher whose QoS cannot match is named in the log with what
+  to change (``qos.WatchedSubscription``), instead of a subscription that waits in silence.
 * Each callback is guarded (``runner.CallbackGuard``): an exception in reporting or localization is logged and
   the node goes on; one on the command path is logged and the robot stopped, and the next decision tries
   again; a goal, plan or map that makes its callback fail is refused, or counts as unusable.
@@ -49,7 +53,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.clock import Clock, ClockType
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -60,17 +64,20 @@ from std_msgs.msg import Float32MultiArray
 from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import CommandGate, ControlLogic, ControlState, Decision
 from attn_dqn_controller.nodes.goal_input import GoalInput
-from attn_dqn_controller.nodes.model_loading import decision_chain, load_model
+from attn_dqn_controller.nodes.localization import MapOdomEstimator
+from attn_dqn_controller.nodes.model_loading import decision_chain, limit_braking, load_model
 from attn_dqn_controller.nodes.parameters import (NODE_NAME, StartupError, config_from_values, configure_parameters,
                                                   declare_parameters, parameter_table, refused_while_active,
                                                   runtime_parameters)
 from attn_dqn_controller.nodes.pose_input import PoseInput
-from attn_dqn_controller.nodes.qos import CMD_QOS, DEBUG_QOS, GOAL_QOS, LOCALIZATION_QOS, newest_only_sensor_qos
+from attn_dqn_controller.nodes.qos import (CMD_QOS, DEBUG_QOS, GOAL_QOS, LOCALIZATION_QOS, TF_QOS, TF_STATIC_QOS,
+                                          WatchedSubscription, newest_only_sensor_qos)
 from attn_dqn_controller.nodes.reporting import Reporter
 from attn_dqn_controller.nodes.ros_conversions import (MessageError, make_twist, pose_from_localization,
                                                        pose_from_odometry, scan_from_msg, twist_from_odometry)
 from attn_dqn_controller.nodes.route_wiring import RouteWiring
 from attn_dqn_controller.nodes.runner import CallbackGuard, main
+from attn_dqn_controller.nodes.tf_buffer import TransformBuffer
 
 __all__ = ["CMD_QOS", "ControllerNode", "main", "newest_only_sensor_qos"]
 
@@ -86,6 +93,7 @@ class ControllerNode(LifecycleNode):
     def __init__(self, *, autostart: bool = True, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self.config = self.policy = self.logic = self.route = self.poses = self.goals = None
+        self.tf: TransformBuffer | None = None
         self.active = False
         self._configured_values: dict = {}
         self._opened: list = []  # (destroy, entity) of what configure made, released by cleanup
@@ -189,7 +197,13 @@ class ControllerNode(LifecycleNode):
         self.route = RouteWiring(self, config, self.policy.spec)
         self.logic = ControlLogic(self.policy, config.limits, decision_period=period,
                                   route_input=self.route.route_input, **decision_chain(config, period))
-        self.poses = PoseInput(self.logic, config.map_frame if config.localization_topic else None, logger)
+        self.tf = TransformBuffer(config.tf_buffer_duration, config.tf_tolerance) if config.use_tf else None
+        estimator = (MapOdomEstimator(self.logic.odometry_history, max_gap=config.limits.odom_timeout,
+                                      max_latched_age=config.localization_max_latched_age)
+                     if config.localization_topic else None)
+        self.poses = PoseInput(self.logic, config.map_frame if config.use_tf or config.localization_topic else None,
+                               logger, tf=self.tf, estimator=estimator, base_frame=config.base_frame,
+                               parameter_mount=config.lidar_mount)
         self.goals = GoalInput(self.logic, self.poses, self.route.route_input, logger,
                                stop_now=lambda: self._act(self._now(), from_scan=False))
         self.poses.on_odom_frame = self.goals.odom_frame_known
@@ -214,16 +228,17 @@ class ControllerNode(LifecycleNode):
         # and the odometry of its instant that arrive together are decided on in the scan's own callback; the
         # other way round the scan waited one executor turn for that odometry (+1-2 ms scan -> command here).
         stop = self._stop_after_error
-        subscriptions = [(Odometry, "odom", guard(self._on_odom, "odometry callback", stop), newest_only_sensor_qos()),
-                         (LaserScan, "scan", guard(self._on_scan, "scan callback", stop), newest_only_sensor_qos())]
+        subscriptions = self._tf_subscriptions(guard) + [
+            (Odometry, "odom", guard(self._on_odom, "odometry callback", stop), newest_only_sensor_qos()),
+            (LaserScan, "scan", guard(self._on_scan, "scan callback", stop), newest_only_sensor_qos())]
         if config.route_source != "plan":  # with a plan, the plan's last pose is the goal
             subscriptions.append((PoseStamped, "goal_pose",
                                   guard(self._on_goal, "goal callback", self._refuse_goal_after_error), GOAL_QOS))
         if config.localization_topic:  # a pose it cannot take is one not received: the last correction stands
             subscriptions.append((PoseWithCovarianceStamped, config.localization_topic,
                                   guard(self._on_localization, "localization callback"), LOCALIZATION_QOS))
-        for args in subscriptions:
-            self._keep(self.destroy_subscription, self.create_subscription(*args))
+        for args in subscriptions:  # each logs a publisher whose QoS cannot match it
+            self._keep(WatchedSubscription.destroy, WatchedSubscription(self, *args))
         # The control loop runs on the node clock (/clock in simulation); the watchdog on the steady clock, so a
         # frozen /clock still stops the robot.
         self._keep(self.destroy_timer, self.create_timer(period, guard(self._on_control_timer, "control loop", stop)))
@@ -240,9 +255,29 @@ class ControllerNode(LifecycleNode):
             f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
             f"control {self.control_rate_hz:g} Hz (trained at {self.training_rate_hz:g} Hz), "
             f"act_on_scan={config.act_on_scan}, cmd_vel {cmd_type.__name__}, "
-            f"localization {config.localization_topic or 'off'}, route_source {config.route_source}, "
+            f"TF {'on' if config.use_tf else 'off'}, localization {config.localization_topic or 'off'}, "
+            f"route_source {config.route_source}, "
             f"evasion {'on' if self.policy.evasion is not None else 'off'}"
             + (f" ({spec.route_points} route tokens, {spec.route_spacing:g} m apart)" if spec.route_points else ""))
+
+    def _tf_subscriptions(self, guard) -> list:
+        """``/tf`` and ``/tf_static`` (absolute names, so a namespaced robot remaps them as tf2 users do), and a
+        clock jump back that clears the dynamic transforms; nothing without use_tf."""
+        if self.tf is None:
+            return []
+        from attn_dqn_controller.nodes.nav2_interfaces import InterfacesMissing
+
+        try:
+            from attn_dqn_controller.nodes.nav2_interfaces import TFMessage
+        except InterfacesMissing as exc:
+            raise StartupError(f"{exc} Or set use_tf to false (no TF: map -> odom from localization_topic, the "
+                               f"lidar mount from lidar_mount_*).") from None
+        jump = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=guard(self._on_clock_jump, "clock jump callback"))
+        self._keep(lambda handle: handle.unregister(), jump)
+        return [(TFMessage, "/tf", guard(self._on_tf, "tf callback"), TF_QOS),
+                (TFMessage, "/tf_static", guard(self._on_tf_static, "tf_static callback"), TF_STATIC_QOS)]
 
     def _keep(self, destroy, entity):
         """``entity``, remembered with the ``destroy`` that cleanup releases it by."""
@@ -257,6 +292,7 @@ class ControllerNode(LifecycleNode):
             destroy(entity)
         self._opened = []
         self.config = self.policy = self.logic = self.route = self.poses = self.goals = None
+        self.tf = None
         self.active = False
         if getattr(self, "reporter", None) is not None:
             self.reporter.forget()
@@ -294,8 +330,11 @@ class ControllerNode(LifecycleNode):
             return
         if self.config is not None and names & self._runtime:
             # route_source is read at configure: keep the source auto resolved to then.
-            self.config = replace(config_from_values(self._values_in_force()), route_source=self.config.route_source)
+            self.config = limit_braking(replace(config_from_values(self._values_in_force()),
+                                                route_source=self.config.route_source), self.policy)
             self.logic.limits = self.config.limits
+            if self.logic.localization is not None:  # pairs a pose with odometry no further apart than odom_timeout
+                self.logic.localization.max_gap = self.config.limits.odom_timeout
             # The layers read their config on every call; enabling/disabling them is read at configure.
             if self.logic.safety is not None and self.config.safety is not None:
                 self.logic.safety.config = self.config.safety
@@ -315,6 +354,7 @@ class ControllerNode(LifecycleNode):
         now = self._now()
         self._scan_arrival = time.monotonic()
         self._scan_frame = msg.header.frame_id or "base_scan"
+        self.poses.laser_frame(msg.header.frame_id)  # the mount from TF: looked up again only when needed
         try:
             problem = self.logic.on_scan(scan_from_msg(msg), now, msg.header.stamp)
         except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the node
@@ -350,6 +390,27 @@ class ControllerNode(LifecycleNode):
             problem = str(exc)
         if problem is not None:
             self.get_logger().warning(f"ignored localization pose: {problem}", throttle_duration_sec=5.0)
+
+    def _on_tf(self, msg) -> None:
+        problems = self.poses.on_tf(msg)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            self.get_logger().warning(f"/tf: {problems[0]}{more}", throttle_duration_sec=5.0)
+
+    def _on_tf_static(self, msg) -> None:
+        for problem in self.poses.on_tf(msg, static=True):
+            self.get_logger().warning(f"/tf_static: {problem}")
+
+    def _on_clock_jump(self, jump) -> None:
+        """The node clock jumped back (a simulator reset, a bag replayed from its start) or switched between
+        system and ROS time: the dynamic transforms of the old timeline go, static ones stay (as tf2 does)."""
+        if self.poses is None:
+            return
+        self.poses.clear_tf()
+        changed = jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED)
+        self.get_logger().info(f"clock jumped ({jump.delta.nanoseconds * 1e-9:+.3f} s"
+                               + (", ROS time switched on or off" if changed else "")
+                               + "): dynamic transforms dropped")
 
     def _on_goal(self, msg: PoseStamped) -> None:
         self.goals.accept_pose(msg)

@@ -57,6 +57,7 @@ def load_model(config: ControllerConfig, logger) -> LoadedModel:
     except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         raise StartupError(f"cannot load model '{path}': {exc}") from None
     _check_robot_profile(policy, config)
+    config = limit_braking(config, policy)
     config, say_route_source = _resolve_route_source(policy, config, logger)
     _check_route_source(policy, config, logger)
     say_route_source()  # once the model is accepted: a refusal stays one line
@@ -85,6 +86,17 @@ def decision_chain(config: ControllerConfig, period: float) -> dict:
     return {"safety": SafetyLayer(config.safety) if config.safety is not None else None,
             "smoother": VelocitySmoother(config.smoother) if config.smoother is not None else None,
             "lidar_mount": config.lidar_mount, "control_period": period}
+
+
+def limit_braking(config: ControllerConfig, policy) -> ControllerConfig:
+    """The safety zones count on braking at the lower of max_linear_accel (the parameter, in ``config.safety``)
+    and the model's robot profile's max_linear_accel: a base never brakes harder than the robot it was trained
+    as. Applied at configure and again to every run-time change of the parameters."""
+    robot = getattr(policy, "robot", None)
+    if config.safety is None or robot is None:
+        return config
+    return replace(config, safety=replace(config.safety,
+                                          max_decel=min(robot.max_linear_accel, config.safety.max_decel)))
 
 
 def training_control_rate(metadata: dict) -> float:

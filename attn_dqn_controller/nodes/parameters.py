@@ -124,10 +124,13 @@ def parameter_table() -> list[Entry]:
             "Closer than this to the goal (m) counts as reached: stop until a new goal arrives.", 0.001, 100.0,
             runtime=True)),
         ("localization_topic", "", _plain(
-            "geometry_msgs/PoseWithCovarianceStamped of the robot in the map frame (AMCL's amcl_pose, a SLAM "
-            "pose). With it, goals in map_frame are followed through the map -> odom correction it gives. "
-            "Empty: off; goals must then be in the odometry frame.")),
-        ("map_frame", "map", _plain("Frame of the localization pose and of goals given in the map.")),
+            "geometry_msgs/PoseWithCovarianceStamped of the robot in map_frame (AMCL's amcl_pose, a SLAM pose), "
+            "latched or volatile (read with the durability its publishers offer). Its poses, related to the "
+            "odometry of their instants, give map -> odom while TF has none (use_tf); a latched pose older than "
+            "all odometry is taken as the robot's pose at the first odometry. Empty: off; map goals then need "
+            "map -> odom from TF.")),
+        ("map_frame", "map", _plain(
+            "Frame of goals, plans and maps given in the map, of the localization pose and of map -> odom in TF.")),
         ("cmd_vel_stamped", True, _plain("Publish cmd_vel as TwistStamped (Kilted default); false: Twist.")),
         ("publish_attention", False, _plain(
             "Also publish ~/attention (lidar-sector attention, sums to 1) and ~/q_values every decision.")),
@@ -135,10 +138,35 @@ def parameter_table() -> list[Entry]:
             "Compute a command as soon as a scan arrives (scan -> command latency = one inference); the "
             "control loop still runs as a watchdog. false: commands only from the control loop.")),
         ("base_frame", "base_link", _plain("frame_id of the TwistStamped commands (REP-105 robot frame).")),
+        *frames_parameter_table(),
         *safety_parameter_table(),
         *evasion_parameter_table(),
         *route_parameter_table(),
         *lifecycle_parameter_table(),
+    ]
+
+
+def frames_parameter_table() -> list[Entry]:
+    """Frames from TF (``/tf``, ``/tf_static``) and the localization topic's latched pose."""
+    return [
+        ("use_tf", True, _plain(
+            "Read frames from TF, as Nav2 nodes do: map_frame -> the odometry frame from /tf (the localizer's: "
+            "AMCL, slam_toolbox; it wins over localization_topic, which stands in while TF has none), and the "
+            "lidar mount, base_frame -> the scans' frame_id, from /tf_static (the lidar_mount_* parameters stand "
+            "in while TF cannot give it, said once in the log). Goals, plans and maps in map_frame are taken. "
+            "false: no TF; map -> odom from localization_topic only, the mount from lidar_mount_*.")),
+        ("tf_tolerance", 0.1, _float(
+            "How far (s) a TF lookup may lie beyond a transform's newest sample (or before its oldest) and still "
+            "hold it, as Nav2's transform_tolerance. map -> odom is looked up at each decision's scan stamp: one "
+            "older than this (a localizer that stopped) no longer counts, and the localization topic's estimate, "
+            "or none (a map goal then waits), is used.", 0.0, 10.0)),
+        ("tf_buffer_duration", 10.0, _float(
+            "Seconds of /tf transforms kept for lookups by time (tf2's cache time).", 1.0, 300.0)),
+        ("localization_max_latched_age", 300.0, _float(
+            "A localization pose older than the first odometry (AMCL's latched amcl_pose, published before the "
+            "node started) is taken as the robot's pose at that first odometry, assuming the robot has not moved "
+            "since; one older than this (s) is still taken, once, with a warning (another clock? an earlier "
+            "run?), and the localizer's next pose replaces it.", 0.0, 1e6)),
     ]
 
 
@@ -221,11 +249,14 @@ def safety_parameter_table() -> list[Entry]:
             "Geometric safety layer after the policy (as Nav2's collision monitor): stop and slow-down zones "
             "ahead of the footprint along the commanded arc, from the latest scan.")),
         ("safety_stop_distance", 0.05, _float(
-            "A scan return within this much path (m) ahead of the footprint stops linear motion "
-            "(turning on the spot stays allowed when the turn touches nothing).", 0.0, 2.0, runtime=True)),
+            "The stop zone at rest: a scan return within this much path (m) ahead of the footprint stops linear "
+            "motion (turning on the spot stays allowed when the turn touches nothing). The zone grows with speed, "
+            "latency and braking: + |v| x (a decision period + the scan's age) + v^2 / (2 x max_linear_accel, "
+            "or the model's robot's braking if lower).", 0.0, 2.0, runtime=True)),
         ("safety_slowdown_distance", 0.20, _float(
-            "A scan return within this much path (m) ahead of the footprint scales linear speed by "
-            "safety_slowdown_ratio; must be >= safety_stop_distance.", 0.0, 5.0, runtime=True)),
+            "The slow-down zone at rest: a scan return within this much path (m) ahead of the footprint scales "
+            "linear speed by safety_slowdown_ratio; must be >= safety_stop_distance. It grows with speed, latency "
+            "and braking as the stop zone does.", 0.0, 5.0, runtime=True)),
         ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0, runtime=True)),
         ("footprint_radius", 0.105, _float(
             "Radius (m) of a circular footprint centred on base_frame; ignored when footprint_length and "
@@ -236,8 +267,10 @@ def safety_parameter_table() -> list[Entry]:
         ("smoothing_enabled", False, _plain(
             "Velocity smoother between consecutive commands (as Nav2's velocity_smoother), with the limits "
             "below. Off by default: the shipped policy was trained without it.")),
-        ("max_linear_accel", 2.5, _float("Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down.",
-                                         0.01, 100.0, runtime=True)),
+        ("max_linear_accel", 2.5, _float(
+            "Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down. Also the braking the safety zones "
+            "count on (the lower of this and the model's robot profile's max_linear_accel), smoother on or off.",
+            0.01, 100.0, runtime=True)),
         ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0, runtime=True)),
         ("lidar_mount_x", 0.0, _float("Scanner position (m) along x of base_frame (applied by the observation "
                                       "contract and the safety layer).", -10.0, 10.0)),
@@ -279,6 +312,10 @@ class ControllerConfig:
     scan_map_extent: float = 16.0
     route_lockstep: bool = False
     route_publish_rate_hz: float = 2.0
+    use_tf: bool = True
+    tf_tolerance: float = 0.1
+    tf_buffer_duration: float = 10.0
+    localization_max_latched_age: float = 300.0
 
 
 
@@ -304,7 +341,7 @@ def config_from_values(values: dict) -> ControllerConfig:
                            f"{', '.join(ROUTE_SOURCES)}")
     values["map_file"] = values["map_file"].strip()
     for name in ("plan_timeout", "replan_rate_hz", "route_stray_distance", "route_clearance", "scan_map_extent",
-                 "route_publish_rate_hz"):
+                 "route_publish_rate_hz", "tf_tolerance", "tf_buffer_duration", "localization_max_latched_age"):
         if not math.isfinite(values[name]):
             raise StartupError(f"invalid parameter '{name}': must be finite, got {values[name]!r}")
     try:
@@ -362,8 +399,9 @@ def _safety_config(values: dict) -> dict:
         rectangle = p["footprint_length"] > 0.0 and p["footprint_width"] > 0.0
         footprint = Footprint(0.0, p["footprint_length"], p["footprint_width"]) if rectangle else \
             Footprint(p["footprint_radius"])
+        # Braking at max_linear_accel; model_loading.limit_braking lowers it to the model robot's when that is lower.
         safety = SafetyConfig(p["safety_stop_distance"], p["safety_slowdown_distance"], p["safety_slowdown_ratio"],
-                              footprint) if p["safety_enabled"] else None
+                              footprint, max_decel=p["max_linear_accel"]) if p["safety_enabled"] else None
         smoother = SmootherConfig(p["max_linear_accel"], p["max_linear_accel"], p["max_angular_accel"],
                                   p["max_angular_accel"]) if p["smoothing_enabled"] else None
         mount = LidarMount(p["lidar_mount_x"], p["lidar_mount_y"], p["lidar_mount_yaw"], p["lidar_upside_down"])

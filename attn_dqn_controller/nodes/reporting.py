@@ -60,8 +60,9 @@ class Reporter:
         rate, decide = self.node.logic.scan_rate_hz, self.node.control_rate_hz
         differs = rate is not None and abs(rate - decide) > 0.2 * decide
         if differs and not self._rate_warned:
-            how = ("decisions use every scan due at that rate; the others are skipped"
-                   if rate > decide else "decisions come at the slower scan rate")
+            how = ("each decision takes the newest scan; the scans between decisions are only checked by the "
+                   "safety layer" if rate > decide
+                   else "between scans, decisions reuse the newest scan with fresh odometry")
             self.node.get_logger().warning(f"scans arrive at {rate:.3g} Hz, but the policy decides at {decide:g} Hz "
                                            f"(its training rate): {how}")
         self._rate_warned = differs
@@ -92,13 +93,19 @@ class Reporter:
         return {
             "scan age [s]": fmt(logic.scan_age(now)),
             "scan rate [Hz]": fmt(logic.scan_rate_hz, 1),
-            "decision rate [Hz]": f"{node.control_rate_hz:g}",
+            "decision rate [Hz]": fmt(logic.decision_rate_hz, 1),  # measured, since the robot last started
+            "decision rate target [Hz]": f"{node.control_rate_hz:g}",
+            "frame interval [s]": fmt(logic.frame_interval),  # between the scans of consecutive frames
+            "decision scan age [s]": fmt(logic.decision_scan_age),
             "odom age [s]": fmt(logic.odom_age(now)),
             "goal distance [m]": fmt(logic.goal_distance()),
             "goal frame": logic.goal_frame if logic.goal is not None else "n/a",
             "goal source": node.goals.source or "n/a",
             "map -> odom": "n/a" if logic.map_to_odom is None else
             "({0.x:.3f}, {0.y:.3f}, {0.yaw:.3f} rad)".format(logic.map_to_odom),
+            "map -> odom source": logic.map_odom.source.value,  # tf, topic or none
+            "map -> odom detail": logic.map_odom.detail,
+            "lidar mount": lidar_mount_value(logic.lidar_mount, node.poses.mount_source),
             "last inference [ms]": fmt(logic.last_inference_ms),
             # The last new decision: its send time minus its scan's stamp (what a consumer of the stamps sees:
             # driver, transport and node), and minus the scan's arrival (the node's own share, steady clock).
@@ -120,4 +127,12 @@ def safety_values(logic) -> dict:
         return {"safety": "off"}
     state = layer.last_state
     return {"safety": state.action.value, "safety interventions": str(state.interventions),
-            "safety reason": state.reason or "none"}
+            "safety reason": state.reason or "none",
+            # The zones the last command was checked against: the configured distances grown with speed and latency.
+            "safety stop zone [m]": f"{state.stop_zone:.3f}", "safety slowdown zone [m]": f"{state.slowdown_zone:.3f}"}
+
+
+def lidar_mount_value(mount, source: str) -> str:
+    """The lidar mount in force and where it came from (TF or the parameters, and why)."""
+    upside = ", upside down" if mount.upside_down else ""
+    return f"({mount.x:.3f}, {mount.y:.3f}, {mount.yaw:.3f} rad{upside}) from {source}"

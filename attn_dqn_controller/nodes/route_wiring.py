@@ -19,7 +19,7 @@ from nav_msgs.msg import Path as PathMsg
 from rclpy.clock import Clock, ClockType
 
 from attn_dqn_controller.nodes.parameters import ControllerConfig, StartupError
-from attn_dqn_controller.nodes.qos import DEBUG_QOS, MAP_QOS, PLAN_QOS
+from attn_dqn_controller.nodes.qos import DEBUG_QOS, MAP_QOS, MAP_SUBSCRIPTION_QOS, PLAN_QOS, WatchedSubscription
 from attn_dqn_controller.nodes.ros_conversions import (MessageError, footprint_polygon, grid_from_msg, grid_to_msg,
                                                        normalize_frame, path_to_msg)
 from attn_dqn_controller.nodes.route_input import GuidedRoute, PlanRoute
@@ -79,14 +79,15 @@ class RouteWiring:
         self._map_pub = node.create_publisher(OccupancyGridMsg, "~/map", MAP_QOS) if source == "scan_map" else None
         self.publishers += [p for p in (self._route_pub, self._footprint_pub, self._map_pub) if p is not None]
         if source == "plan":  # a plan or map it cannot take stops the robot until a usable one arrives
-            self.subscriptions.append(node.create_subscription(
-                PathMsg, "plan", guard(lambda msg: goals.accept_path(msg, node._now()), "plan callback",
-                                       self._plan_error), PLAN_QOS))
+            self.subscriptions.append(WatchedSubscription(
+                node, PathMsg, "plan", guard(lambda msg: goals.accept_path(msg, node._now()), "plan callback",
+                                             self._plan_error), PLAN_QOS))
         elif source == "map" and self.config.map_file:
             self._load_map_file(self.config.map_file)
         elif source == "map":
-            self.subscriptions.append(node.create_subscription(
-                OccupancyGridMsg, "map", guard(self.on_map, "map callback", self._map_error), MAP_QOS))
+            self.subscriptions.append(WatchedSubscription(
+                node, OccupancyGridMsg, "map", guard(self.on_map, "map callback", self._map_error),
+                MAP_SUBSCRIPTION_QOS))
         self.timers.append(  # for RViz only: a failure is logged and the node goes on
             node.create_timer(1.0 / self.config.route_publish_rate_hz, guard(self.on_timer, "route timer"),
                               clock=Clock(clock_type=ClockType.STEADY_TIME)))
@@ -99,7 +100,7 @@ class RouteWiring:
         for timer in self.timers:
             self.node.destroy_timer(timer)
         for subscription in self.subscriptions:
-            self.node.destroy_subscription(subscription)
+            subscription.destroy()
         for publisher in self.publishers:
             self.node.destroy_publisher(publisher)
         self.publishers, self.subscriptions, self.timers = [], [], []
@@ -128,7 +129,7 @@ class RouteWiring:
             grid = load_map(path).grid
         except (ValueError, OSError) as exc:
             raise StartupError(f"invalid parameter 'map_file': {exc}") from None
-        frame = "map" if self.poses.map_frame else "odom"
+        frame = "map" if self.config.localization_topic else "odom"  # as the map_file parameter says
         self.route_input.on_map(grid, frame)
         g = grid.geometry
         self.node.get_logger().info(f"map file '{path}': {g.width} x {g.height} cells at {g.resolution:g} m, in "
