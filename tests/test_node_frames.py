@@ -7,6 +7,9 @@
 * A localizer that publishes its pose volatile, and one that latched its only pose before the node had any
   odometry (AMCL's ``amcl_pose`` after a start-up elsewhere): both lead to a followed map goal.
 * A publisher whose QoS cannot match the node's subscription is named in the log with what to change.
+* In this process (exact, no DDS): the mount stands on the lidar_mount_* parameters until /tf_static gives it
+  (warned once), a clock jump back drops /tf's transforms but not the static ones, and the safety zones brake at
+  the lower of max_linear_accel and the model robot's.
 
 Odometry holds the robot still at ODOM_POSE, so where a goal lies depends on the map -> odom correction alone.
 Waits are bounds against hanging, never timing assertions.
@@ -18,6 +21,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, client)
     SPEC,
     WAIT,
@@ -29,11 +33,14 @@ from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, client)
     start_node,
 )
 from test_controller_realtime import LATCHED, SHIPPED_MODEL, localization_msg
+from test_node_defects import robot  # noqa: F401  (fixture: an in-process node)
 
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped  # noqa: E402
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.event_handler import PublisherEventCallbacks  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 
 from attn_dqn_controller.frames import Pose2D  # noqa: E402
 from attn_dqn_controller.geometry import quaternion_from_yaw  # noqa: E402
@@ -201,3 +208,34 @@ def test_node_follows_a_map_goal_with_a_latched_pose_older_than_all_its_odometry
     finally:
         node.stop()
     assert node.proc.returncode == 0, node.output()
+
+
+# ======================================================================================
+# The same wiring in this process (test_node_defects' in-process node: exact, milliseconds)
+# ======================================================================================
+def test_mount_falls_back_to_the_parameters_until_tf_static_a_jump_back_drops_tf_and_braking_is_the_lower(
+        robot, capfd):  # noqa: F811
+    r = robot(lidar_mount_yaw=0.5)  # set explicitly, and not what TF will say
+    node, at = r.node, (lambda t: Time(nanoseconds=round(t * 1e9)).to_msg())
+    r.clock(10.0)
+    node._on_scan(scan_to_msg(full_scan(), stamp=at(10.0), frame_id="laser"))
+    assert r.diagnostics()["lidar mount"].startswith("(0.000, 0.000, 0.500 rad) from the lidar_mount_* parameters")
+    node._on_scan(scan_to_msg(full_scan(), stamp=at(10.05), frame_id="laser"))
+    node._on_tf_static(TFMessage(transforms=[transform("base_link", "laser", BACKWARDS_MOUNT, at(10.0))]))
+    assert abs(node.logic.lidar_mount.yaw) == pytest.approx(math.pi)
+    assert r.diagnostics()["lidar mount"].endswith("from TF 'base_link' -> 'laser'")
+    err = capfd.readouterr().err
+    assert err.count("using the lidar_mount_* parameters") == 1, err  # warned once, not per scan
+    assert err.count("differs from the lidar_mount_* parameters") == 1, err
+
+    node._on_tf(TFMessage(transforms=[transform("map", "odom", FACING_GOAL, at(10.0))]))
+    assert node.tf.can_transform("map", "odom")
+    r.clock(4.0)  # the clock jumps back (a simulator reset): /tf's transforms go, the static mount stays
+    assert not node.tf.has_frame("map") and node.tf.has_frame("laser")
+    assert "dynamic transforms dropped" in capfd.readouterr().err
+
+    profile = node.policy.robot.max_linear_accel  # the safety zones brake at the lower of the two
+    assert node.logic.safety.config.max_decel == min(profile, 2.5)
+    for accel in (0.5 * profile, 2.0 * profile):
+        assert node.set_parameters([Parameter("max_linear_accel", value=accel)])[0].successful
+        assert node.logic.safety.config.max_decel == min(profile, accel)

@@ -76,8 +76,9 @@ class PoseInput:
             self.on_odom_frame(self.odom_frame)
         if self.estimator is not None and problem is None:
             outcome = self.estimator.on_odometry()  # a pose that waited for the odometry of its instant
-            if outcome is not None:
-                self._report(outcome)
+            ignored = None if outcome is None else self._report(outcome)
+            if ignored is not None:
+                self._logger.warning(f"ignored localization pose: {ignored}", throttle_duration_sec=5.0)
 
     # --- map -> odom ------------------------------------------------------------------------
     def localization(self, map_pose, frame_id: str, stamp, now: float) -> str | None:
