@@ -69,7 +69,9 @@ MANAGED_MODULE = "attn_dqn_controller.nodes.managed_controller_node"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "controller.yaml"
 RUNTIME_SETTABLE = {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout", "stamp_tolerance",
                     "goal_tolerance", "safety_stop_distance", "safety_slowdown_distance", "safety_slowdown_ratio",
-                    "max_linear_accel", "max_angular_accel", "plan_timeout"}
+                    "max_linear_accel", "max_angular_accel", "plan_timeout",
+                    "progress_checker.required_movement_radius", "progress_checker.movement_time_allowance",
+                    "goal_checker.xy_goal_tolerance", "goal_checker.yaw_goal_tolerance"}
 """The behavioural limits an operator may change while the node runs; model, topics, backend are read at configure."""
 WAIT = 30.0  # bound against hanging on a loaded machine; not a timing assertion
 

@@ -375,7 +375,10 @@ def test_runtime_parameters_are_the_behavioural_limits():
     assert set(runtime_parameters()) == {"max_linear_speed", "max_angular_speed", "scan_timeout", "odom_timeout",
                                          "stamp_tolerance", "goal_tolerance", "safety_stop_distance",
                                          "safety_slowdown_distance", "safety_slowdown_ratio", "max_linear_accel",
-                                         "max_angular_accel", "plan_timeout"}
+                                         "max_angular_accel", "plan_timeout",
+                                         "progress_checker.required_movement_radius",
+                                         "progress_checker.movement_time_allowance", "goal_checker.xy_goal_tolerance",
+                                         "goal_checker.yaw_goal_tolerance"}
 
 
 def test_ros2_param_set_changes_limits_at_run_time_and_refuses_bad_values(tmp_path, checkpoint, client):  # noqa: F811

@@ -61,7 +61,8 @@ from enum import Enum
 import numpy as np
 
 from attn_dqn_controller.frames import Pose2D
-from attn_dqn_controller.geometry import to_robot_frame
+from attn_dqn_controller.geometry import to_robot_frame, wrap_angle
+from attn_dqn_controller.nodes.goal_checks import turn_in_place
 from attn_dqn_controller.nodes.localization import MapOdomChoice, MapOdomSource, select_map_to_odom
 from attn_dqn_controller.nodes.odometry_history import OdometryHistory
 from attn_dqn_controller.observation import (IDENTITY_MOUNT, LaserScanData, LidarMount, ObservationBuilder, ScanError,
@@ -251,6 +252,8 @@ class ControlLogic:
         self._odom_history = OdometryHistory()
         self._goal: tuple[float, float] | None = None
         self._goal_frame = "odom"
+        self._goal_heading: float | None = None  # rad in the goal's frame (action goals; None: any heading)
+        self._goal_checker = None  # goal_checks.GoalChecker of an action goal; None: goal_tolerance decides
         self._idle_reason = "no goal"
         self._map_to_odom: Pose2D | None = None
         self.tf = None
@@ -341,19 +344,27 @@ class ControlLogic:
         """The correction map_T_odom of the last step (None: none known)."""
         return self._map_to_odom
 
-    def set_goal(self, x: float, y: float, frame: str = "odom") -> None:
+    def set_goal(self, x: float, y: float, frame: str = "odom", heading: float | None = None,
+                 checker=None) -> None:
         """A new goal in ``frame`` (odom, or map once localized): re-arms goal_reached and restarts the
         observation history. The goal being followed, sent again (as some senders repeat it), changes
-        nothing: the history and the decision rate go on."""
+        nothing: the history and the decision rate go on.
+
+        ``checker`` (``goal_checks.GoalChecker``, an action goal's) decides arrival instead of goal_tolerance,
+        and ``heading`` (rad in ``frame``, None: any) is turned to in place once the position is reached."""
         if not (math.isfinite(x) and math.isfinite(y)):
             raise ValueError(f"goal must be finite, got ({x}, {y})")
         if frame not in GOAL_FRAMES:
             raise ValueError(f"goal frame must be one of {GOAL_FRAMES}, got {frame!r}")
+        if heading is not None and not math.isfinite(heading):
+            raise ValueError(f"goal heading must be finite, got {heading}")
         goal = (float(x), float(y))
-        if goal == self._goal and frame == self._goal_frame and not self._goal_reached:
+        if goal == self._goal and frame == self._goal_frame and not self._goal_reached and \
+                heading == self._goal_heading and checker is self._goal_checker:
             return
         self._goal = goal
         self._goal_frame = frame
+        self._goal_heading, self._goal_checker = heading, checker
         self._goal_reached = False
         self._needs_reset = True
 
@@ -574,10 +585,9 @@ class ControlLogic:
         if goal is None:
             return self._stop(ControlState.STALE_INPUT,
                               f"goal in 'map': waiting for map -> odom ({self.map_odom.detail})")
-        x, y, _ = self._odom.pose
-        if math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance:
-            self._goal_reached = True
-            return self._stop(ControlState.GOAL_REACHED, "")
+        arrival = self._arrival(goal, now)  # reached, or turning to the goal's heading (goal checker)
+        if arrival is not None:
+            return arrival
         # Hold until the next decision is due. A fresh history (a new goal, after a stop) starts on the first scan
         # not decided on yet, never on the last decision's scan again (two frames of one instant).
         due = self._due(now)
@@ -712,6 +722,59 @@ class ControlLogic:
             if self.smoother is not None:  # the next command accelerates from what was really sent
                 self.smoother.reset(v, w)
         return command, safety
+
+    # --- arrival: goal_tolerance, or an action goal's goal checker and final heading (goal_checks) ---------------
+    def _arrival(self, goal: tuple[float, float], now: float) -> Decision | None:
+        """GOAL_REACHED, a turn in place to the goal's heading, or None (the policy drives on). A goal without a
+        checker (goal_pose) is reached within goal_tolerance, as in training; an action goal when its checker
+        says so: within its xy tolerance the robot turns in place to the heading, then the goal is reached."""
+        x, y, yaw = self._odom.pose
+        checker = self._goal_checker
+        if checker is None:
+            reached = math.hypot(goal[0] - x, goal[1] - y) < self.limits.goal_tolerance
+        else:
+            check = checker.check((x, y, yaw), goal, self.goal_heading_in_odom())
+            if not check.xy_reached:
+                return None
+            reached = check.reached
+            if not reached:
+                return self._turn_in_place(check.yaw_error, now)
+        if not reached:
+            return None
+        self._goal_reached = True
+        return self._stop(ControlState.GOAL_REACHED, "")
+
+    def _turn_in_place(self, yaw_error: float, now: float) -> Decision:
+        """(0, w) towards the heading, within max_angular_speed, through the smoother and the safety layer as a
+        policy command is. Decided at every step (the error changes as the robot turns); a step on a scan not
+        decided on yet is a new decision, so a lock-step simulator hears an answer to every scan."""
+        period = self.decision_period or self.control_period
+        command = clamp_command(0.0, turn_in_place(yaw_error, self.limits.max_angular_speed, period), self.limits)
+        command, safety = self._after_policy(command, now)
+        scan = self._scan
+        new, scan.consumed = not scan.consumed, True
+        self._needs_reset = True  # should the policy drive again, it starts a fresh history
+        reason = _safety_reason(safety)
+        return Decision(ControlState.DRIVING, "turning to the goal's heading" + (f", {reason}" if reason else ""),
+                        command, scan.stamp, safety=safety, new=new)
+
+    def goal_heading_in_odom(self) -> float | None:
+        """The goal's heading in the odometry frame (rad); None without one, or for a map goal before
+        map -> odom is known."""
+        if self._goal_heading is None or self._goal_frame == "odom":
+            return self._goal_heading
+        return None if self._map_to_odom is None else wrap_angle(self._goal_heading - self._map_to_odom.yaw)
+
+    @property
+    def goal_reached(self) -> bool:
+        """The goal being followed was reached (latched until the next goal)."""
+        return self._goal is not None and self._goal_reached
+
+    @property
+    def odometry(self) -> tuple[tuple[float, float, float], tuple[float, float]] | None:
+        """The newest usable odometry: ((x, y, yaw) in the odometry frame, (v, w)); None when there is none."""
+        odom = self._odom
+        return None if odom is None or odom.pose is None else (odom.pose, odom.twist)
 
 
 QUIET_STOPS = (ControlState.IDLE, ControlState.GOAL_REACHED)

@@ -64,6 +64,7 @@ from std_msgs.msg import Float32MultiArray
 from attn_dqn_controller.nodes.attention_markers import attention_markers
 from attn_dqn_controller.nodes.control_logic import CommandGate, ControlLogic, ControlState, Decision
 from attn_dqn_controller.nodes.goal_input import GoalInput
+from attn_dqn_controller.nodes.nav2_actions import Nav2Actions, open_nav2_actions
 from attn_dqn_controller.nodes.localization import MapOdomEstimator
 from attn_dqn_controller.nodes.model_loading import decision_chain, limit_braking, load_model
 from attn_dqn_controller.nodes.parameters import (NODE_NAME, StartupError, config_from_values, configure_parameters,
@@ -248,6 +249,11 @@ class ControllerNode(LifecycleNode):
         self.route.open(self.poses, self.goals, guard, stop)
         if config.route_source == "plan":
             self.goals.cancel(NO_PLAN_YET)
+        # Nav2's navigate_to_pose and follow_path, through the same goal seam (none when nav2_msgs is missing).
+        actions = open_nav2_actions(self, config, self.goals, self.logic, self.poses, guard,
+                                    settings=lambda: self.config.goal_checks, status=lambda: self.reporter.status)
+        if actions is not None:
+            self._keep(Nav2Actions.close, actions)
 
         spec = self.policy.spec
         logger.info(
@@ -457,7 +463,8 @@ class ControllerNode(LifecycleNode):
             self._gate.sent(decision.command, self._publish_command(decision))
         if decision.status != self.reporter.status:
             self.reporter.publish_status(decision.status)
-        if send and decision.state is ControlState.DRIVING and decision.new and self._q_pub is not None:
+        if send and decision.state is ControlState.DRIVING and decision.new and self._q_pub is not None \
+                and decision.q_values is not None:  # a turn in place to a goal's heading has no Q-values
             self._q_pub.publish(_float_array(decision.q_values))
             if decision.attention is not None:
                 self._attention_pub.publish(_float_array(decision.attention))

@@ -31,6 +31,7 @@ from attn_dqn_controller.nodes.parameters import (
     PACKAGE,
     default_model_path,
     evasion_parameter_table,
+    goal_parameter_table,
     lifecycle_parameter_table,
     parameter_table,
     read_at_configure,
@@ -103,6 +104,11 @@ def parameter_groups(table: list[Entry] | None = None) -> list[Group]:
         ("Route guidance",
          "Where the route tokens of a route-guided policy come from, and how often the route is re-planned.",
          route_parameter_table()),
+        ("Goals as Nav2 actions",
+         "The `navigate_to_pose` and `follow_path` action servers (nav2_msgs, Kilted) and the progress and goal "
+         "checkers of their goals, named as Nav2's SimpleProgressChecker and SimpleGoalChecker parameters "
+         "([With Nav2](../nav2.md)).",
+         goal_parameter_table()),
         ("Lifecycle",
          "How the node comes up: configured and active at once, or unconfigured until a lifecycle manager brings "
          "it up. Left out of `config/controller.yaml`: each executable has its own default.",

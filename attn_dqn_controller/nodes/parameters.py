@@ -142,7 +142,37 @@ def parameter_table() -> list[Entry]:
         *safety_parameter_table(),
         *evasion_parameter_table(),
         *route_parameter_table(),
+        *goal_parameter_table(),
         *lifecycle_parameter_table(),
+    ]
+
+
+def goal_parameter_table() -> list[Entry]:
+    """Goals as Nav2 serves them (nodes/nav2_actions.py): the action servers, the progress and goal checkers."""
+    return [
+        ("navigate_to_pose_action", "navigate_to_pose", _plain(
+            "Name of the nav2_msgs/action/NavigateToPose server (relative: under the node's namespace): drive to "
+            "the goal pose on the route route_source plans, turn to its heading, as Nav2's bt_navigator serves "
+            "it. Empty: not served.")),
+        ("follow_path_action", "follow_path", _plain(
+            "Name of the nav2_msgs/action/FollowPath server: follow the given path to its last pose and heading, "
+            "as Nav2's controller_server serves it (under bt_navigator). Empty: not served.")),
+        ("progress_checker.required_movement_radius", 0.5, _float(
+            "Progress checker (Nav2's SimpleProgressChecker): an action goal on which the robot does not move "
+            "farther than this (m) from where it last made progress within "
+            "progress_checker.movement_time_allowance is aborted, and the robot stops. Turning in place does "
+            "not count as movement.", 0.0, 100.0, runtime=True)),
+        ("progress_checker.movement_time_allowance", 10.0, _float(
+            "Progress checker: seconds (node clock) the robot may take to move "
+            "progress_checker.required_movement_radius before its action goal is aborted.", 0.01, 3600.0,
+            runtime=True)),
+        ("goal_checker.xy_goal_tolerance", 0.25, _float(
+            "Goal checker (Nav2's SimpleGoalChecker, stateful) of action goals: within this distance (m) of the "
+            "goal's position the position counts as reached for the rest of the goal, and the robot turns in place "
+            "to the goal's heading. goal_pose goals use goal_tolerance instead.", 0.001, 100.0, runtime=True)),
+        ("goal_checker.yaw_goal_tolerance", 0.25, _float(
+            "Goal checker: the goal's heading is reached within this angle (rad); then the action goal succeeds.",
+            0.001, 3.1416, runtime=True)),
     ]
 
 
@@ -312,6 +342,9 @@ class ControllerConfig:
     scan_map_extent: float = 16.0
     route_lockstep: bool = False
     route_publish_rate_hz: float = 2.0
+    navigate_to_pose_action: str = "navigate_to_pose"
+    follow_path_action: str = "follow_path"
+    goal_checks: object = None  # goal_checks.GoalCheckConfig: the progress and goal checkers of action goals
     use_tf: bool = True
     tf_tolerance: float = 0.1
     tf_buffer_duration: float = 10.0
@@ -350,7 +383,8 @@ def config_from_values(values: dict) -> ControllerConfig:
                         values.pop("stamp_tolerance"))
     except ValueError as exc:
         raise StartupError(f"invalid parameter {exc}") from None
-    return ControllerConfig(limits=limits, **_safety_config(values), evasion=_evasion_config(values), **values)
+    return ControllerConfig(limits=limits, **_safety_config(values), evasion=_evasion_config(values),
+                            goal_checks=_goal_checks_config(values), **values)
 
 
 def declare_parameters(node, defaults: dict | None = None) -> None:
@@ -408,6 +442,20 @@ def _safety_config(values: dict) -> dict:
     except ValueError as exc:
         raise StartupError(f"invalid safety/footprint parameters: {exc}") from None
     return {"safety": safety, "smoother": smoother, "footprint": footprint, "lidar_mount": mount}
+
+
+def _goal_checks_config(values: dict):
+    """Pop the progress and goal checker parameters from ``values``: a GoalCheckConfig (StartupError names a bad
+    one); strip the action names."""
+    from attn_dqn_controller.nodes.goal_checks import GoalCheckConfig
+
+    for name in ("navigate_to_pose_action", "follow_path_action"):
+        values[name] = values[name].strip()
+    checks = {name: values.pop(name) for name, _, _ in goal_parameter_table() if "." in name}
+    try:
+        return GoalCheckConfig(**{name.split(".", 1)[1]: value for name, value in checks.items()})
+    except ValueError as exc:
+        raise StartupError(f"invalid progress/goal checker parameter {exc}") from None
 
 
 def _evasion_config(values: dict):
