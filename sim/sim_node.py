@@ -157,6 +157,33 @@ class SimNode(Node):
         self.reset_requested = False
         self.map_pending = False
         self._start_episode()
+        self._tf_static_pub = self._publish_lidar_mount()
+
+    def _publish_lidar_mount(self):
+        """base_frame -> scan_frame on /tf_static (latched), as a robot's URDF states its scanner's mount: a
+        controller reading TF gets the simulated mount the way it gets a real one. Returns the publisher."""
+        try:
+            from attn_dqn_controller.nodes.nav2_interfaces import TFMessage
+        except ImportError as exc:
+            self.get_logger().warning(f"no /tf_static for the lidar mount: {exc}")
+            return None
+        from geometry_msgs.msg import TransformStamped
+
+        mount = self.env.sim_config.lidar.mount
+        transform = TransformStamped()
+        transform.header.stamp = self._stamp()
+        transform.header.frame_id, transform.child_frame_id = self.base_frame, self.scan_frame
+        transform.transform.translation.x, transform.transform.translation.y = float(mount.x), float(mount.y)
+        half = 0.5 * float(mount.yaw)
+        rotation = transform.transform.rotation
+        if mount.upside_down:  # yaw after a half turn about x: the quaternion (cos, sin, 0) on (x, y, z), w = 0
+            rotation.x, rotation.y, rotation.z, rotation.w = math.cos(half), math.sin(half), 0.0, 0.0
+        else:
+            rotation.x, rotation.y, rotation.z, rotation.w = 0.0, 0.0, math.sin(half), math.cos(half)
+        publisher = self.create_publisher(TFMessage, "/tf_static", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        publisher.publish(TFMessage(transforms=[transform]))
+        return publisher
 
     # --- parameters --------------------------------------------------------------------------
     def _declare(self, name: str, default, description: str, float_range=None, integer_range=None):

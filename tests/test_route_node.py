@@ -35,6 +35,7 @@ from attn_dqn_controller.model import ModelConfig, build_model  # noqa: E402
 from attn_dqn_controller.frames import Pose2D  # noqa: E402
 from attn_dqn_controller.nodes.control_logic import ControlLogic, ControlState, Limits  # noqa: E402
 from attn_dqn_controller.nodes.localization import MapOdomEstimator, PoseStatus  # noqa: E402
+from attn_dqn_controller.nodes.nav2_interfaces import TFMessage  # noqa: E402
 from attn_dqn_controller.nodes.ros_conversions import (  # noqa: E402
     MessageError,
     footprint_polygon,
@@ -519,11 +520,18 @@ def test_node_plans_around_a_wall_on_the_map_sim_node_publishes(tmp_path, route_
                          route_node_params(route_checkpoint, "map", "use_sim_time:=true"), remaps=("map:=/map",))
     try:
         c = route_client(node)
-        maps = []
+        maps, statics = [], []
         c.node.create_subscription(OccupancyGridMsg, "/map", maps.append, QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        c.node.create_subscription(TFMessage, "/tf_static", statics.append, QoSProfile(
+            depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         assert c.run(2 * WAIT, odom=False, until=lambda: not node.alive() or not sim.alive() or (
-            maps and c.routes)), f"{node.output()}\n{sim.output()}"
+            maps and c.routes and statics)), f"{node.output()}\n{sim.output()}"
+        # sim_node states its scanner's mount on /tf_static, as a robot's URDF does (identity: the body centre).
+        assert statics, f"{node.output()}\n{sim.output()}"
+        (mount,) = [t for msg in statics for t in msg.transforms]
+        assert (mount.header.frame_id, mount.child_frame_id) == ("base_link", "base_scan")
+        assert (mount.transform.translation.x, mount.transform.rotation.w) == (0.0, 1.0)
         grid = grid_from_msg(maps[-1])
         np.testing.assert_array_equal(grid.occupied(), wall_map().occupied())
         points = path_points(c.routes[-1])
