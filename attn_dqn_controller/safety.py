@@ -54,6 +54,8 @@ from attn_dqn_controller.observation import LaserScanData, ScanError, scan_point
 from attn_dqn_controller.robot import TURTLEBOT3_BURGER, Footprint, RobotProfile
 
 _PATH_STEP = 0.01  # metres between footprint samples along the arc
+_SWEEP_CHUNK = 256  # footprint samples checked at once (bounds the (samples x returns) arrays)
+_MAX_SWEEP = 100.0  # metres: no sweep longer, whatever the zones (a 2-D lidar sees less far)
 _STILL = 1e-6  # |v| below this is a turn on the spot
 MAX_LATENCY = 1.0
 """s: the latency a caller passes is capped here (a scan older than the node's scan_timeout stops the robot anyway)."""
@@ -219,22 +221,29 @@ class SafetyLayer:
             near = near[off_arc <= radius]
         if near.size == 0:
             return math.inf
+        # Within its first half turn the arc reaches a point at distance d after at most pi/2 * d of path, so
+        # nothing lies further along it than that from the farthest return (a wild speed or scan age cannot
+        # make the sweep longer than the scene); samples go in chunks, so memory stays bounded too.
+        farthest = float(np.sqrt(np.einsum("ij,ij->i", near, near).max()))
+        horizon = min(0.5 * math.pi * (farthest + radius), _MAX_SWEEP, horizon)  # a NaN horizon: the cap
         steps = np.arange(0.0, horizon + _PATH_STEP * 0.5, _PATH_STEP)
-        s = math.copysign(1.0, v) * steps
-        theta = curvature * s
-        if abs(curvature) < 1e-9:
-            px, py = s, np.zeros_like(s)
-        else:
-            px, py = np.sin(theta) / curvature, (1.0 - np.cos(theta)) / curvature
-        # Every return in the frame of the robot at each sample pose: (S, N, 2).
-        dx = near[None, :, 0] - px[:, None]
-        dy = near[None, :, 1] - py[:, None]
-        cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
-        local_x, local_y = cos * dx + sin * dy, -sin * dx + cos * dy
-        hit = footprint.contains(local_x, local_y).any(axis=1)
-        if not hit.any():
-            return math.inf
-        return float(steps[int(np.argmax(hit))])
+        for start in range(0, len(steps), _SWEEP_CHUNK):
+            chunk = steps[start:start + _SWEEP_CHUNK]
+            s = math.copysign(1.0, v) * chunk
+            theta = curvature * s
+            if abs(curvature) < 1e-9:
+                px, py = s, np.zeros_like(s)
+            else:
+                px, py = np.sin(theta) / curvature, (1.0 - np.cos(theta)) / curvature
+            # Every return in the frame of the robot at each sample pose: (S, N, 2).
+            dx = near[None, :, 0] - px[:, None]
+            dy = near[None, :, 1] - py[:, None]
+            cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
+            local_x, local_y = cos * dx + sin * dy, -sin * dx + cos * dy
+            hit = footprint.contains(local_x, local_y).any(axis=1)
+            if hit.any():
+                return float(chunk[int(np.argmax(hit))])
+        return math.inf
 
     def _turn_touches(self, points: np.ndarray, w: float) -> bool:
         """Whether turning on the spot by up to stop_distance of corner travel touches a return."""

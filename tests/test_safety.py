@@ -293,3 +293,21 @@ def test_jackal_profile_trains_and_its_checkpoint_drives_its_own_robot(tmp_path)
     for record in records:  # its commands moved its own body (2k steps teach it to move, not yet to arrive)
         span = np.ptp(np.asarray(record.trajectory), axis=0)
         assert span[0] > 0.2 or span[1] > 0.2 or span[2] > 1.0
+
+
+def test_a_wild_speed_or_scan_age_keeps_the_sweep_bounded_and_still_stops():
+    """Zones from an absurd measured speed or a years-old scan are huge; the sweep stays as long as the scene
+    (memory and time bounded) and the robot still stops for the wall ahead."""
+    import tracemalloc
+
+    layer = SafetyLayer(SafetyConfig())
+    ranges = np.full(360, 3.5, dtype=np.float32)
+    ranges[170:191] = 1.0  # a wall 1 m ahead (beams around angle 0 of a -pi..pi scan)
+    scan = LaserScanData(ranges, -math.pi, 2 * math.pi / 360, 0.12, 3.5)
+    tracemalloc.start()
+    v, _, state = layer.filter(0.2, 0.0, scan, speed=1e12, latency=1e9)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert v == 0.0 and state.action == SafetyAction.STOP
+    assert math.isclose(state.clearance, 1.0 - SafetyConfig().footprint.circumscribed_radius, abs_tol=0.02)
+    assert peak < 200e6, peak
