@@ -207,13 +207,14 @@ def test_mirror_augmentation_runs_through_the_transformer_update():
 
 def test_a_training_run_with_mirror_augmentation_is_reproducible_and_differs_from_one_without(tmp_path):
     """The trainer hands the learner its action table; the mirror masks come from the seeded torch RNG, so
-    a seed gives the same weights run after run, and not those of the same seed without augmentation."""
+    a seed gives the same weights run after run, and not those of the same seed without augmentation. One
+    simulator in this process (num_envs 1): three short runs would otherwise each start two spawned workers."""
     from attn_dqn_controller.learning.config import config_from_dict
     from attn_dqn_controller.learning.trainer import train
 
     def run(name, mirror):
         config = config_from_dict({
-            "seed": 3, "total_steps": 300, "num_envs": 2, "learning_starts": 100, "updates_per_step": 0.25,
+            "seed": 3, "total_steps": 300, "num_envs": 1, "learning_starts": 100, "updates_per_step": 0.25,
             "checkpoint_interval": 1000, "log_interval": 100, "env": {"levels": ["empty"], "max_steps": 100},
             "model": {"d_model": 16, "num_layers": 1, "num_heads": 2},
             "learner": {"batch_size": 16, "target_update_interval": 50, "mirror_augment": mirror},

@@ -188,15 +188,25 @@ def test_cli_refuses_an_occupied_out_dir_and_a_missing_teacher(tmp_path):
     config_path = tmp_path / "c.yaml"
     config_path.write_text("env: {levels: [empty], max_steps: 20}\nmodel: {d_model: 32, num_layers: 1}\n")
     student = random_checkpoint(small_config(), tmp_path / "student.pt", seed=1)
-    missing = subprocess.run(ATTN_DQN + ["distill", "--config", str(config_path), "--student", student,
-                                        "--teacher", f"empty={tmp_path / 'none.pt'}", "--out", str(tmp_path / "o")],
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2
-    assert f"--teacher {tmp_path / 'none.pt'}: no such file" in missing.stderr
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "policy.pt").write_bytes(b"")
-    taken = subprocess.run(ATTN_DQN + ["distill", "--config", str(config_path), "--student", student,
-                                      "--teacher", f"empty={student}", "--out", str(tmp_path / "o")],
-                           capture_output=True, text=True, timeout=120)
-    assert taken.returncode == 2
-    assert "already holds a distilled policy" in taken.stderr
+    # Two independent refusals, started together (each is mostly the CLI's start-up).
+    commands = [ATTN_DQN + ["distill", "--config", str(config_path), "--student", student,
+                            "--teacher", f"empty={tmp_path / 'none.pt'}", "--out", str(tmp_path / "fresh")],
+                ATTN_DQN + ["distill", "--config", str(config_path), "--student", student,
+                            "--teacher", f"empty={student}", "--out", str(tmp_path / "o")]]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for command in commands]
+    try:
+        (_, missing), (_, taken) = (proc.communicate(timeout=120) for proc in procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert procs[0].returncode == 2
+    assert f"--teacher {tmp_path / 'none.pt'}: no such file" in missing
+    assert not (tmp_path / "fresh").exists()
+    assert procs[1].returncode == 2
+    assert "already holds a distilled policy" in taken
+    assert (tmp_path / "o" / "policy.pt").read_bytes() == b""  # the distilled policy there is left alone

@@ -20,8 +20,11 @@ ATTN_DQN = [sys.executable, "-m", "attn_dqn_controller.cli"]
 
 
 def tiny_config(**overrides) -> dict:
+    """A run of a few hundred steps. One simulator, stepped in this process (num_envs 1 is gymnasium's
+    SyncVectorEnv): no spawned workers to start and no pipe round trip per step, which cost these short runs
+    more than their steps do; the tests of the subprocess collector ask for num_envs=2."""
     data = {
-        "total_steps": 600, "num_envs": 2, "learning_starts": 200, "updates_per_step": 0.1,
+        "total_steps": 600, "num_envs": 1, "learning_starts": 200, "updates_per_step": 0.1,
         "checkpoint_interval": 300, "log_interval": 100,
         "env": {"levels": ["empty"], "max_steps": 100},
         "model": {"d_model": 32, "num_layers": 1},
@@ -36,6 +39,21 @@ def tiny_config(**overrides) -> dict:
         else:
             data[key] = value
     return data
+
+
+def run_at_once(*commands: list[str], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+    """Independent CLI runs started together: each is mostly interpreter and import start-up, which two cores
+    overlap. Results in the order given, as subprocess.run(capture_output=True, text=True) returns them."""
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for command in commands]
+    try:
+        return [subprocess.CompletedProcess(proc.args, proc.returncode, *proc.communicate(timeout=timeout))
+                for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -62,27 +80,24 @@ def test_unknown_key_wrong_type_and_bad_override_are_named():
 
 def test_cli_reports_config_errors_with_nonzero_exit_and_writes_nothing(tmp_path):
     config = write_yaml(tmp_path / "bad.yaml", {"learner": {"batch_size": "large"}})
-    out = tmp_path / "run"
-    result = subprocess.run([*ATTN_DQN, "train", "--config", str(config), "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    good = write_yaml(tmp_path / "good.yaml", tiny_config())
+    bad_out, bogus_out = tmp_path / "bad_run", tmp_path / "bogus_run"
+    result, bogus = run_at_once([*ATTN_DQN, "train", "--config", str(config), "--out", str(bad_out)],
+                                [*ATTN_DQN, "train", "--config", str(good), "--out", str(bogus_out), "--set", "bogus=1"])
     assert result.returncode != 0
     assert "learner.batch_size" in result.stderr and "Traceback" not in result.stderr
-    assert not out.exists()
-    good = write_yaml(tmp_path / "good.yaml", tiny_config())
-    result = subprocess.run([*ATTN_DQN, "train", "--config", str(good), "--out", str(out), "--set", "bogus=1"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "bogus" in result.stderr
-    assert not out.exists()
+    assert not bad_out.exists()
+    assert bogus.returncode != 0 and "bogus" in bogus.stderr
+    assert not bogus_out.exists()
 
 
 def test_cli_refuses_a_missing_or_corrupt_checkpoint(tmp_path):
-    missing = subprocess.run([*ATTN_DQN, "eval", "--checkpoint", str(tmp_path / "none.pt"), "--level", "empty",
-                              "--episodes", "1"], capture_output=True, text=True, timeout=120)
-    assert missing.returncode != 0 and "none.pt" in missing.stderr and "Traceback" not in missing.stderr
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02not a checkpoint at all")
-    result = subprocess.run([*ATTN_DQN, "export", "--checkpoint", str(corrupt), "--onnx", str(tmp_path / "x.onnx")],
-                            capture_output=True, text=True, timeout=120)
+    missing, result = run_at_once(
+        [*ATTN_DQN, "eval", "--checkpoint", str(tmp_path / "none.pt"), "--level", "empty", "--episodes", "1"],
+        [*ATTN_DQN, "export", "--checkpoint", str(corrupt), "--onnx", str(tmp_path / "x.onnx")])
+    assert missing.returncode != 0 and "none.pt" in missing.stderr and "Traceback" not in missing.stderr
     assert result.returncode != 0 and "corrupt.pt" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.onnx").exists()
 
@@ -231,7 +246,8 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_killed_run_leaves_last_checkpoint_intact_and_resumable(tmp_path):
-    config = write_yaml(tmp_path / "cfg.yaml", tiny_config(total_steps=50_000, checkpoint_interval=300))
+    # Two simulators in spawned subprocesses, as a real run has: the kill takes the whole process group.
+    config = write_yaml(tmp_path / "cfg.yaml", tiny_config(total_steps=50_000, checkpoint_interval=300, num_envs=2))
     out = tmp_path / "run"
     proc = subprocess.Popen([*ATTN_DQN, "train", "--config", str(config), "--out", str(out), "--device", "cpu"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -250,7 +266,7 @@ def test_killed_run_leaves_last_checkpoint_intact_and_resumable(tmp_path):
     ckpt = load_checkpoint(out / "checkpoint.pt")  # complete and valid, whatever moment the kill hit
     assert ckpt.metadata["env_steps"] >= 300
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    resumed = train(config_from_dict(tiny_config(total_steps=ckpt.metadata["env_steps"] + 200)), out,
+    resumed = train(config_from_dict(tiny_config(total_steps=ckpt.metadata["env_steps"] + 200, num_envs=2)), out,
                     device="cpu", resume=True, progress=False)
     assert resumed.counters.env_steps >= ckpt.metadata["env_steps"] + 200
 
@@ -315,7 +331,7 @@ def test_overlapped_collection_is_reproducible_and_keeps_the_update_ratio(tmp_pa
     """Simulators stepping while the learner updates: a seed gives the same weights run after run,
     and the same as stepping and updating in turn; the update count is exactly the configured ratio."""
     def run(name, overlap):
-        data = tiny_config(total_steps=300, learning_starts=100, updates_per_step=0.25, seed=3,
+        data = tiny_config(total_steps=300, num_envs=2, learning_starts=100, updates_per_step=0.25, seed=3,
                            overlap_collection=overlap, checkpoint_interval=1000)
         return train(config_from_dict(data), tmp_path / name, device="cpu", progress=False)
 
