@@ -82,8 +82,9 @@ def test_cli_reports_config_errors_with_nonzero_exit_and_writes_nothing(tmp_path
     config = write_yaml(tmp_path / "bad.yaml", {"learner": {"batch_size": "large"}})
     good = write_yaml(tmp_path / "good.yaml", tiny_config())
     bad_out, bogus_out = tmp_path / "bad_run", tmp_path / "bogus_run"
-    result, bogus = run_at_once([*ATTN_DQN, "train", "--config", str(config), "--out", str(bad_out)],
-                                [*ATTN_DQN, "train", "--config", str(good), "--out", str(bogus_out), "--set", "bogus=1"])
+    result, bogus = run_at_once(
+        [*ATTN_DQN, "train", "--config", str(config), "--out", str(bad_out)],
+        [*ATTN_DQN, "train", "--config", str(good), "--out", str(bogus_out), "--set", "bogus=1"])
     assert result.returncode != 0
     assert "learner.batch_size" in result.stderr and "Traceback" not in result.stderr
     assert not bad_out.exists()
