@@ -782,10 +782,10 @@ def test_node_refuses_invalid_parameters(tmp_path, checkpoint):
 class Lifecycle:
     """ros2 lifecycle get/set for the controller, over the node's lifecycle services."""
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, node_name: str = "controller"):
         self.client = client
-        self.change_cli = client.node.create_client(ChangeState, "controller/change_state")
-        self.get_cli = client.node.create_client(GetState, "controller/get_state")
+        self.change_cli = client.node.create_client(ChangeState, f"{node_name}/change_state")
+        self.get_cli = client.node.create_client(GetState, f"{node_name}/get_state")
         assert self.change_cli.wait_for_service(timeout_sec=WAIT) and self.get_cli.wait_for_service(timeout_sec=WAIT)
 
     def _call(self, cli, request):

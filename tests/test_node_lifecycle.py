@@ -14,13 +14,14 @@ import time
 import pytest
 import rclpy
 from lifecycle_msgs.msg import State, Transition
-from lifecycle_msgs.srv import ChangeState, GetState
+from lifecycle_msgs.srv import GetState
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from test_controller_node import (  # noqa: F401  (fixtures: checkpoint, client)
     DIAGNOSTIC_NAME,
     FAR_GOAL,
+    Lifecycle,
     MANAGED_MODULE,
     WAIT,
     ZERO,
@@ -42,7 +43,7 @@ FAST = ("inference_backend:=torch",)
 """No ONNX export and check at each configure: seconds saved on a loaded machine."""
 
 
-class LifecycleManager:
+class LifecycleManager(Lifecycle):
     """What Nav2's lifecycle_manager does to each node it manages (bond_timeout 0.0: no bond): a transition
     through ``change_state``, then ``get_state`` to check that the node reached the state it should."""
 
@@ -52,24 +53,11 @@ class LifecycleManager:
                Transition.TRANSITION_CLEANUP: State.PRIMARY_STATE_UNCONFIGURED,
                Transition.TRANSITION_UNCONFIGURED_SHUTDOWN: State.PRIMARY_STATE_FINALIZED}
 
-    def __init__(self, client, node_name: str = "controller"):
-        self.client = client
-        self.change_cli = client.node.create_client(ChangeState, f"{node_name}/change_state")
-        self.get_cli = client.node.create_client(GetState, f"{node_name}/get_state")
-        assert self.change_cli.wait_for_service(timeout_sec=WAIT) and self.get_cli.wait_for_service(timeout_sec=WAIT)
-
-    def _call(self, cli, request):
-        future = cli.call_async(request)
-        self.client.executor.spin_until_future_complete(future, timeout_sec=WAIT)
-        assert future.done(), "lifecycle service did not answer"
-        return future.result()
-
-    def state(self) -> int:
+    def state(self) -> int:  # the state's id, as lifecycle_manager compares it
         return self._call(self.get_cli, GetState.Request()).current_state.id
 
     def transition(self, transition_id: int) -> bool:
-        ok = self._call(self.change_cli, ChangeState.Request(transition=Transition(id=transition_id))).success
-        return ok and self.state() == self.REACHES[transition_id]
+        return self.change(transition_id) and self.state() == self.REACHES[transition_id]
 
     def bring_up(self) -> bool:
         return self.transition(Transition.TRANSITION_CONFIGURE) and self.transition(Transition.TRANSITION_ACTIVATE)
