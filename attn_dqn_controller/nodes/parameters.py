@@ -22,7 +22,9 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 
 from attn_dqn_controller.nodes.control_logic import Limits
+from attn_dqn_controller.nodes.localization import DEFAULT_MAX_LATCHED_AGE
 from attn_dqn_controller.nodes.route_input import AUTO, ROUTE_SOURCES
+from attn_dqn_controller.nodes.tf_buffer import DEFAULT_HORIZON, DEFAULT_TOLERANCE
 from attn_dqn_controller.shipped import shipped_model_path
 
 PACKAGE = "attn_dqn_controller"
@@ -185,14 +187,14 @@ def frames_parameter_table() -> list[Entry]:
             "lidar mount, base_frame -> the scans' frame_id, from /tf_static (the lidar_mount_* parameters stand "
             "in while TF cannot give it, said once in the log). Goals, plans and maps in map_frame are taken. "
             "false: no TF; map -> odom from localization_topic only, the mount from lidar_mount_*.")),
-        ("tf_tolerance", 0.1, _float(
+        ("tf_tolerance", DEFAULT_TOLERANCE, _float(
             "How far (s) a TF lookup may lie beyond a transform's newest sample (or before its oldest) and still "
             "hold it, as Nav2's transform_tolerance. map -> odom is looked up at each decision's scan stamp: one "
             "older than this (a localizer that stopped) no longer counts, and the localization topic's estimate, "
             "or none (a map goal then waits), is used.", 0.0, 10.0)),
-        ("tf_buffer_duration", 10.0, _float(
+        ("tf_buffer_duration", DEFAULT_HORIZON, _float(
             "Seconds of /tf transforms kept for lookups by time (tf2's cache time).", 1.0, 300.0)),
-        ("localization_max_latched_age", 300.0, _float(
+        ("localization_max_latched_age", DEFAULT_MAX_LATCHED_AGE, _float(
             "A localization pose older than the first odometry (AMCL's latched amcl_pose, published before the "
             "node started) is taken as the robot's pose at that first odometry, assuming the robot has not moved "
             "since; one older than this (s) is still taken, once, with a warning (another clock? an earlier "
