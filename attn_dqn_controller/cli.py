@@ -15,6 +15,7 @@ class CliError(Exception):
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from attn_dqn_controller.robot import PROFILES
     from sim.levels import BUILDING_LEVELS
     from sim.maps import EVAL_SEED_START, LEVELS
 
@@ -31,6 +32,11 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "route tokens, none otherwise")
     parser.add_argument("--unmapped-fraction", type=float, default=0.0, metavar="F",
                         help="with --route map: leave this fraction (0..1) of the furniture out of the planner's map")
+    parser.add_argument("--robot", choices=sorted(PROFILES), default=None,
+                        help="robot profile (attn_dqn_controller/robot.py) the simulator runs: footprint, speed "
+                             "limits, lidar. baseline: default turtlebot3_burger, and the controller takes the "
+                             "profile's limits and footprint; eval: the checkpoint's own profile, and a different "
+                             "one is refused")
     parser.add_argument("--map-file", action="append", default=[], metavar="F.yaml",
                         help="a ROS map_server map as the level (repeat for several); with start and goal keys in "
                              "the file one episode per map, otherwise --episodes seeded episodes; the JSON lists "
@@ -54,21 +60,24 @@ def _route_kwargs(args, default: str) -> tuple[dict, str]:
 
 def cmd_baseline(args) -> int:
     from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, MPPIAgent
+    from attn_dqn_controller.robot import DEFAULT_PROFILE
 
     route, words = _route_kwargs(args, "none")
+    robot = args.robot or DEFAULT_PROFILE
+    env_kwargs = {**route, "robot": robot}  # the controllers read their limits and footprint off the env's profile
+    source = ("the map's route" if route["route"] == "none" else f"the env's route ({words})") + f", robot {robot}"
+    words += f"; robot {robot}"
     if args.controller == "dwa":
-        source = "the map's route" if route["route"] == "none" else f"the env's route ({words})"
-        return _run_evaluation(DWAAgent(), args, title=f"DWA (Nav2 DWB-style) on {source}", env_kwargs=route)
+        return _run_evaluation(DWAAgent(), args, title=f"DWA (Nav2 DWB-style) on {source}", env_kwargs=env_kwargs)
     if args.controller == "mppi":
-        source = "the map's route" if route["route"] == "none" else f"the env's route ({words})"
         agent = MPPIAgent()
-        status = _run_evaluation(agent, args, title=f"MPPI (Nav2 MPPI-style) on {source}", env_kwargs=route)
+        status = _run_evaluation(agent, args, title=f"MPPI (Nav2 MPPI-style) on {source}", env_kwargs=env_kwargs)
         stats = agent.compute_stats()
         print(f"MPPI compute per cycle: median {stats['median_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms "
               f"over {stats['cycles']} cycles")
         return status
     return _run_evaluation(BaselineAgent(), args, title=f"privileged A* + pure-pursuit baseline (true map; {words})",
-                           env_kwargs=route)
+                           env_kwargs=env_kwargs)
 
 
 def cmd_eval(args) -> int:
@@ -80,10 +89,16 @@ def cmd_eval(args) -> int:
 
         args.checkpoint = shipped_model_path()
     agent = PolicyAgent(Policy.load(args.checkpoint, device=args.device))
+    trained_for = agent.policy.robot.name
+    if args.robot is not None and args.robot != trained_for:
+        raise CliError(f"--robot {args.robot} does not match {args.checkpoint}, which was trained for robot profile "
+                       f"'{trained_for}': a policy is evaluated on its own robot (leave --robot out, or pass "
+                       f"--robot {trained_for})")
     evasion = _enable_evasion(agent.policy, args.evasion)
     route, words = _route_kwargs(args, "map" if agent.policy.spec.route_points > 0 else "none")
     env_kwargs = {**agent.env_kwargs(), "safety": args.safety == "on", "smoothing": args.smoothing == "on", **route}
-    title = f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing}, evasion {evasion}, {words})"
+    title = (f"policy {args.checkpoint} (safety {args.safety}, smoothing {args.smoothing}, evasion {evasion}, {words}, "
+             f"robot {trained_for})")
     return _run_evaluation(agent, args, title=title, env_kwargs=env_kwargs)
 
 

@@ -510,7 +510,8 @@ class AttnNavEnv(gymnasium.Env):
                                  scan.range_max)
         if episode.lidar_dropout > 0.0:
             ranges = apply_dropout(ranges, dropout_mask(self._perturb_rng, ranges.size, episode.lidar_dropout))
-        return LaserScanData(ranges, scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max)
+        return LaserScanData(ranges, scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max,
+                             scan.mount)
 
     def _filter_command(self, v: float, w: float) -> tuple[float, float]:
         """The node's chain after the policy: velocity smoother, then the safety layer (last, so it has the say)."""

@@ -127,6 +127,15 @@ def test_dropout_gives_nan_scans_but_finite_observations(make_env):
     assert not np.isnan(nominal.last_scan.ranges).any()
 
 
+@pytest.mark.parametrize("perturbation", [{"lidar_dropout": 0.1}, {"lidar_noise_std_max": 0.02}])
+def test_a_perturbed_scan_keeps_the_scanners_mount(make_env, perturbation):
+    from attn_dqn_controller.robot import JACKAL
+
+    env = make_env(level="empty", robot="jackal", **perturbation)
+    env.reset(options={"map_seed": 0})
+    assert env.last_scan.mount == JACKAL.lidar.mount and JACKAL.lidar.mount.has_offset
+
+
 def drive(env, actions, start=(2.0, 2.5, 0.0)):
     env.reset(options={"map_seed": 0, "start": start, "goal": (4.5, 4.5)})
     poses = [env.pose]

@@ -11,17 +11,24 @@ of any lidar point, and scores the rest with critics, lowest total wins:
 * heading: misalignment (rad) of the end heading with the route a little ahead of it (DWB's PathAlign).
 
 It is non-privileged: it sees only the scan (LaserScanData geometry, REP-117
-ranges) and a route, as the learned policy will. The route comes from the
-planning layer (planned on the known map, or on a scan map) and is followed with
-monotone progress (planning.route). When no sample is admissible it turns on
-the spot towards the route, the one motion a round robot can always make.
+ranges, its mount applied) and a route, as the learned policy will. The route
+comes from the planning layer (planned on the known map, or on a scan map) and is
+followed with monotone progress (planning.route). When no sample is admissible it
+turns on the spot towards the route, the one motion a round robot can always make.
+
+``DWAConfig.for_robot(profile)`` takes the limits and the footprint from a robot
+profile (attn_dqn_controller/robot.py): the speeds of its action table (what the
+policy may command on that robot), its accelerations, a circle's radius, or a
+rectangle's length and width (clearance is then measured from the rectangle at
+every rolled-out pose, as DWB does with a polygon footprint). The sampling,
+horizon and critic weights stay as below.
 Pure NumPy; no ROS, PyBullet or torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -42,7 +49,9 @@ class DWAConfig:
     time_step: float = 0.1             # s between the rolled-out poses
     vx_samples: int = 8
     vtheta_samples: int = 21
-    robot_radius: float = 0.105        # m
+    robot_radius: float = 0.105        # m: a circular footprint's radius (a rectangle's inscribed radius)
+    footprint_length: float = 0.0      # m; with footprint_width, a rectangle centred on the base (0: a circle)
+    footprint_width: float = 0.0       # m
     collision_margin: float = 0.04     # m beyond the radius that counts as a collision
     clearance_distance: float = 0.35   # m of clearance beyond which the obstacle critic is 0
     obstacle_scale: float = 1.0
@@ -59,10 +68,45 @@ class DWAConfig:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                     raise ValueError(f"DWAConfig.{f.name}={value!r} is invalid: allowed values are integers >= 2")
             else:
-                check_number("DWAConfig", f.name, value, allow_equal=f.name.endswith("scale"))
+                check_number("DWAConfig", f.name, value,
+                             allow_equal=f.name.endswith("scale") or f.name.startswith("footprint_"))
         if self.time_step > self.sim_time:
             raise ValueError(f"DWAConfig.time_step={self.time_step!r} is invalid: allowed values are <= sim_time "
                              f"({self.sim_time!r})")
+        if (self.footprint_length > 0.0) != (self.footprint_width > 0.0):
+            raise ValueError(f"DWAConfig.footprint_length={self.footprint_length!r}, footprint_width="
+                             f"{self.footprint_width!r} are invalid: give both (a rectangle) or neither (a circle)")
+
+    @property
+    def is_rectangle(self) -> bool:
+        return self.footprint_length > 0.0
+
+    @property
+    def circumscribed_radius(self) -> float:
+        if self.is_rectangle:
+            return 0.5 * math.hypot(self.footprint_length, self.footprint_width)
+        return self.robot_radius
+
+    @classmethod
+    def for_robot(cls, profile, control_period: float = 0.1, actions=None, **overrides) -> "DWAConfig":
+        """The defaults with a RobotProfile's (or a shipped profile's name's) limits and footprint.
+
+        max_vel_x and max_vel_theta are the largest speeds of `actions` (an ActionTable; default the
+        profile's own, ``RobotProfile.scaled_actions``: what the policy may command on that robot, 0.22 m/s
+        and 2.0 rad/s on the TurtleBot3); acc_lim_x and acc_lim_theta the profile's accelerations;
+        robot_radius the footprint's inscribed radius and, for a rectangle, footprint_length and
+        footprint_width its sides. `overrides` replace any field afterwards."""
+        from attn_dqn_controller.robot import get_profile
+
+        profile = get_profile(profile)
+        footprint = profile.footprint
+        actions = actions if actions is not None else profile.scaled_actions()
+        values = dict(max_vel_x=actions.max_linear_speed, max_vel_theta=actions.max_angular_speed,
+                      acc_lim_x=profile.max_linear_accel, acc_lim_theta=profile.max_angular_accel,
+                      control_period=control_period, robot_radius=footprint.inscribed_radius,
+                      footprint_length=0.0 if footprint.is_circle else footprint.length,
+                      footprint_width=0.0 if footprint.is_circle else footprint.width)
+        return replace(cls(), **{**values, **overrides})
 
 
 class DWAPlanner:
@@ -134,7 +178,7 @@ class DWAPlanner:
 
         v, w = self._window()
         px, py, pyaw = self._rollout(v, w)
-        obstacle_cost, admissible = self._obstacle_critic(px, py, scan)
+        obstacle_cost, admissible = self._obstacle_critic(px, py, pyaw, scan)
 
         ex, ey, eyaw = px[:, -1], py[:, -1], pyaw[:, -1]
         d2 = (ex[:, None] - route_x[None, :]) ** 2 + (ey[:, None] - route_y[None, :]) ** 2
@@ -162,21 +206,39 @@ class DWAPlanner:
         self.previous = (float(v[best]), float(w[best]))
         return self.previous
 
-    def _obstacle_critic(self, px: np.ndarray, py: np.ndarray, scan) -> tuple[np.ndarray, np.ndarray]:
+    def _obstacle_critic(self, px: np.ndarray, py: np.ndarray, pyaw: np.ndarray, scan) \
+            -> tuple[np.ndarray, np.ndarray]:
         """(cost in [0, 1], admissible) per trajectory from the scan points near the robot."""
         c = self.config
-        ranges = np.asarray(scan.ranges, dtype=np.float64)
-        angles = scan.angle_min + scan.angle_increment * np.arange(ranges.size)
-        reach = c.max_vel_x * c.sim_time + c.robot_radius + c.clearance_distance
-        valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= reach)
+        ox, oy = _scan_points(scan, c.max_vel_x * c.sim_time + c.circumscribed_radius + c.clearance_distance)
         n = px.shape[0]
-        if not valid.any():
+        if ox.size == 0:
             return np.zeros(n), np.ones(n, dtype=bool)
-        ox, oy = ranges[valid] * np.cos(angles[valid]), ranges[valid] * np.sin(angles[valid])
         # the current position (t = 0) counts too: samples may not make a contact already touching worse
-        dx = px[:, :, None] - ox[None, None, :]
-        dy = py[:, :, None] - oy[None, None, :]
-        clearance = np.sqrt(np.min(dx * dx + dy * dy, axis=(1, 2))) - c.robot_radius
+        dx = ox[None, None, :] - px[:, :, None]
+        dy = oy[None, None, :] - py[:, :, None]
+        if c.is_rectangle:  # signed distance from each point to the rectangle at each rolled-out pose
+            cos_y, sin_y = np.cos(pyaw)[:, :, None], np.sin(pyaw)[:, :, None]
+            qx = np.abs(cos_y * dx + sin_y * dy) - 0.5 * c.footprint_length
+            qy = np.abs(-sin_y * dx + cos_y * dy) - 0.5 * c.footprint_width
+            outside = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0))
+            clearance = np.min(outside + np.minimum(np.maximum(qx, qy), 0.0), axis=(1, 2))
+        else:
+            clearance = np.sqrt(np.min(dx * dx + dy * dy, axis=(1, 2))) - c.robot_radius
         admissible = clearance > c.collision_margin
         cost = np.clip((c.clearance_distance - clearance) / (c.clearance_distance - c.collision_margin), 0.0, 1.0)
         return cost, admissible
+
+
+def _scan_points(scan, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Base-frame (x, y) of the scan's returns within about `reach` (m) of the base, its mount (offset, yaw,
+    upside down: observation.LidarMount) applied. Invalid beams (NaN, below range_min) give no point."""
+    ranges = np.asarray(scan.ranges, dtype=np.float64)
+    angle_min, increment = float(scan.angle_min), float(scan.angle_increment)
+    mount = scan.mount
+    if mount.upside_down:  # mirrored: bearing -> -bearing
+        angle_min, increment = -angle_min, -increment
+    reach = reach + math.hypot(mount.x, mount.y)  # `reach` is from the base origin
+    valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= reach)
+    angles = angle_min + float(mount.yaw) + increment * np.flatnonzero(valid)
+    return float(mount.x) + ranges[valid] * np.cos(angles), float(mount.y) + ranges[valid] * np.sin(angles)

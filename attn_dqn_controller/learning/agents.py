@@ -8,15 +8,22 @@ from attn_dqn_controller.actions import ActionTable
 
 
 class BaselineAgent:
-    """A* + pure pursuit with full knowledge of the map (the reference, not a deployable controller)."""
+    """A* + pure pursuit with full knowledge of the map (the reference, not a deployable controller).
+
+    It drives the env's own action table (the robot profile's limits: ``RobotProfile.scaled_actions``)
+    unless `actions` is given, and plans on the env's map, inflated for the profile's footprint."""
 
     def __init__(self, actions: ActionTable | None = None):
-        from sim.planner import PurePursuitBaseline
-
-        self.planner = PurePursuitBaseline(actions or ActionTable.default())
+        self.actions = actions
+        self.planner = None
         self.last_attention = None
 
     def reset(self, env) -> None:
+        from sim.planner import PurePursuitBaseline
+
+        actions = self.actions if self.actions is not None else env.unwrapped.actions
+        if self.planner is None or self.planner.actions != actions:
+            self.planner = PurePursuitBaseline(actions)
         self.planner.reset(env.unwrapped.navmap)
 
     def act(self, observation: np.ndarray, env) -> int:
@@ -58,22 +65,36 @@ class _RouteFollowingAgent:
 
 class DWAAgent(_RouteFollowingAgent):
     """Nav2-DWB-style local planner (baselines.dwa) on the scan, following the same route as the policy
-    (``_RouteFollowingAgent``). Control sees only the scan and the pose. It commands continuous (v, w) within the action
-    table's limits, returned as a tuple that the evaluation loop sends through env.step_command.
-    """
+    (``_RouteFollowingAgent``). Control sees only the scan and the pose. It commands continuous (v, w),
+    returned as a tuple that the evaluation loop sends through env.step_command.
+
+    Unless `config` is given, each episode's limits and footprint are the env's robot profile's
+    (``DWAConfig.for_robot``) at the env's control period, its speeds those of the env's action table (the
+    profile's, ``RobotProfile.scaled_actions``) or of `actions` when given."""
 
     def __init__(self, actions: ActionTable | None = None, config=None):
-        from attn_dqn_controller.baselines.dwa import DWAConfig, DWAPlanner
-
-        actions = actions or ActionTable.default()
-        if config is None:
-            config = DWAConfig(max_vel_x=actions.max_linear_speed, max_vel_theta=actions.max_angular_speed)
-        self.dwa = DWAPlanner(config)
-        self.controller = self.dwa
+        self.actions = actions
+        self.config = config
+        self.dwa = None
+        self.controller = None
         self.last_attention = None
         self.route = None
 
+    def _config_for(self, unwrapped):
+        from attn_dqn_controller.baselines.dwa import DWAConfig
+
+        if self.config is not None:
+            return self.config
+        return DWAConfig.for_robot(unwrapped.robot, control_period=unwrapped.sim_config.control_period,
+                                   actions=self.actions if self.actions is not None else unwrapped.actions)
+
     def reset(self, env) -> None:
+        from attn_dqn_controller.baselines.dwa import DWAPlanner
+
+        config = self._config_for(env.unwrapped)
+        if self.dwa is None or self.dwa.config != config:
+            self.dwa = DWAPlanner(config)
+        self.controller = self.dwa
         self._start_route(env.unwrapped)
 
 

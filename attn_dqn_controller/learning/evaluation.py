@@ -226,11 +226,13 @@ def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dic
     return summarize(level, records), records
 
 
-def row_cell(result: dict | None) -> str:
-    """One controller's row in a comparison table: 'success / collisions / SPL' ('–' when it did not run)."""
+def row_cell(result: dict | None, score: bool = False) -> str:
+    """One controller's row in a comparison table: 'success / collisions / SPL', with `score` followed by
+    ' / ' and the mean BARN score ('–' when it did not run)."""
     if result is None:
         return "–"
-    return f"{result['success_rate']:.1%} / {result['collision_rate']:.1%} / {result['spl']:.3f}"
+    cell = f"{result['success_rate']:.1%} / {result['collision_rate']:.1%} / {result['spl']:.3f}"
+    return f"{cell} / {result['score']:.3f}" if score else cell
 
 
 def format_table(summaries: list[EvalSummary], title: str = "") -> str:
