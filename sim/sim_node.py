@@ -80,8 +80,17 @@ class SimNode(Node):
     def __init__(self):
         super().__init__("sim")
         p = self._declare
-        self.level = p("level", "cluttered", "Map level: empty, sparse, cluttered, maze, dynamic, office, warehouse "
-                                             "or map_file (with map_file)")
+        from attn_dqn_controller.robot import PROFILES
+
+        robot = p("robot", "turtlebot3_burger", "Robot profile to simulate: " + ", ".join(PROFILES) + " (body, "
+                  "wheels, limits and lidar; the lidar parameters below default to its lidar)")
+        if robot not in PROFILES:
+            raise ValueError(f"invalid parameter 'robot': {robot!r} is not a robot profile; allowed: "
+                             f"{', '.join(PROFILES)}")
+        self.robot = PROFILES[robot]
+        lidar = self.robot.lidar
+        self.level = p("level", "cluttered", "Map level: empty, sparse, cluttered, maze, dynamic, office, warehouse, "
+                                             "courses or map_file (with map_file)")
         map_file = p("map_file", "", "A map_server map (YAML) as the level; sets level to map_file. Empty: none")
         route = p("route", "none", "The env's route option: none, map or scan_map (the env's own route; the "
                                    "controller plans its own from /map or its scans)")
@@ -110,10 +119,14 @@ class SimNode(Node):
                       "5 m levels, 3000 on buildings and map files)", integer_range=_int_range(0, 1_000_000))
         goal_tolerance = p("goal_tolerance", 0.15, "Success radius around the goal (m)",
                            float_range=_float_range(0.01, 2.0))
-        num_beams = p("num_beams", 360, "Lidar beams", integer_range=_int_range(1, 10_000))
-        fov = p("fov", 2 * math.pi, "Lidar field of view (rad)", float_range=_float_range(0.01, 2 * math.pi))
-        range_min = p("range_min", 0.12, "Lidar minimum range (m)", float_range=_float_range(0.0, 100.0))
-        range_max = p("range_max", 3.5, "Lidar maximum range (m)", float_range=_float_range(0.01, 100.0))
+        num_beams = p("num_beams", int(lidar.num_beams), "Lidar beams (default: the robot's)",
+                      integer_range=_int_range(1, 10_000))
+        fov = p("fov", float(lidar.fov), "Lidar field of view (rad; default: the robot's)",
+                float_range=_float_range(0.01, 2 * math.pi))
+        range_min = p("range_min", float(lidar.range_min), "Lidar minimum range (m; default: the robot's)",
+                      float_range=_float_range(0.0, 100.0))
+        range_max = p("range_max", float(lidar.range_max), "Lidar maximum range (m; default: the robot's)",
+                      float_range=_float_range(0.01, 100.0))
         noise = p("lidar_noise_std", 0.0, "Gaussian lidar noise (m)", float_range=_float_range(0.0, 1.0))
         self.cmd_vel_stamped = p("cmd_vel_stamped", True, "cmd_vel is TwistStamped (true) or Twist (false)")
         self.odom_frame = p("odom_frame", "odom", "Frame of odometry and goals")
@@ -131,7 +144,7 @@ class SimNode(Node):
                             goal_tolerance=goal_tolerance, gui=gui, num_beams=num_beams, fov=fov,
                             range_min=range_min, range_max=range_max, num_sectors=num_sectors,
                             lidar_noise_std=noise, map_file=map_file or None, route=route,
-                            unmapped_obstacle_fraction=unmapped).unwrapped
+                            unmapped_obstacle_fraction=unmapped, robot=self.robot).unwrapped
         self.control_period = 1.0 / self.env.sim_config.control_rate_hz
 
         reliable_latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

@@ -48,6 +48,7 @@ from attn_dqn_controller.nodes.control_logic import (  # noqa: E402
     clamp_command,
 )
 from attn_dqn_controller.nodes.parameters import (  # noqa: E402
+    BODY_PARAMETERS,
     NOT_IN_PARAMETER_FILE,
     default_model_path,
     parameter_table,
@@ -328,8 +329,11 @@ def test_config_file_sets_every_parameter_to_its_documented_default():
             assert descriptor.floating_point_range or descriptor.integer_range, f"{name} has no range"
         if name != "model_path":  # "" in the file means the shipped model, resolved at start-up
             assert type(values[name]) is type(default) and values[name] == default, name
-    assert values["model_path"] == ""
-    assert (values["control_rate_hz"], values["max_linear_speed"], values["max_angular_speed"]) == (0.0, 0.22, 2.84)
+    assert values["model_path"] == "" and values["control_rate_hz"] == 0.0
+    # The robot's body is left to the robot profile (parameter robot), whose TurtleBot3 values are the table's.
+    assert not {"robot", *BODY_PARAMETERS} & set(values)
+    table = {name: default for name, default, _ in parameter_table()}
+    assert (table["max_linear_speed"], table["max_angular_speed"], table["footprint_radius"]) == (0.22, 2.84, 0.105)
 
 
 def test_default_model_is_the_shipped_route_policy_of_the_repository_when_not_installed(monkeypatch):

@@ -205,10 +205,11 @@ def test_robot_launch_namespace_remaps_and_parameter_types_seen_by_the_real_ros2
         # Typed as the launch file and controller.yaml say: one `param dump` (YAML keeps 0.0 a float, 0 an int).
         dumped = ros2_until(real, "param", "dump", "/robot1/controller", "--no-daemon", wanted="ros__parameters")
         params = yaml.safe_load(dumped)["/robot1/controller"]["ros__parameters"]
+        # model_path empty: the node loads the shipped policy of robot (the TurtleBot3's, from the share);
+        # the body parameters are the robot profile's.
         expected_params = {"device": "cpu", "control_rate_hz": 0.0, "cmd_vel_stamped": True, "use_sim_time": False,
-                           "route_source": "auto", "map_file": "",
-                           "model_path": str(real["overlay"] / "share" / "attn_dqn_controller" / "models" /
-                                             "attn_dqn_route.pt")}
+                           "route_source": "auto", "map_file": "", "model_path": "", "robot": "turtlebot3_burger",
+                           "footprint_radius": 0.105, "max_linear_speed": 0.22}
         got = {name: params.get(name) for name in expected_params}
         assert got == expected_params and all(type(got[k]) is type(v) for k, v in expected_params.items()), dumped
     finally:

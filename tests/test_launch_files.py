@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from attn_dqn_controller.launch_runner import parse_launch_file, validate_ros2_yaml_launch
+from attn_dqn_controller.nodes.parameters import parameter_table
 from sim.world import SimConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,8 @@ def test_sim_launch_resolves_both_nodes_with_their_parameters():
     assert sim_params["level"] == "maze" and sim_params["seed"] == 1000005  # typed like ros2 launch does
     ctrl_params = {k: v for p in nodes["controller"].parameters if isinstance(p, dict) for k, v in p.items()}
     assert ctrl_params["use_sim_time"] is True
-    assert ctrl_params["model_path"].endswith("models/attn_dqn_route.pt")
+    # The robot's shipped policy: model_path empty, robot the TurtleBot3, for both nodes.
+    assert ctrl_params["model_path"] == "" and ctrl_params["robot"] == sim_params["robot"] == "turtlebot3_burger"
     files = [p for p in nodes["controller"].parameters if isinstance(p, str)]
     assert files and Path(files[0]).name == "controller.yaml" and Path(files[0]).is_file()
 
@@ -69,19 +71,25 @@ def test_launch_files_take_route_source_and_map():
 
 @pytest.mark.parametrize("name", ["sim.launch.yaml", "robot.launch.yaml"])
 def test_launch_defaults_are_the_shipped_route_policy_with_route_source_auto(name):
-    """With no arguments the controller loads the shipped route-guided policy from the package share, with
-    route_source auto and no map file (auto then means scan_map: no map, no planner). On a robot map:= alone
-    makes it map; in simulation map:= is the world, and the controller plans on the /map sim_node serves."""
+    """With no arguments the controller loads the shipped route-guided policy of the TurtleBot3 (robot
+    turtlebot3_burger, model_path empty: the node resolves it to the package share's), with route_source auto
+    and no map file (auto then means scan_map: no map, no planner). On a robot map:= alone makes it map; in
+    simulation map:= is the world, and the controller plans on the /map sim_node serves."""
+    from attn_dqn_controller.nodes.parameters import config_from_values
+
     plan = parse_launch_file(LAUNCH / name, {})
     (controller,) = [node for node in plan.nodes if node.name == "controller"]
     params = {k: v for p in controller.parameters if isinstance(p, dict) for k, v in p.items()}
-    assert Path(params["model_path"]) == SHIPPED_MODEL and SHIPPED_MODEL.is_file()  # the share is the checkout here
+    assert (params["model_path"], params["robot"]) == ("", "turtlebot3_burger")
+    table = {name: default for name, default, _ in parameter_table()}
+    resolved = config_from_values({**table, **{k: v for k, v in params.items() if k in table}}).model_path
+    assert Path(resolved) == SHIPPED_MODEL and SHIPPED_MODEL.is_file()  # the share is the checkout here
     assert params["route_source"] == "auto" and params.get("map_file", "") == ""
     defaults = {name: argument.default for name, argument in plan.arguments.items()}
-    assert defaults["model"] == "$(find-pkg-share attn_dqn_controller)/models/attn_dqn_route.pt"
+    assert (defaults["model"], defaults["robot"]) == ("", "turtlebot3_burger")
     assert defaults["route_source"] == "auto"
     text = (LAUNCH / name).read_text()  # quoted strings, as ROS 2 YAML launch arg defaults are written
-    assert f'default: "{defaults["model"]}"' in text and 'default: "auto"' in text
+    assert 'default: ""' in text and 'default: "auto"' in text and 'default: "turtlebot3_burger"' in text
     plan = parse_launch_file(LAUNCH / name, {"map": "/maps/office.yaml"})
     (controller,) = [node for node in plan.nodes if node.name == "controller"]
     params = {k: v for p in controller.parameters if isinstance(p, dict) for k, v in p.items()}

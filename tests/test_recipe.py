@@ -160,7 +160,7 @@ def test_the_command_line_reports_a_bad_recipe_and_an_unknown_name(tmp_path, cap
     assert main(["recipe", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "attn-dqn recipe: error:" in capsys.readouterr().err
     assert main(["recipe", "no_such_recipe", "--out", str(tmp_path / "out")]) == 2
-    assert "no recipe named 'no_such_recipe': known recipes are route" in capsys.readouterr().err
+    assert "no recipe named 'no_such_recipe': known recipes are jackal, route" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -182,3 +182,81 @@ def test_portable_path_never_records_a_machine_path(tmp_path):
     assert portable_path(REPO / "config" / "route_maze_teacher.yaml") == "config/route_maze_teacher.yaml"
     assert portable_path(tmp_path / "elsewhere" / "policy.pt") == "policy.pt"  # outside every root: its name
     assert portable_path("runs/a/checkpoint.pt") == "runs/a/checkpoint.pt" and portable_path("") == ""
+
+
+def test_quick_jackal_recipe_trains_exports_and_evaluates_without_a_shipped_policy(tmp_path, capsys):
+    """The Jackal's recipe end to end, shrunk: two training seeds (the validation's best kept), the export, and
+    an evaluation with no policy to compare with, whose courses rows carry their difficulty thirds."""
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.policy import Policy
+    from attn_dqn_controller.robot import JACKAL
+    from sim.route_source import make_level_env
+
+    out = tmp_path / "jackal"
+    assert main(["recipe", "jackal", "--out", str(out), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    recipe = load_recipe("jackal", quick=True)
+    assert [s.name for s in recipe.stages] == ["teacher", "export", "evaluate"]
+    for index, stage in enumerate(recipe.stages):
+        assert f"stage {index + 1}/3 {stage.name} (" in printed
+        assert json.loads((out / stage.name / "stage.json").read_text())["status"] == "done"
+
+    # The product is a Jackal policy with route tokens, and it drives a routed course.
+    policy = Policy.load(out / "policy.pt", device="cpu")
+    assert policy.robot == JACKAL and policy.spec.route_points == 8 and policy.spec.route_spacing == 0.5
+    assert policy.spec.num_beams == 720 and policy.actions.max_linear_speed == pytest.approx(1.0)
+    env = make_level_env("courses@scan_map", {**PolicyAgent(policy).env_kwargs(), "max_steps": 5})
+    try:
+        obs, _ = env.reset(options={"map_seed": 7})
+        decision = policy.act(obs)
+    finally:
+        env.close()
+    assert 0 <= decision.action < len(policy.actions) and np.all(np.isfinite(decision.q_values))
+    metadata = load_checkpoint(out / "policy.pt").metadata
+    assert metadata["provenance"]["recipe_file"] == "config/recipe_jackal.yaml"
+    assert metadata["provenance"]["chain"]["teacher"]["config"] == "config/jackal_teacher.yaml"
+    assert_portable(metadata, out)
+    selection = json.loads((out / "teacher" / "stage.json").read_text())["summary"]["selection"]
+    assert [c["seed"] for c in selection["candidates"]] == [3, 1003]
+
+    # No compare: the rebuilt policy alone; each courses row followed by the thirds its episodes fell in.
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    rows = recipe.stage("evaluate").rows
+    assert evaluation["policies"] == {"rebuilt": "policy.pt"} and evaluation["rows"] == list(rows)
+    plain = [r["row"] for r in evaluation["results"] if "third_of" not in r]
+    thirds = [r for r in evaluation["results"] if "third_of" in r]
+    assert plain == list(rows)
+    assert {r["third_of"] for r in thirds} == {"courses@scan_map", "courses@map"}
+    assert all(r["row"].split("/")[0] == r["third_of"] and r["row"].split("/")[1] in ("easy", "medium", "hard")
+               for r in thirds)
+    report = (out / "report.md").read_text()
+    for r in thirds:
+        assert f"| {r['row']} |" in report
+    assert "shipped" not in report
+
+
+def test_jackal_recipe_definition():
+    """The full recipe (not --quick): the Jackal profile, its levels and rows, the evaluation on test maps with
+    no reference; every level it names generates for the Jackal's footprint, and the maze it leaves out does not."""
+    import dataclasses
+
+    from attn_dqn_controller.learning.config import load_config
+    from attn_dqn_controller.robot import JACKAL
+    from sim.levels import generate_level, level_config
+    from sim.route_source import parse_level
+
+    recipe = load_recipe("jackal")
+    teacher, evaluate = recipe.stage("teacher"), recipe.stage("evaluate")
+    assert (teacher.candidates, teacher.select) == (2, "best_validation")
+    config = load_config(teacher.config, [])
+    assert config.robot.profile == "jackal" and (config.env.route_points, config.env.route_spacing) == (8, 0.5)
+    assert set(config.env.levels) == {"courses@scan_map", "courses@map", "office@scan_map", "warehouse@scan_map"}
+    assert config.num_envs == len(config.env.levels)  # one simulator per entry: every entry trains
+    assert config.eval.levels == ["courses@scan_map", "office@scan_map"]
+    assert evaluate.compare is None and evaluate.seed == 1_000_000 and evaluate.max_steps == config.env.max_steps
+    radius = JACKAL.footprint.circumscribed_radius
+    for level in {parse_level(entry)[0] for entry in list(config.env.levels) + list(evaluate.rows)}:
+        navmap = generate_level(level, 1_000_000, dataclasses.replace(level_config(level), robot_radius=radius))
+        assert navmap.shortest_path_length * 10 / JACKAL.max_linear_speed < config.env.max_steps / 2, level
+    with pytest.raises(ValueError, match="corridors"):
+        generate_level("maze", 0, dataclasses.replace(level_config("maze"), robot_radius=radius))

@@ -10,7 +10,8 @@ A recipe file (config/recipe_route.yaml) names its stages in order. Each stage i
 - ``distill``: a student (an earlier stage's policy) learns the Q-values of teachers (earlier stages), each
   on its own levels (``attn_dqn_controller.learning.distill``).
 - ``export``: an earlier stage's policy becomes ``<out>/policy.pt``, the recipe's product.
-- ``evaluate``: that policy next to a reference (the shipped one) on held-out rows, test map seeds only.
+- ``evaluate``: that policy, next to a reference (``compare``: the shipped one) where there is one, on held-out
+  rows, test map seeds only; a ``courses`` row is followed by its difficulty thirds.
 
 Every selection uses validation map seeds (1,500,000 up); the evaluation uses test map seeds (1,000,000 up),
 which nothing in a recipe picks on. Each stage writes its folder under --out with a ``stage.json``; a re-run
@@ -678,12 +679,14 @@ def _run_export(ctx: _Context, stage: ExportStage) -> dict:
 
 
 def evaluate_row(policy_path: str, row: str, episodes: int, seed: int, evasion: str, max_steps: int) -> dict:
-    """One policy on one row, greedy, as the node drives it (`evasion`); a summary dict (runs in a worker)."""
+    """One policy on one row, greedy, as the node drives it (`evasion`); a summary dict (runs in a worker). On a
+    `courses` row it also holds ``thirds``: one summary per difficulty third (rows ROW/easy, ROW/medium, ROW/hard;
+    a third no episode fell in has none)."""
     import torch
 
     torch.set_num_threads(1)
     from attn_dqn_controller.learning.agents import PolicyAgent
-    from attn_dqn_controller.learning.evaluation import evaluate
+    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate
     from attn_dqn_controller.policy import Policy
 
     agent = PolicyAgent(Policy.load(policy_path, device="cpu"))
@@ -695,8 +698,11 @@ def evaluate_row(policy_path: str, row: str, episodes: int, seed: int, evasion: 
     if max_steps:
         kwargs["max_steps"] = max_steps
     started = time.perf_counter()
-    summary, _ = evaluate(agent, row, episodes, seed, env_kwargs=kwargs, progress=False)
-    return {**summary.to_json_dict(), "row": row, "evasion": shield, "wall_s": round(time.perf_counter() - started, 1)}
+    summary, records = evaluate(agent, row, episodes, seed, env_kwargs=kwargs, progress=False)
+    thirds = [{**third.to_json_dict(), "row": f"{row}/{third.level.rsplit(' ', 1)[-1]}"}
+              for third in difficulty_rows(row, records)]
+    return {**summary.to_json_dict(), "row": row, "evasion": shield, "wall_s": round(time.perf_counter() - started, 1),
+            **({"thirds": thirds} if thirds else {})}
 
 
 def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
@@ -747,12 +753,17 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
                                                             stage.evasion, stage.max_steps))
     finally:
         bar.close()
+    rows = []  # each row, then its difficulty thirds (courses rows), as rows ROW/THIRD that name their row
+    for label in policies:
+        for row in stage.rows:
+            result = results[(label, row)]
+            rows.append({"policy": label, **{k: v for k, v in result.items() if k != "thirds"}})
+            rows += [{"policy": label, **third, "third_of": row} for third in result.get("thirds", [])]
     evaluation = {"episodes": stage.episodes, "seed": stage.seed, "max_steps": stage.max_steps,
                   "evasion": stage.evasion,
                   "policies": {label: (POLICY_NAME if label == "rebuilt" else portable_path(path))
                                for label, path in policies.items()},
-                  "rows": list(stage.rows),
-                  "results": [{"policy": label, **results[(label, row)]} for label in policies for row in stage.rows]}
+                  "rows": list(stage.rows), "results": rows}
     _write_json(ctx.out / EVALUATION_NAME, evaluation)
     return {"evaluation": EVALUATION_NAME}
 
@@ -814,7 +825,13 @@ def write_report(ctx: _Context, command: str = "") -> Path:
                   "| row | " + " | ".join(f"{label} (`{evaluation['policies'][label]}`)" for label in labels) + " |",
                   "|---|" + "---|" * len(labels)]
         for row in evaluation["rows"]:
-            lines.append(f"| {row} | " + " | ".join(row_cell(by_key.get((label, row))) for label in labels) + " |")
+            thirds = [r["row"] for r in evaluation["results"] if r.get("third_of") == row]
+            for name in [row, *dict.fromkeys(thirds)]:  # a courses row, then its difficulty thirds
+                lines.append(f"| {name} | " + " | ".join(row_cell(by_key.get((label, name))) for label in labels)
+                             + " |")
+        if any(r.get("third_of") for r in evaluation["results"]):
+            lines += ["", "ROW/easy, ROW/medium, ROW/hard: the row's episodes split by the course's difficulty third "
+                          "(BARN's measures, sim/levels/courses.py)."]
         lines.append("")
     path = ctx.out / REPORT_NAME
     tmp = path.with_name(f".{path.name}.tmp")

@@ -258,6 +258,8 @@ class ControllerNode(LifecycleNode):
         spec = self.policy.spec
         logger.info(
             f"ready: model '{config.model_path}' on {self.policy.device} ({self.policy.backend}), "
+            f"robot {self.policy.robot.name} ({config.footprint.describe()}, "
+            f"{config.limits.max_linear_speed:g} m/s, {config.limits.max_angular_speed:g} rad/s), "
             f"lidar {spec.num_beams} beams / {spec.num_sectors} sectors, {len(self.policy.actions)} actions, "
             f"control {self.control_rate_hz:g} Hz (trained at {self.training_rate_hz:g} Hz), "
             f"act_on_scan={config.act_on_scan}, cmd_vel {cmd_type.__name__}, "

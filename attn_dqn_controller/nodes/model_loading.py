@@ -52,10 +52,12 @@ def load_model(config: ControllerConfig, logger) -> LoadedModel:
         raise StartupError(f"invalid parameter 'inference_backend': onnxruntime runs on the CPU, but device "
                            f"is {device}; use torch or auto")
     path = config.model_path
+    _check_shipped(path)
     try:
         policy = Policy.load(path, device=device, backend=config.inference_backend)
     except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
         raise StartupError(f"cannot load model '{path}': {exc}") from None
+    _check_robot_name(policy, config)
     _check_robot_profile(policy, config)
     config = limit_braking(config, policy)
     config, say_route_source = _resolve_route_source(policy, config, logger)
@@ -106,6 +108,27 @@ def training_control_rate(metadata: dict) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
         raise StartupError(f"checkpoint metadata 'control_rate_hz' must be a positive number, got {rate!r}")
     return float(rate)
+
+
+def _check_shipped(path: str) -> None:
+    """A robot's shipped policy that the repository does not have yet (the Jackal's): one line saying so and
+    how to build it, instead of a file-not-found."""
+    from attn_dqn_controller.shipped import SHIPPED_MODEL_FILES, missing_shipped_model, shipped_model_path
+
+    for robot in SHIPPED_MODEL_FILES:
+        if path == shipped_model_path(robot):
+            missing = missing_shipped_model(robot)
+            if missing:
+                raise StartupError(missing)
+
+
+def _check_robot_name(policy, config: ControllerConfig) -> None:
+    """Refuse a checkpoint trained for another robot profile than the one the ``robot`` parameter names."""
+    trained_for = policy.robot.name
+    if config.robot and trained_for != config.robot:
+        raise StartupError(f"model '{config.model_path}' was trained for robot profile '{trained_for}', but robot "
+                           f"is '{config.robot}': pass robot:={trained_for} (parameter robot) for that robot, or a "
+                           f"model trained for {config.robot}")
 
 
 def _check_robot_profile(policy, config: ControllerConfig) -> None:

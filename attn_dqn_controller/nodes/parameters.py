@@ -10,7 +10,12 @@ parameter reference (``parameter_reference`` renders docs/reference/parameters.m
 * at configure (the rest of the table): read when the node is configured, which loads the model. Settable
   while the node is unconfigured or inactive, refused while it is active; the descriptor says so in its
   ``additional_constraints``;
-* start-up (read-only): ``autostart``, read once when the process starts.
+* start-up (read-only): ``autostart`` and ``robot``, read once when the process starts.
+
+``robot`` names the robot profile (attn_dqn_controller/robot.py) the node drives: it sets the defaults of the
+body parameters (BODY_PARAMETERS: footprint, speed and acceleration limits, lidar mount) and of ``model_path``
+(that robot's shipped policy), so a value given explicitly still wins. Empty: the TurtleBot3 Burger's defaults,
+and no check of the model's profile name.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from attn_dqn_controller.nodes.control_logic import Limits
 from attn_dqn_controller.nodes.localization import DEFAULT_MAX_LATCHED_AGE
 from attn_dqn_controller.nodes.route_input import AUTO, ROUTE_SOURCES
 from attn_dqn_controller.nodes.tf_buffer import DEFAULT_HORIZON, DEFAULT_TOLERANCE
-from attn_dqn_controller.shipped import shipped_model_path
+from attn_dqn_controller.shipped import DEFAULT_ROBOT, SHIPPED_MODEL_FILES, shipped_model_path
 
 PACKAGE = "attn_dqn_controller"
 NODE_NAME = "controller"
@@ -34,9 +39,16 @@ INFERENCE_BACKENDS = ("auto", "onnxruntime", "torch")
 AT_CONFIGURE = ("Read at configure: settable while the node is unconfigured or inactive (it takes effect at the "
                 "next configure); refused while the node is active.")
 """The ``additional_constraints`` of every parameter read at configure."""
-NOT_IN_PARAMETER_FILE = ("autostart",)
-"""Parameters config/controller.yaml leaves out: each executable has its own default, which a shared file
-would override."""
+EXECUTABLE_PARAMETERS = ("autostart",)
+"""Parameters whose default is each executable's; not part of the configuration."""
+BODY_PARAMETERS = ("footprint_radius", "footprint_length", "footprint_width", "max_linear_speed",
+                   "max_angular_speed", "max_linear_accel", "max_angular_accel", "lidar_mount_x", "lidar_mount_y",
+                   "lidar_mount_yaw", "lidar_upside_down")
+"""Parameters whose default is the robot profile's (``robot``; ``robot_defaults``)."""
+NOT_IN_PARAMETER_FILE = (*EXECUTABLE_PARAMETERS, "robot", *BODY_PARAMETERS)
+"""Parameters config/controller.yaml leaves out: autostart's default is each executable's, robot is the launch
+files' robot:= argument, and the body parameters default to that robot's profile; a shared file would override
+them all."""
 
 Entry = tuple[str, object, ParameterDescriptor]
 
@@ -46,10 +58,36 @@ class StartupError(RuntimeError):
     as one line and exits 1, a lifecycle transition fails with it in the log."""
 
 
-def default_model_path() -> str:
-    """The shipped route-guided policy: the package share when installed (ament index), else the
-    repository's models/ (``attn_dqn_controller.shipped``)."""
-    return shipped_model_path()
+def default_model_path(robot: str = "") -> str:
+    """The shipped policy of `robot` (empty: the TurtleBot3's route-guided policy): the package share when
+    installed (ament index), else the repository's models/ (``attn_dqn_controller.shipped``)."""
+    return shipped_model_path(robot or DEFAULT_ROBOT)
+
+
+def robot_defaults(robot: str) -> dict:
+    """The defaults ``robot`` gives: its shipped policy and its profile's body (BODY_PARAMETERS). Empty: the
+    TurtleBot3 Burger's (the table's own defaults). StartupError for a name that is not a shipped profile."""
+    from attn_dqn_controller.robot import PROFILES
+
+    if robot and (robot not in PROFILES or robot not in SHIPPED_MODEL_FILES):
+        raise StartupError(f"invalid parameter 'robot': {robot!r} is not a robot profile; allowed: "
+                           f"{', '.join(PROFILES)} (or empty: turtlebot3_burger's defaults without checking the "
+                           f"model's profile name)")
+    profile = PROFILES[robot or DEFAULT_ROBOT]
+    footprint, mount = profile.footprint, profile.lidar.mount
+    return {"model_path": default_model_path(robot),
+            "footprint_radius": float(footprint.radius), "footprint_length": float(footprint.length),
+            "footprint_width": float(footprint.width), "max_linear_speed": float(profile.max_linear_speed),
+            "max_angular_speed": float(profile.max_angular_speed),
+            "max_linear_accel": float(profile.max_linear_accel),
+            "max_angular_accel": float(profile.max_angular_accel), "lidar_mount_x": float(mount.x),
+            "lidar_mount_y": float(mount.y), "lidar_mount_yaw": float(mount.yaw),
+            "lidar_upside_down": bool(mount.upside_down)}
+
+
+_BODY = robot_defaults("")
+"""The table's defaults of the body parameters: the TurtleBot3 Burger's."""
+ROBOT_DEFAULT_NOTE = " Default: the robot's profile (robot); the TurtleBot3 Burger's shown."
 
 
 # --- descriptors ------------------------------------------------------------------------------
@@ -91,8 +129,17 @@ def parameter_table() -> list[Entry]:
     """(name, default, descriptor) of every parameter; ``runtime=True`` marks one settable at run time."""
     return [
         ("model_path", default_model_path(), _plain(
-            "Policy checkpoint (.pt). Empty: the shipped route-guided policy models/attn_dqn_route.pt from the "
-            "package share.")),
+            "Policy checkpoint (.pt). Empty: the shipped policy of robot from the package share: the route-guided "
+            "models/attn_dqn_route.pt (turtlebot3_burger, or robot empty), models/attn_dqn_jackal.pt (jackal; "
+            "built by `attn-dqn recipe jackal`, not shipped yet: starting without model_path then stops with "
+            "how to build it).")),
+        ("robot", "", ParameterDescriptor(read_only=True, description=(
+            "The robot profile the node drives: turtlebot3_burger or jackal (attn_dqn_controller/robot.py). Its "
+            "profile gives the defaults of the footprint, the speed and acceleration limits and the lidar mount "
+            "(values given explicitly win) and of model_path (its shipped policy), and a model trained for another "
+            "profile is refused, naming both. Empty: the TurtleBot3 Burger's defaults, and the model is checked "
+            "against the footprint and limits only. Read once when the process starts (the launch files' "
+            "robot:=)."))),
         ("device", "auto", _plain(f"Inference device: {DEVICES} (auto = CUDA when available, else CPU).")),
         ("inference_backend", "auto", _plain(
             "Runs the policy's forward pass: onnxruntime (CPU only; about a third of eager torch's latency "
@@ -107,10 +154,10 @@ def parameter_table() -> list[Entry]:
             "decision per period, each on a new scan; the loop is the safety watchdog: while a goal is "
             "active and the robot must stand still, zero commands go out at this rate (after idle or a reached "
             "goal, a few, then none).", 0.0, 1000.0)),
-        ("max_linear_speed", 0.22, _float("Clamp on |linear.x| of every command (m/s).", 0.0, 10.0,
-                                          runtime=True)),
-        ("max_angular_speed", 2.84, _float("Clamp on |angular.z| of every command (rad/s).", 0.0, 20.0,
-                                           runtime=True)),
+        ("max_linear_speed", _BODY["max_linear_speed"], _float(
+            "Clamp on |linear.x| of every command (m/s)." + ROBOT_DEFAULT_NOTE, 0.0, 10.0, runtime=True)),
+        ("max_angular_speed", _BODY["max_angular_speed"], _float(
+            "Clamp on |angular.z| of every command (rad/s)." + ROBOT_DEFAULT_NOTE, 0.0, 20.0, runtime=True)),
         ("scan_timeout", 0.5, _float(
             "A scan that arrived longer ago than this (s), on the node clock or on the steady clock, is stale: "
             "the robot stops (its header stamp is judged by stamp_tolerance).", 0.001, 60.0, runtime=True)),
@@ -290,25 +337,33 @@ def safety_parameter_table() -> list[Entry]:
             "linear speed by safety_slowdown_ratio; must be >= safety_stop_distance. It grows with speed, latency "
             "and braking as the stop zone does.", 0.0, 5.0, runtime=True)),
         ("safety_slowdown_ratio", 0.5, _float("Factor on linear speed in the slow-down zone.", 0.01, 1.0, runtime=True)),
-        ("footprint_radius", 0.105, _float(
+        ("footprint_radius", _BODY["footprint_radius"], _float(
             "Radius (m) of a circular footprint centred on base_frame; ignored when footprint_length and "
-            "footprint_width are both > 0. Checked against the model's robot profile.", 0.0, 5.0)),
-        ("footprint_length", 0.0, _float("Length (m, along x) of a rectangular footprint centred on base_frame; "
-                                         "0: circular (footprint_radius).", 0.0, 10.0)),
-        ("footprint_width", 0.0, _float("Width (m, along y) of a rectangular footprint; 0: circular.", 0.0, 10.0)),
+            "footprint_width are both > 0. Checked against the model's robot profile." + ROBOT_DEFAULT_NOTE,
+            0.0, 5.0)),
+        ("footprint_length", _BODY["footprint_length"], _float(
+            "Length (m, along x) of a rectangular footprint centred on base_frame; 0: circular (footprint_radius)."
+            + ROBOT_DEFAULT_NOTE, 0.0, 10.0)),
+        ("footprint_width", _BODY["footprint_width"], _float(
+            "Width (m, along y) of a rectangular footprint; 0: circular." + ROBOT_DEFAULT_NOTE, 0.0, 10.0)),
         ("smoothing_enabled", False, _plain(
             "Velocity smoother between consecutive commands (as Nav2's velocity_smoother), with the limits "
             "below. Off by default: the shipped policy was trained without it.")),
-        ("max_linear_accel", 2.5, _float(
+        ("max_linear_accel", _BODY["max_linear_accel"], _float(
             "Smoother: |dv/dt| limit (m/s^2), speeding up and slowing down. Also the braking the safety zones "
-            "count on (the lower of this and the model's robot profile's max_linear_accel), smoother on or off.",
-            0.01, 100.0, runtime=True)),
-        ("max_angular_accel", 3.2, _float("Smoother: |dw/dt| limit (rad/s^2).", 0.01, 100.0, runtime=True)),
-        ("lidar_mount_x", 0.0, _float("Scanner position (m) along x of base_frame (applied by the observation "
-                                      "contract and the safety layer).", -10.0, 10.0)),
-        ("lidar_mount_y", 0.0, _float("Scanner position (m) along y of base_frame.", -10.0, 10.0)),
-        ("lidar_mount_yaw", 0.0, _float("Scanner yaw (rad) in base_frame.", -6.3, 6.3)),
-        ("lidar_upside_down", False, _plain("The scanner is mounted upside down (its angles are mirrored).")),
+            "count on (the lower of this and the model's robot profile's max_linear_accel), smoother on or off."
+            + ROBOT_DEFAULT_NOTE, 0.01, 100.0, runtime=True)),
+        ("max_angular_accel", _BODY["max_angular_accel"], _float(
+            "Smoother: |dw/dt| limit (rad/s^2)." + ROBOT_DEFAULT_NOTE, 0.01, 100.0, runtime=True)),
+        ("lidar_mount_x", _BODY["lidar_mount_x"], _float(
+            "Scanner position (m) along x of base_frame (applied by the observation contract and the safety layer)."
+            + ROBOT_DEFAULT_NOTE, -10.0, 10.0)),
+        ("lidar_mount_y", _BODY["lidar_mount_y"], _float(
+            "Scanner position (m) along y of base_frame." + ROBOT_DEFAULT_NOTE, -10.0, 10.0)),
+        ("lidar_mount_yaw", _BODY["lidar_mount_yaw"], _float(
+            "Scanner yaw (rad) in base_frame." + ROBOT_DEFAULT_NOTE, -6.3, 6.3)),
+        ("lidar_upside_down", _BODY["lidar_upside_down"], _plain(
+            "The scanner is mounted upside down (its angles are mirrored)." + ROBOT_DEFAULT_NOTE)),
     ]
 
 
@@ -351,14 +406,18 @@ class ControllerConfig:
     tf_tolerance: float = 0.1
     tf_buffer_duration: float = 10.0
     localization_max_latched_age: float = 300.0
+    robot: str = ""
+    """The robot profile named by the ``robot`` parameter; "" when none is (no check of the model's profile name)."""
 
 
 
 def config_from_values(values: dict) -> ControllerConfig:
     """The validated configuration from parameter values (StartupError names the first bad one)."""
-    values = {name: value for name, value in values.items() if name not in NOT_IN_PARAMETER_FILE}
+    values = {name: value for name, value in values.items() if name not in EXECUTABLE_PARAMETERS}
+    values["robot"] = values.get("robot", "").strip()
+    robot_defaults(values["robot"])  # StartupError for an unknown profile
     if not values["model_path"].strip():
-        values["model_path"] = default_model_path()
+        values["model_path"] = default_model_path(values["robot"])
     if values["inference_backend"] not in INFERENCE_BACKENDS:
         raise StartupError(f"invalid parameter 'inference_backend': {values['inference_backend']!r} is not one "
                            f"of {', '.join(INFERENCE_BACKENDS)}")
@@ -391,16 +450,25 @@ def config_from_values(values: dict) -> ControllerConfig:
 
 def declare_parameters(node, defaults: dict | None = None) -> None:
     """Declare the whole table on ``node`` (``defaults`` replaces a table default: the executable's autostart);
-    a value given at start-up of the wrong type or out of range is a StartupError naming the parameter."""
+    a value given at start-up of the wrong type or out of range is a StartupError naming the parameter.
+    ``robot`` is declared first: its profile gives the defaults of model_path and the body parameters."""
     defaults = defaults or {}
-    for name, default, descriptor in parameter_table():
+    table = parameter_table()
+
+    def declare(name, default, descriptor):
         default = defaults.get(name, default)
         try:
-            node.declare_parameter(name, default, descriptor)
+            return node.declare_parameter(name, default, descriptor).value
         except InvalidParameterTypeException:
             raise StartupError(f"invalid parameter '{name}': expected {_type_hint(default)}") from None
         except ParameterException as exc:
             raise StartupError(f"invalid parameter '{name}': {_range_text(descriptor) or exc}") from None
+
+    robot = declare(*next(entry for entry in table if entry[0] == "robot"))
+    defaults = {**robot_defaults(robot.strip()), **defaults}
+    for entry in table:
+        if entry[0] != "robot":
+            declare(*entry)
 
 
 def refused_while_active(names: list[str], node_name: str) -> str:

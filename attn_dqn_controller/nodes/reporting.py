@@ -115,6 +115,8 @@ class Reporter:
             "device": str(node.policy.device),
             "inference backend": node.policy.backend,
             "model path": node.config.model_path,
+            "robot profile": node.policy.robot.name,  # the model's; the robot parameter, when set, is the same
+            "footprint": node.config.footprint.describe(),
             **safety_values(logic),
             **node.route.diagnostics(now),
         }
