@@ -38,32 +38,44 @@ def assert_portable(metadata: dict, out: Path) -> None:
         assert not text.startswith("/") and str(out) not in text and str(REPO) not in text, text
 
 
-def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
+def run_quick_recipe(name: str, out: Path, capsys, stage_names: list[str]):
+    """`attn-dqn recipe NAME --quick`: every stage announced and done, in order; returns the recipe."""
+    assert main(["recipe", name, "--out", str(out), "--quick"]) == 0
+    printed = capsys.readouterr().out
+    recipe = load_recipe(name, quick=True)
+    assert [s.name for s in recipe.stages] == stage_names
+    for index, stage in enumerate(recipe.stages):
+        assert f"stage {index + 1}/{len(stage_names)} {stage.name} (" in printed
+        assert json.loads((out / stage.name / "stage.json").read_text())["status"] == "done"
+    return recipe
+
+
+def assert_drives(policy, row: str) -> None:
+    """A real observation of `row` in, an action of the policy's table and finite Q-values out."""
     from attn_dqn_controller.learning.agents import PolicyAgent
-    from attn_dqn_controller.learning.config import load_config
-    from attn_dqn_controller.learning.trainer import TrainingRun, VectorEnvCollector, run_training
-    from attn_dqn_controller.policy import Policy
     from sim.route_source import make_level_env
 
-    out = tmp_path / "route"
-    assert main(["recipe", "route", "--out", str(out), "--quick"]) == 0
-    printed = capsys.readouterr().out
-    recipe = load_recipe("route", quick=True)
-    assert [s.name for s in recipe.stages] == ["maze_teacher", "dynamic_teacher", "distill", "export", "evaluate"]
-    for index, stage in enumerate(recipe.stages):
-        assert f"stage {index + 1}/5 {stage.name} (" in printed
-        assert json.loads((out / stage.name / "stage.json").read_text())["status"] == "done"
-
-    # The product loads and drives: a real observation of a routed maze in, an action of its table out.
-    policy = Policy.load(out / "policy.pt", device="cpu")
-    assert policy.spec.route_points == 8 and policy.spec.history_length == 3
-    env = make_level_env("maze@map", {**PolicyAgent(policy).env_kwargs(), "max_steps": 5})
+    env = make_level_env(row, {**PolicyAgent(policy).env_kwargs(), "max_steps": 5})
     try:
         obs, _ = env.reset(options={"map_seed": 7})
         decision = policy.act(obs)
     finally:
         env.close()
     assert 0 <= decision.action < len(policy.actions) and np.all(np.isfinite(decision.q_values))
+
+
+def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
+    from attn_dqn_controller.learning.config import load_config
+    from attn_dqn_controller.learning.trainer import TrainingRun, VectorEnvCollector, run_training
+    from attn_dqn_controller.policy import Policy
+
+    out = tmp_path / "route"
+    recipe = run_quick_recipe("route", out, capsys, ["maze_teacher", "dynamic_teacher", "distill", "export", "evaluate"])
+
+    # The product loads and drives: a real observation of a routed maze in, an action of its table out.
+    policy = Policy.load(out / "policy.pt", device="cpu")
+    assert policy.spec.route_points == 8 and policy.spec.history_length == 3
+    assert_drives(policy, "maze@map")
 
     # Provenance: the recipe, the stage, the configs and seed; no path of this machine anywhere.
     metadata = load_checkpoint(out / "policy.pt").metadata
@@ -187,31 +199,17 @@ def test_portable_path_never_records_a_machine_path(tmp_path):
 def test_quick_jackal_recipe_trains_exports_and_evaluates_without_a_shipped_policy(tmp_path, capsys):
     """The Jackal's recipe end to end, shrunk: two training seeds (the validation's best kept), the export, and
     an evaluation with no policy to compare with, whose courses rows carry their difficulty thirds."""
-    from attn_dqn_controller.learning.agents import PolicyAgent
     from attn_dqn_controller.policy import Policy
     from attn_dqn_controller.robot import JACKAL
-    from sim.route_source import make_level_env
 
     out = tmp_path / "jackal"
-    assert main(["recipe", "jackal", "--out", str(out), "--quick"]) == 0
-    printed = capsys.readouterr().out
-    recipe = load_recipe("jackal", quick=True)
-    assert [s.name for s in recipe.stages] == ["teacher", "export", "evaluate"]
-    for index, stage in enumerate(recipe.stages):
-        assert f"stage {index + 1}/3 {stage.name} (" in printed
-        assert json.loads((out / stage.name / "stage.json").read_text())["status"] == "done"
+    recipe = run_quick_recipe("jackal", out, capsys, ["teacher", "export", "evaluate"])
 
     # The product is a Jackal policy with route tokens, and it drives a routed course.
     policy = Policy.load(out / "policy.pt", device="cpu")
     assert policy.robot == JACKAL and policy.spec.route_points == 8 and policy.spec.route_spacing == 0.5
     assert policy.spec.num_beams == 720 and policy.actions.max_linear_speed == pytest.approx(1.0)
-    env = make_level_env("courses@scan_map", {**PolicyAgent(policy).env_kwargs(), "max_steps": 5})
-    try:
-        obs, _ = env.reset(options={"map_seed": 7})
-        decision = policy.act(obs)
-    finally:
-        env.close()
-    assert 0 <= decision.action < len(policy.actions) and np.all(np.isfinite(decision.q_values))
+    assert_drives(policy, "courses@scan_map")
     metadata = load_checkpoint(out / "policy.pt").metadata
     assert metadata["provenance"]["recipe_file"] == "config/recipe_jackal.yaml"
     assert metadata["provenance"]["chain"]["teacher"]["config"] == "config/jackal_teacher.yaml"
