@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from attn_dqn_controller.observation import scan_points
 from attn_dqn_controller.planning.grid import check_number
 from attn_dqn_controller.planning.route import Route, RouteTracker
 
@@ -210,7 +211,10 @@ class DWAPlanner:
             -> tuple[np.ndarray, np.ndarray]:
         """(cost in [0, 1], admissible) per trajectory from the scan points near the robot."""
         c = self.config
-        ox, oy = _scan_points(scan, c.max_vel_x * c.sim_time + c.circumscribed_radius + c.clearance_distance)
+        points = scan_points(scan)  # the contract's base-frame returns, the scanner's mount applied
+        reach = c.max_vel_x * c.sim_time + c.circumscribed_radius + c.clearance_distance
+        points = points[np.hypot(points[:, 0], points[:, 1]) <= reach]  # farther ones cannot set the clearance
+        ox, oy = points[:, 0], points[:, 1]
         n = px.shape[0]
         if ox.size == 0:
             return np.zeros(n), np.ones(n, dtype=bool)
@@ -229,16 +233,3 @@ class DWAPlanner:
         cost = np.clip((c.clearance_distance - clearance) / (c.clearance_distance - c.collision_margin), 0.0, 1.0)
         return cost, admissible
 
-
-def _scan_points(scan, reach: float) -> tuple[np.ndarray, np.ndarray]:
-    """Base-frame (x, y) of the scan's returns within about `reach` (m) of the base, its mount (offset, yaw,
-    upside down: observation.LidarMount) applied. Invalid beams (NaN, below range_min) give no point."""
-    ranges = np.asarray(scan.ranges, dtype=np.float64)
-    angle_min, increment = float(scan.angle_min), float(scan.angle_increment)
-    mount = scan.mount
-    if mount.upside_down:  # mirrored: bearing -> -bearing
-        angle_min, increment = -angle_min, -increment
-    reach = reach + math.hypot(mount.x, mount.y)  # `reach` is from the base origin
-    valid = np.isfinite(ranges) & (ranges >= scan.range_min) & (ranges <= reach)
-    angles = angle_min + float(mount.yaw) + increment * np.flatnonzero(valid)
-    return float(mount.x) + ranges[valid] * np.cos(angles), float(mount.y) + ranges[valid] * np.sin(angles)
