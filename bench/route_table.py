@@ -61,7 +61,7 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
 
     torch.set_num_threads(1)
     from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, MPPIAgent, PolicyAgent
-    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate
+    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate, third_row_name
     from attn_dqn_controller.policy import Policy
 
     env_kwargs = {"robot": robot}  # the baselines read their limits and footprint off the env's profile
@@ -86,7 +86,7 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
     wall = round(time.perf_counter() - started, 1)
     results = [{"controller": controller, "row": row, "robot": robot, **summary.to_json_dict(), "wall_s": wall}]
     for third in difficulty_rows(row, records):
-        name = f"{row}/{third.level.rsplit(' ', 1)[-1]}"
+        name = third_row_name(row, third)
         results.append({"controller": controller, "row": name, "robot": robot, **third.to_json_dict(),
                         "level": name})
     print(f"{controller:<13} {row:<16} success {summary.success_rate:6.1%}  collisions {summary.collision_rate:5.1%}"

@@ -195,6 +195,11 @@ def difficulty_rows(name: str, records: list[EpisodeRecord]) -> list[EvalSummary
     return rows
 
 
+def third_row_name(row: str, third: EvalSummary) -> str:
+    """The table name of a ``difficulty_rows`` summary of `row`: 'ROW/easy', 'ROW/medium' or 'ROW/hard'."""
+    return f"{row}/{third.level.rsplit(' ', 1)[-1]}"
+
+
 def evaluate(agent: Agent, level: str, episodes: int, seed: int, env_kwargs: dict | None = None,
              record_trajectories: int = 0, progress: bool = True) -> tuple[EvalSummary, list[EpisodeRecord]]:
     """Run `episodes` episodes on map seeds seed, seed+1, ... and summarise them.

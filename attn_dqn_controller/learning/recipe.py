@@ -686,7 +686,7 @@ def evaluate_row(policy_path: str, row: str, episodes: int, seed: int, evasion: 
 
     torch.set_num_threads(1)
     from attn_dqn_controller.learning.agents import PolicyAgent
-    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate
+    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate, third_row_name
     from attn_dqn_controller.policy import Policy
 
     agent = PolicyAgent(Policy.load(policy_path, device="cpu"))
@@ -699,7 +699,7 @@ def evaluate_row(policy_path: str, row: str, episodes: int, seed: int, evasion: 
         kwargs["max_steps"] = max_steps
     started = time.perf_counter()
     summary, records = evaluate(agent, row, episodes, seed, env_kwargs=kwargs, progress=False)
-    thirds = [{**third.to_json_dict(), "row": f"{row}/{third.level.rsplit(' ', 1)[-1]}"}
+    thirds = [{**third.to_json_dict(), "row": third_row_name(row, third)}
               for third in difficulty_rows(row, records)]
     return {**summary.to_json_dict(), "row": row, "evasion": shield, "wall_s": round(time.perf_counter() - started, 1),
             **({"thirds": thirds} if thirds else {})}
