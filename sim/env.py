@@ -510,8 +510,7 @@ class AttnNavEnv(gymnasium.Env):
                                  scan.range_max)
         if episode.lidar_dropout > 0.0:
             ranges = apply_dropout(ranges, dropout_mask(self._perturb_rng, ranges.size, episode.lidar_dropout))
-        return LaserScanData(ranges, scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max,
-                             scan.mount)
+        return dataclasses.replace(scan, ranges=ranges)  # every other field (geometry, mount) as the world's
 
     def _filter_command(self, v: float, w: float) -> tuple[float, float]:
         """The node's chain after the policy: velocity smoother, then the safety layer (last, so it has the say)."""
