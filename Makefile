@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/attn-dqn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests  # the 15 slowest tests, to keep the suite well under 15 min
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests  # 2 processes, a test file each; the 15 slowest
 
 bench: $(STAMP)  # the performance benchmarks (figures, not tests); compare.py and robustness.py are run on their own
 	$(PY) bench/bench_sim.py

@@ -12,6 +12,11 @@ from attn_dqn_controller.isolation import isolate_dds, isolate_ray
 
 isolate_dds(os.environ)
 isolate_ray(os.environ)
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    # `make test` runs two test processes (pytest-xdist), which inherit one private domain: each takes the
+    # next one, so the nodes of one process never discover the other's (same-named nodes and topics).
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
+    os.environ["ROS_DOMAIN_ID"] = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) + _worker) % 101)
 
 
 @pytest.fixture

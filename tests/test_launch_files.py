@@ -5,14 +5,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from attn_dqn_controller.launch_runner import parse_launch_file, validate_ros2_yaml_launch
 from attn_dqn_controller.nodes.parameters import parameter_table
-from sim.world import SimConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -106,7 +104,6 @@ def test_sim_launch_end_to_end_robot_reaches_its_goal(tmp_path):
     command = [sys.executable, "-m", "attn_dqn_controller.cli", "launch", str(LAUNCH / "sim.launch.yaml"),
                "level:=sparse", "seed:=1000000", "episodes:=3",
                "real_time_factor:=0.0", "device:=cpu"]  # ends by itself: on_exit: shutdown on sim_node
-    started = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -115,15 +112,13 @@ def test_sim_launch_end_to_end_robot_reaches_its_goal(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    wall_s = time.monotonic() - started
     assert proc.returncode == 0, output[-3000:]
     outcomes = re.findall(r'"outcome": "(\w+)"', output)
     assert len(outcomes) == 3, output[-3000:]
+    # use_sim_time (the launch default) with real_time_factor 0: the controller runs on the simulator's /clock.
+    # On the wall clock it could not drive at all: every scan stamped in simulated time (seconds after 0) would
+    # be hours older than its clock, beyond scan_timeout, so it would only ever send zeros (stale input).
     assert outcomes.count("success") >= 2, outcomes
-    # use_sim_time (the launch default) with real_time_factor 0: the controller runs on the simulator's
-    # /clock, so the episodes' simulated time outruns the wall clock (start-up included) and it still drives.
-    simulated_s = sum(int(n) for n in re.findall(r'"steps": (\d+)', output)) * SimConfig().control_period
-    assert simulated_s > wall_s, (simulated_s, wall_s)
     assert "zero velocity sent" in output  # the controller stopped the robot on shutdown
     assert output.startswith("attn-dqn launch: the project's launch runner")  # no real launch in this venv
     assert "'sim_node-1' exited and has on_exit: shutdown" in output

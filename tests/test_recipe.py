@@ -5,6 +5,7 @@ exports and evaluates; a second invocation skips every finished stage; an unfini
 from its checkpoint; bad recipe files fail before anything runs, naming what is wrong.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -107,12 +108,36 @@ def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
                  "Total wall-clock"):
         assert text in report
 
+    # The committed rows of the shipped policy were made with 50 episodes, not --quick's 1: evaluated here.
+    assert not any(r.get("recorded") for r in evaluation["results"])
+
     # The same command again: every stage skipped, nothing rewritten.
     made = (out / "policy.pt").stat().st_mtime_ns
     run_recipe(recipe, out, quick=True, progress=False)
     printed = capsys.readouterr().out
     assert printed.count("finished earlier, skipped") == 5
     assert (out / "policy.pt").stat().st_mtime_ns == made
+
+    # The shipped policy's rows this run recorded are reused by an evaluation with the same key instead of
+    # being driven again (marked rows show they came from the file, not from a new evaluation).
+    recorded_file = out / "evaluate" / "compare_rows.json"
+    recorded = json.loads(recorded_file.read_text())
+    assert recorded["policy"] == "models/attn_dqn_route.pt" and set(recorded["rows"]) == set(evaluation["rows"])
+    for row in recorded["rows"].values():
+        row["mean_steps"] = 1234.5
+    recorded_file.write_text(json.dumps(recorded))
+    os.remove(out / "evaluation.json")
+    for cached in (out / "evaluate" / "rows").glob("shipped__*.json"):
+        os.remove(cached)
+    reuse = dataclasses.replace(recipe, stages=tuple(
+        dataclasses.replace(s, compare_results=recorded_file) if s.name == "evaluate" else s for s in recipe.stages))
+    run_recipe(reuse, out, quick=True, progress=False)
+    assert "the compare policy's recorded rows" in capsys.readouterr().out
+    again = json.loads((out / "evaluation.json").read_text())["results"]
+    assert {r["row"] for r in again if r["policy"] == "shipped" and r.get("recorded")} == set(evaluation["rows"])
+    assert all(r["mean_steps"] == 1234.5 for r in again if r["policy"] == "shipped")
+    assert [r for r in again if r["policy"] == "rebuilt"] == [r for r in evaluation["results"]
+                                                              if r["policy"] == "rebuilt"]
 
     # An interrupted training stage resumes from its checkpoint: here a real run of the same config stopped
     # at half its steps, as Ctrl-C would leave it.
@@ -135,6 +160,20 @@ def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
     assert load_checkpoint(run_dir / "checkpoint.pt").metadata["env_steps"] >= stage.total_steps
     assert (stage_dir / "policy.pt").is_file()
     assert printed.count("finished earlier, skipped") == 4  # the stages after it were made by the same definition
+
+
+def test_recorded_compare_rows_are_of_the_shipped_policy_and_the_recipe_evaluation():
+    """The committed rows of the shipped policy carry the key the recipe's evaluation computes: the shipped file's
+    SHA-256, its episodes, map seeds, shield and time limit. A new shipped file makes them stale, and this fails."""
+    from attn_dqn_controller.learning.recipe import _sha256
+
+    stage = load_recipe("route").stage("evaluate")
+    recorded = json.loads(stage.compare_results.read_text())
+    assert recorded["key"] == {"sha256": _sha256(stage.compare), "episodes": stage.episodes, "seed": stage.seed,
+                               "evasion": stage.evasion, "max_steps": stage.max_steps}
+    assert list(recorded["rows"]) == list(stage.rows)
+    assert all(row["episodes"] == stage.episodes and 0 <= row["success_rate"] <= 1
+               for row in recorded["rows"].values())
 
 
 def write_recipe(tmp_path: Path, text: str) -> Path:

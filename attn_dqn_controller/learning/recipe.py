@@ -44,6 +44,7 @@ from attn_dqn_controller.learning.config import ConfigError, load_config
 STAGE_FILE = "stage.json"
 POLICY_NAME = "policy.pt"
 EVALUATION_NAME = "evaluation.json"
+COMPARE_ROWS_NAME = "compare_rows.json"
 REPORT_NAME = "report.md"
 CANDIDATE_SEED_STRIDE = 1000
 """Candidate k of a train stage trains with seed S + k * CANDIDATE_SEED_STRIDE (S: the recipe's seed), so the
@@ -70,12 +71,15 @@ class TrainStage:
     """Training seeds tried; the one whose run scored best on the validation maps is kept."""
     select: str = "best_validation"
     """Within a run: best_validation (best.pt, the best of the run's validation evaluations) or final."""
+    jobs: int = 1
+    """Candidates trained at the same time, each in its own process (with one torch thread each, two on 2 cores
+    take about the time of one: the runs are CPU-bound in one thread)."""
     estimate_min: float = 1.0
     """Wall-clock minutes per candidate on 2 cores: weighs the stage in the recipe's progress bar."""
     kind: str = "train"
 
     def minutes(self) -> float:
-        return self.estimate_min * self.candidates
+        return self.estimate_min * -(-self.candidates // min(self.jobs, self.candidates))
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,10 @@ class EvaluateStage:
     """auto: the evasion shield on for policies that see >= 2 frames, as the node drives them; on; off."""
     jobs: int = 2
     """Rows evaluated in parallel worker processes (one torch thread each)."""
+    compare_results: Path | None = None
+    """A recorded evaluation of ``compare`` (the file this stage writes as compare_rows.json): its rows are used
+    instead of evaluating them again when it was made of the same policy file (SHA-256), episodes, map seeds,
+    shield and time limit. The shipped policy's rows are the same in every run of the recipe."""
     estimate_min: float = 1.0
     kind: str = "evaluate"
 
@@ -131,13 +139,13 @@ class EvaluateStage:
 
 
 STAGE_TYPES = {"train": TrainStage, "distill": DistillStage, "export": ExportStage, "evaluate": EvaluateStage}
-KEYS = {"train": {"name", "kind", "config", "set", "total_steps", "init_from", "candidates", "select",
+KEYS = {"train": {"name", "kind", "config", "set", "total_steps", "init_from", "candidates", "select", "jobs",
                   "estimate_min"},
         "distill": {"name", "kind", "config", "set", "student", "teachers", "rounds", "episodes", "epochs",
                     "epsilon", "temperature", "estimate_min"},
         "export": {"name", "kind", "from", "estimate_min"},
         "evaluate": {"name", "kind", "policy", "compare", "rows", "episodes", "seed", "max_steps", "evasion", "jobs",
-                     "estimate_min"}}
+                     "compare_results", "estimate_min"}}
 SELECT_RULES = ("best_validation", "final")
 
 
@@ -276,7 +284,7 @@ def _parse_stage(raw: dict, kind: str, label: str, base: Path, earlier: list):
         init = stage_ref("init_from") if raw.get("init_from") else ""
         return TrainStage(name=name, config=config_file(), total_steps=integer("total_steps"),
                           overrides=overrides(), init_from=init, candidates=integer("candidates", 1),
-                          select=select, estimate_min=estimate)
+                          select=select, jobs=integer("jobs", 1), estimate_min=estimate)
     if kind == "distill":
         teachers = raw.get("teachers")
         need(isinstance(teachers, list) and teachers, "teachers",
@@ -315,11 +323,17 @@ def _parse_stage(raw: dict, kind: str, label: str, base: Path, earlier: list):
         need(isinstance(compare, str) and (base / compare).is_file(), "compare",
              "must be a policy file (relative to the recipe file's folder)")
         compare = base / compare
+    compare_results = raw.get("compare_results")
+    if compare_results is not None:
+        need(compare is not None and isinstance(compare_results, str) and (base / compare_results).is_file(),
+             "compare_results", "must be a file of recorded rows of the 'compare' policy (relative to the recipe "
+             "file's folder)")
+        compare_results = base / compare_results
     evasion = raw.get("evasion", "auto")
     need(evasion in ("auto", "on", "off"), "evasion", "must be auto, on or off")
     return EvaluateStage(name=name, policy=stage_ref("policy"), rows=tuple(rows), compare=compare,
                          episodes=episodes, seed=seed, max_steps=integer("max_steps", 0, low=0), evasion=evasion,
-                         jobs=integer("jobs", 2), estimate_min=estimate)
+                         jobs=integer("jobs", 2), compare_results=compare_results, estimate_min=estimate)
 
 
 def _check_level(entry: str, where: str) -> None:
@@ -429,8 +443,8 @@ class _Context:
         definition = {}
         for item in dataclasses.fields(stage):
             value = getattr(stage, item.name)
-            if item.name in ("estimate_min", "jobs"):
-                continue  # how long it takes, how many processes: not what it makes
+            if item.name in ("estimate_min", "jobs", "compare_results"):
+                continue  # how long it takes, how many processes, what is reused: not what it makes
             if isinstance(value, Path):
                 value = _sha256(value)
             definition[item.name] = value
@@ -575,15 +589,43 @@ def _export(source: Path, target: Path, metadata: dict) -> None:
     policy.save(target, metadata=metadata)
 
 
-def _run_train(ctx: _Context, stage: TrainStage) -> dict:
-    from attn_dqn_controller.checkpoint import load_checkpoint
+def _train_candidate(config, run_dir: Path, device: str | None, provenance: dict, init_label: str,
+                     progress: bool) -> None:
+    """Train (or resume) one candidate to config.total_steps in run_dir (in the recipe's process, or a worker's)."""
     from attn_dqn_controller.learning.trainer import CHECKPOINT_NAME, TrainingRun, VectorEnvCollector, run_training
+
+    run = TrainingRun(config, run_dir, device=device, resume=(run_dir / CHECKPOINT_NAME).exists())
+    run.metadata_extra = {"provenance": provenance, **({"init_from": init_label} if init_label else {})}
+    try:
+        collector = VectorEnvCollector(run)
+    except BaseException:
+        run.close()
+        raise
+    run_training(run, collector, progress=progress)
+
+
+def _steps_logged(run_dir: Path) -> int:
+    """A running candidate's environment steps, from the last line of its progress.csv (0 before the first)."""
+    try:
+        lines = (run_dir / "progress.csv").read_text().strip().splitlines()
+        header, last = lines[0].split(","), lines[-1].split(",")
+        return int(float(last[header.index("step")])) if len(lines) > 1 else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _run_train(ctx: _Context, stage: TrainStage) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from attn_dqn_controller.checkpoint import load_checkpoint
+    from attn_dqn_controller.learning.trainer import CHECKPOINT_NAME
 
     folder = ctx.stage_dir(stage.name)
     init = ctx.policy_of(stage.init_from) if stage.init_from else None
-    candidates = []
-    for k in range(stage.candidates):
-        seed = ctx.seed + k * CANDIDATE_SEED_STRIDE
+    runs = []   # (seed, run_dir, config, provenance) of each candidate still to train
+    seeds = [ctx.seed + k * CANDIDATE_SEED_STRIDE for k in range(stage.candidates)]
+    for seed in seeds:
         run_dir = folder / f"seed_{seed}"
         overrides = list(stage.overrides) + [f"seed={seed}", f"total_steps={stage.total_steps}"]
         config = load_config(stage.config, overrides)
@@ -595,23 +637,36 @@ def _run_train(ctx: _Context, stage: TrainStage) -> dict:
         checkpoint = run_dir / CHECKPOINT_NAME
         steps_done = load_checkpoint(checkpoint).metadata.get("env_steps", 0) if checkpoint.exists() else 0
         if steps_done < stage.total_steps:
-            run = TrainingRun(config, run_dir, device=ctx.device, resume=checkpoint.exists())
-            run.metadata_extra = {"provenance": provenance}
-            if init is not None:
-                run.metadata_extra["init_from"] = ctx.relative(init)
-            ctx.fraction = lambda k=k, run=run: (k + run.counters.env_steps / stage.total_steps) / stage.candidates
-            try:
-                collector = VectorEnvCollector(run)
-            except BaseException:
-                run.close()
-                raise
-            run_training(run, collector, progress=ctx.progress)
+            runs.append((seed, run_dir, config, provenance))
         else:
             print(f"  seed {seed}: finished earlier ({steps_done:,} steps)", flush=True)
-        final = load_checkpoint(checkpoint)
+    init_label = ctx.relative(init) if init is not None else ""
+    done_before = stage.candidates - len(runs)
+    jobs = min(stage.jobs, len(runs))
+    if jobs > 1:
+        # Several candidates at once, each in a worker (spawned: no state of this process is inherited); the
+        # recipe's bar follows their progress.csv files. A worker's error is raised here; Ctrl-C reaches the
+        # workers too, and each keeps its last checkpoint as the resume point.
+        ctx.fraction = lambda: (done_before + sum(min(_steps_logged(r[1]) / stage.total_steps, 1.0)
+                                                  for r in runs)) / stage.candidates
+        print(f"  training seeds {', '.join(str(r[0]) for r in runs)}, {jobs} at a time", flush=True)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_train_candidate, config, run_dir, ctx.device, provenance, init_label, False)
+                       for _, run_dir, config, provenance in runs]
+            for future in futures:
+                future.result()
+    else:
+        for k, (seed, run_dir, config, provenance) in enumerate(runs):
+            ctx.fraction = lambda k=k, run_dir=run_dir: (done_before + k + min(
+                _steps_logged(run_dir) / stage.total_steps, 1.0)) / stage.candidates
+            _train_candidate(config, run_dir, ctx.device, provenance, init_label, ctx.progress)
+    candidates = []
+    for seed in seeds:
+        run_dir = folder / f"seed_{seed}"
+        final = load_checkpoint(run_dir / CHECKPOINT_NAME)
         score = float((final.training or {}).get("best_eval", -1.0))
         best = run_dir / "best.pt"
-        picked = best if stage.select == "best_validation" and best.exists() else checkpoint
+        picked = best if stage.select == "best_validation" and best.exists() else run_dir / CHECKPOINT_NAME
         candidates.append({"seed": seed, "run": ctx.relative(run_dir), "picked": ctx.relative(picked),
                            "validation_success": score if score >= 0 else None,
                            "env_steps": int(final.metadata.get("env_steps", 0)),
@@ -716,17 +771,23 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
     policies = {"rebuilt": ctx.policy_of(stage.policy)}
     if stage.compare is not None:
         policies["shipped"] = stage.compare
-    jobs, results = [], {}
+    jobs, results, keys = [], {}, {}
+    recorded = _recorded_rows(stage)
     for label, path in policies.items():
-        key = {"sha256": _sha256(path), "episodes": stage.episodes, "seed": stage.seed, "evasion": stage.evasion,
-               "max_steps": stage.max_steps}
+        key = keys[label] = {"sha256": _sha256(path), "episodes": stage.episodes, "seed": stage.seed,
+                             "evasion": stage.evasion, "max_steps": stage.max_steps}
         for row in stage.rows:
             cache = folder / "rows" / f"{label}__{row.replace('@', '_at_').replace(':', '_')}.json"
             cached = json.loads(cache.read_text()) if cache.exists() else None
             if cached and cached.get("key") == key:  # an interrupted evaluation keeps its finished rows
                 results[(label, row)] = cached["result"]
+            elif label == "shipped" and recorded.get("key") == key and row in recorded.get("rows", {}):
+                results[(label, row)] = {**recorded["rows"][row], "recorded": True}
             else:
                 jobs.append((label, row, path, cache, key))
+    if recorded and any(r.get("recorded") for r in results.values()):
+        print(f"  the compare policy's recorded rows: {portable_path(stage.compare_results)} "
+              f"({sum(bool(r.get('recorded')) for r in results.values())} of {len(stage.rows)} rows)", flush=True)
     total = len(policies) * len(stage.rows) * stage.episodes
     bar = progress_bar(total=total, initial=len(results) * stage.episodes, desc="evaluate", unit="ep",
                        disable=not ctx.progress, leave=False)
@@ -765,7 +826,26 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
                                for label, path in policies.items()},
                   "rows": list(stage.rows), "results": rows}
     _write_json(ctx.out / EVALUATION_NAME, evaluation)
+    if "shipped" in policies:   # what compare_results reads: this run's rows of the compare policy, to reuse
+        _write_json(folder / COMPARE_ROWS_NAME,
+                    {"key": keys["shipped"], "policy": portable_path(policies["shipped"]), **git_commit(),
+                     "date": time.strftime("%Y-%m-%d"),
+                     "rows": {row: {k: v for k, v in results[("shipped", row)].items() if k != "recorded"}
+                              for row in stage.rows}})
     return {"evaluation": EVALUATION_NAME}
+
+
+def _recorded_rows(stage: EvaluateStage) -> dict:
+    """The compare policy's recorded rows (compare_results), or {} when there are none or they cannot be read."""
+    if stage.compare_results is None:
+        return {}
+    try:
+        recorded = json.loads(stage.compare_results.read_text())
+    except (OSError, ValueError) as error:
+        print(f"  compare_results {stage.compare_results} unreadable ({error}): the compare policy is evaluated",
+              flush=True)
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 # --- the report -----------------------------------------------------------------------------------------
