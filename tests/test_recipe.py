@@ -297,3 +297,65 @@ def test_jackal_recipe_definition():
         assert navmap.shortest_path_length * 10 / JACKAL.max_linear_speed < config.env.max_steps / 2, level
     with pytest.raises(ValueError, match="corridors"):
         generate_level("maze", 0, dataclasses.replace(level_config("maze"), robot_radius=radius))
+
+
+def session_members(sid: int) -> list[str]:
+    """The command lines of live processes in session `sid` (from /proc; Linux only)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[3]) == sid:
+                found.append(open(f"/proc/{entry}/cmdline").read().replace("\0", " ")[:160])
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_side_by_side_candidates_stop_with_the_recipe_and_resume(tmp_path):
+    """Two candidates training at once (jobs: 2) in their own processes: SIGTERM to the recipe stops both the
+    way the trainer stops, leaving no process behind and each seed's last checkpoint as its resume point."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_recipe(tmp_path, """name: pair
+seed: 5
+stages:
+  - name: teacher
+    kind: train
+    config: CONFIG/route_maze_teacher.yaml
+    total_steps: 1000000
+    candidates: 2
+    jobs: 2
+    set: [num_envs=1, learning_starts=100, updates_per_step=0.1, checkpoint_interval=100, log_interval=100,
+          eval.interval=1000000, env.max_steps=30, replay.capacity=1000]
+""")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "attn_dqn_controller.cli", "recipe", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    checkpoints = [out / "teacher" / f"seed_{seed}" / "checkpoint.pt" for seed in (5, 1005)]
+    try:
+        deadline = time.monotonic() + 180
+        while not all(c.exists() for c in checkpoints) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all(c.exists() for c in checkpoints), "both candidates train at once and checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode != 0 and "training seeds 5, 1005, 2 at a time" in output, output[-2000:]
+    assert output.count("the last complete checkpoint") == 2, output[-2000:]   # each candidate stopped cleanly
+    assert "run the same command again (same --out) to continue" in output
+    deadline = time.monotonic() + 15      # the session the recipe started: nothing of it may be left
+    while session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not session_members(proc.pid), session_members(proc.pid)
+    for checkpoint in checkpoints:      # each a complete file, from which its seed resumes
+        steps = load_checkpoint(checkpoint).metadata["env_steps"]
+        assert steps >= 100 and steps < 1_000_000
+    assert json.loads((out / "teacher" / "stage.json").read_text())["status"] == "running"

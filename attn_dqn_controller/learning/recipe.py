@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -604,6 +605,40 @@ def _train_candidate(config, run_dir: Path, device: str | None, provenance: dict
     run_training(run, collector, progress=progress)
 
 
+def _train_side_by_side(runs: list, device: str | None, init_label: str) -> None:
+    """Train candidates at once, each in a spawned process (nothing of this one inherited), and wait for all.
+
+    Ctrl-C or SIGTERM here stops them all the way the trainer stops (SIGTERM to each: its last checkpoint stays
+    the resume point) before this process goes; a candidate that fails is named with its exit code."""
+    from multiprocessing import get_context
+
+    from attn_dqn_controller.learning.trainer import _raise_interrupt
+
+    spawn = get_context("spawn")
+    workers = [(seed, spawn.Process(target=_train_candidate, name=f"candidate-{seed}",
+                                    args=(config, run_dir, device, provenance, init_label, False)))
+               for seed, run_dir, config, provenance in runs]
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for _, worker in workers:
+            worker.start()
+        for _, worker in workers:
+            worker.join()
+    except KeyboardInterrupt:
+        for _, worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for _, worker in workers:
+            worker.join()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = [f"seed {seed} (exit code {worker.exitcode})" for seed, worker in workers if worker.exitcode != 0]
+    if failed:
+        raise RecipeError(f"training candidate(s) failed: {', '.join(failed)}; its error is printed above, and "
+                          f"the same command resumes from the last checkpoints")
+
+
 def _steps_logged(run_dir: Path) -> int:
     """A running candidate's environment steps, from the last line of its progress.csv (0 before the first)."""
     try:
@@ -615,9 +650,6 @@ def _steps_logged(run_dir: Path) -> int:
 
 
 def _run_train(ctx: _Context, stage: TrainStage) -> dict:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     from attn_dqn_controller.checkpoint import load_checkpoint
     from attn_dqn_controller.learning.trainer import CHECKPOINT_NAME
 
@@ -644,17 +676,11 @@ def _run_train(ctx: _Context, stage: TrainStage) -> dict:
     done_before = stage.candidates - len(runs)
     jobs = min(stage.jobs, len(runs))
     if jobs > 1:
-        # Several candidates at once, each in a worker (spawned: no state of this process is inherited); the
-        # recipe's bar follows their progress.csv files. A worker's error is raised here; Ctrl-C reaches the
-        # workers too, and each keeps its last checkpoint as the resume point.
         ctx.fraction = lambda: (done_before + sum(min(_steps_logged(r[1]) / stage.total_steps, 1.0)
                                                   for r in runs)) / stage.candidates
         print(f"  training seeds {', '.join(str(r[0]) for r in runs)}, {jobs} at a time", flush=True)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_train_candidate, config, run_dir, ctx.device, provenance, init_label, False)
-                       for _, run_dir, config, provenance in runs]
-            for future in futures:
-                future.result()
+        for first in range(0, len(runs), jobs):
+            _train_side_by_side(runs[first:first + jobs], ctx.device, init_label)
     else:
         for k, (seed, run_dir, config, provenance) in enumerate(runs):
             ctx.fraction = lambda k=k, run_dir=run_dir: (done_before + k + min(
