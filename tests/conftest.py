@@ -105,10 +105,15 @@ def _leftovers() -> list[int]:
     return found
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Fail the run if any test left a process behind (a leaked node, Ray worker or launch child)."""
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """Fail the run if any test left a process behind (a leaked node, Ray worker or launch child).
+
+    A session fixture, set up first and torn down last, so the check runs in every test process (each
+    pytest-xdist worker checks its own children) and a failure is reported as an error that fails the run."""
     import time
 
+    yield
     deadline = time.monotonic() + 10.0
     leftovers = _leftovers()
     while leftovers and time.monotonic() < deadline:
@@ -121,6 +126,4 @@ def pytest_sessionfinish(session, exitstatus):
                 names.append(f"{pid}:{open(f'/proc/{pid}/cmdline').read().replace(chr(0), ' ')[:120]}")
             except OSError:
                 pass
-        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"PROCESS HYGIENE: {len(leftovers)} process(es) left behind: {names}", red=True)
-        session.exitstatus = 1
+        pytest.fail(f"PROCESS HYGIENE: {len(leftovers)} process(es) left behind: {names}", pytrace=False)

@@ -73,8 +73,8 @@ class TrainStage:
     select: str = "best_validation"
     """Within a run: best_validation (best.pt, the best of the run's validation evaluations) or final."""
     jobs: int = 1
-    """Candidates trained at the same time, each in its own process (with one torch thread each, two on 2 cores
-    take about the time of one: the runs are CPU-bound in one thread)."""
+    """Candidates trained at the same time, each in its own process. A run with one torch thread keeps about one
+    core busy (its simulator processes mostly wait on the learner), so two on 2 cores take about the time of one."""
     estimate_min: float = 1.0
     """Wall-clock minutes per candidate on 2 cores: weighs the stage in the recipe's progress bar."""
     kind: str = "train"
