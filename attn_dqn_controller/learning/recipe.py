@@ -46,6 +46,8 @@ STAGE_FILE = "stage.json"
 POLICY_NAME = "policy.pt"
 EVALUATION_NAME = "evaluation.json"
 COMPARE_ROWS_NAME = "compare_rows.json"
+COMPARE_LABEL = "shipped"
+"""The evaluation's name for the ``compare`` policy (the rebuilt one is "rebuilt")."""
 REPORT_NAME = "report.md"
 CANDIDATE_SEED_STRIDE = 1000
 """Candidate k of a train stage trains with seed S + k * CANDIDATE_SEED_STRIDE (S: the recipe's seed), so the
@@ -796,7 +798,7 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
     folder = ctx.stage_dir(stage.name)
     policies = {"rebuilt": ctx.policy_of(stage.policy)}
     if stage.compare is not None:
-        policies["shipped"] = stage.compare
+        policies[COMPARE_LABEL] = stage.compare
     jobs, results, keys = [], {}, {}
     recorded = _recorded_rows(stage)
     for label, path in policies.items():
@@ -807,7 +809,7 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
             cached = json.loads(cache.read_text()) if cache.exists() else None
             if cached and cached.get("key") == key:  # an interrupted evaluation keeps its finished rows
                 results[(label, row)] = cached["result"]
-            elif label == "shipped" and recorded.get("key") == key and row in recorded.get("rows", {}):
+            elif label == COMPARE_LABEL and recorded.get("key") == key and row in recorded.get("rows", {}):
                 results[(label, row)] = {**recorded["rows"][row], "recorded": True}
             else:
                 jobs.append((label, row, path, cache, key))
@@ -852,11 +854,11 @@ def _run_evaluate(ctx: _Context, stage: EvaluateStage) -> dict:
                                for label, path in policies.items()},
                   "rows": list(stage.rows), "results": rows}
     _write_json(ctx.out / EVALUATION_NAME, evaluation)
-    if "shipped" in policies:   # what compare_results reads: this run's rows of the compare policy, to reuse
+    if COMPARE_LABEL in policies:   # what compare_results reads: this run's rows of the compare policy, to reuse
         _write_json(folder / COMPARE_ROWS_NAME,
-                    {"key": keys["shipped"], "policy": portable_path(policies["shipped"]), **git_commit(),
+                    {"key": keys[COMPARE_LABEL], "policy": portable_path(policies[COMPARE_LABEL]), **git_commit(),
                      "date": time.strftime("%Y-%m-%d"),
-                     "rows": {row: {k: v for k, v in results[("shipped", row)].items() if k != "recorded"}
+                     "rows": {row: {k: v for k, v in results[(COMPARE_LABEL, row)].items() if k != "recorded"}
                               for row in stage.rows}})
     return {"evaluation": EVALUATION_NAME}
 
