@@ -22,7 +22,9 @@ second table), wall-clock time, and the env steps and wall-clock time at which t
 evaluation first reached ``--threshold`` (80 %) success. With ``learner.ema_decay`` > 0 the
 served weights are the average, and the same runs' online nets are evaluated too (paired). Wall-clock includes
 the periodic evaluations for every contender; ours collects with ``num_envs`` simulator
-subprocesses (4 in the default config), SB3 with one env in-process.
+subprocesses (4 in the default config), SB3 with one env in-process. ``--sb3-time-of DIR`` gives SB3
+ours' *training* time from DIR's runs instead of a step budget: each learner's periodic evaluations are
+timed apart (``train_wall_s`` next to ``wall_s``) and charged to neither.
 
     .venv/bin/python bench/compare.py                  # the full comparison (days of CPU on 2 cores)
     .venv/bin/python bench/compare.py --smoke          # ~1 minute: every contender, tiny budget
@@ -36,6 +38,7 @@ Writes ``<out>/results.json``, ``<out>/table.md`` and ``<out>/learning_curves.pn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -128,7 +131,8 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
     # Held-out evaluation on the nominal env, as the trainer's own: a domain-randomised config trains perturbed.
     eval_kwargs = {**env_kwargs(config, perturbations=False), "actions": run.actions}
     final = evaluate_agent(agent, level, args.episodes, eval_kwargs)
-    result = {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1), "curve": curve, "final": final,
+    result = {"env_steps": run.counters.env_steps, "wall_s": round(wall, 1),
+              "train_wall_s": round(wall - run.eval_time_s, 1), "curve": curve, "final": final,
               "settings": {"num_envs": config.num_envs, "model": vars(config.model), "config": shown_path(args.config),
                            "overrides": list(args.set)}}
     if run.learner.policy_model is not run.learner.online:
@@ -169,7 +173,8 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     kwargs = env_kwargs(config)  # training env (perturbed under a domain-randomised --config)
     eval_kwargs = env_kwargs(config, perturbations=False)  # held-out evaluation: the nominal env
     torch.set_num_threads(max(config.torch_threads, 1))  # as our learner: the same CPU share
-    interval, curve, started = eval_interval(args, budget), [], time.monotonic()
+    interval, curve = eval_interval(args, budget), []
+    clock = TrainingClock()
 
     class PeriodicEval(BaseCallback):
         """Every `interval` env steps: greedy evaluation on the held-out maps (as our trainer does)."""
@@ -180,8 +185,9 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:
-                result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, eval_kwargs)
-                curve.append({"step": int(self.num_timesteps), "wall_s": round(time.monotonic() - started, 1),
+                with clock.paused():
+                    result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, eval_kwargs)
+                curve.append({"step": int(self.num_timesteps), "wall_s": round(clock.wall(), 1),
                               **{k: result[k] for k in ("success_rate", "collision_rate", "spl")}})
                 self.next_eval += interval
             return True
@@ -191,13 +197,13 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     if seconds is not None:  # equal wall-clock: as many steps as SB3 manages in ours' training time
         budget = sb3_steps_in(seconds, env, seed, args.device, DQN)
         interval = eval_interval(args, budget) if args.eval_interval else max(budget // 10, 1)
-        started = time.monotonic()
+        clock = TrainingClock()
     model = DQN("MlpPolicy", env, seed=seed, device=args.device, verbose=0)
-    callbacks = [PeriodicEval(), StopAfter(seconds, started)]
+    callbacks = [PeriodicEval(), StopAfter(seconds, clock)]
     model.learn(total_timesteps=budget, callback=callbacks)
-    while seconds is not None and time.monotonic() - started < seconds:  # the rate was misjudged: go on
+    while seconds is not None and clock.training() < seconds:  # the rate was misjudged: go on
         model.learn(total_timesteps=max(budget // 10, 1), callback=callbacks, reset_num_timesteps=False)
-    wall = time.monotonic() - started
+    wall, train_wall = clock.wall(), clock.training()
     model.save(run_dir / "sb3_dqn.zip")
     final = evaluate_agent(SB3Agent(model), level, args.episodes, eval_kwargs)
     env.close()
@@ -205,19 +211,51 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
         writer = csv.DictWriter(handle, fieldnames=["step", "wall_s", "success_rate", "collision_rate", "spl"])
         writer.writeheader()
         writer.writerows(curve)
-    return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "curve": curve, "final": final,
-            "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
+    return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "train_wall_s": round(train_wall, 1),
+            "curve": curve, "final": final, "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
                          "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
 
 
+class TrainingClock:
+    """Wall-clock since it started, and the part of it spent training: the periodic evaluations are paused out.
+
+    Equal wall-clock means equal *training* time. Evaluation costs differ between learners for reasons that say
+    nothing of learning (a policy that times out plays 500 steps per episode, one that succeeds far fewer), so
+    each learner's evaluations are timed apart and neither is charged for them.
+    """
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.paused_s = 0.0
+
+    def wall(self) -> float:
+        return time.monotonic() - self.started
+
+    def training(self) -> float:
+        return self.wall() - self.paused_s
+
+    @contextlib.contextmanager
+    def paused(self):
+        begun = time.monotonic()
+        try:
+            yield
+        finally:
+            self.paused_s += time.monotonic() - begun
+
+
 def sb3_seconds(args, level: str, budget: int, seed: int) -> float | None:
-    """Ours' wall-clock for the same level, budget and seed under --sb3-time-of, or None (a step budget)."""
+    """Ours' training time (periodic evaluations excluded) for the same level, budget and seed under
+    --sb3-time-of, or None (a step budget)."""
     if not args.sb3_time_of:
         return None
     path = Path(args.sb3_time_of) / "runs" / "ours" / level_folder(level) / f"b{budget}_s{seed}" / "result.json"
     if not path.is_file():
         raise SystemExit(f"--sb3-time-of {args.sb3_time_of}: no finished run of ours at {path}; run ours there first")
-    return float(json.loads(path.read_text())["wall_s"])
+    result = json.loads(path.read_text())
+    if "train_wall_s" not in result:
+        raise SystemExit(f"--sb3-time-of: {path} does not record ours' training time apart from its evaluations "
+                         "(an older run); run ours again there with --force")
+    return float(result["train_wall_s"])
 
 
 def sb3_steps_in(seconds: float, env, seed: int, device: str, dqn_class) -> int:
@@ -238,14 +276,14 @@ def _stop_after_callback():
     from stable_baselines3.common.callbacks import BaseCallback
 
     class StopAfter(BaseCallback):
-        """Ends SB3's training once `seconds` of wall-clock (periodic evaluations included) have passed."""
+        """Ends SB3's training once `seconds` of training time (periodic evaluations excluded) have passed."""
 
-        def __init__(self, seconds: float | None, started: float):
+        def __init__(self, seconds: float | None, clock: TrainingClock):
             super().__init__()
-            self.seconds, self.started = seconds, started
+            self.seconds, self.clock = seconds, clock
 
         def _on_step(self) -> bool:
-            return self.seconds is None or time.monotonic() - self.started < self.seconds
+            return self.seconds is None or self.clock.training() < self.seconds
 
     return StopAfter
 

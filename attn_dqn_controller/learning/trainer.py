@@ -200,6 +200,9 @@ class TrainingRun:
         """Added to every checkpoint's metadata (e.g. a recipe's provenance); plain types, no absolute paths."""
         self.started = time.monotonic()
         self.wall_time_before = 0.0
+        self.eval_time_s = 0.0
+        """Wall-clock spent in the periodic validation evaluations (part of wall_time()), so a comparison can
+        give another learner the same *training* time whatever either spends evaluating."""
         self._refill_pending = False  # set by a resume without a saved replay
         self._update_offset = 0  # updates skipped by such a refill (targets count from it)
         if resume:
@@ -320,7 +323,8 @@ class TrainingRun:
             "rng": capture_rng_state(),
         }
         metadata = {"env_steps": self.counters.env_steps, "updates": self.counters.updates,
-                    "wall_time_s": round(self.wall_time(), 1), "levels": list(self.config.env.levels),
+                    "wall_time_s": round(self.wall_time(), 1), "eval_time_s": round(self.eval_time_s, 1),
+                    "levels": list(self.config.env.levels),
                     "device": str(self.device), "torch": torch.__version__,
                     "control_rate_hz": float(self.config.env.control_rate_hz),
                     "safety": bool(self.config.env.safety), "smoothing": bool(self.config.env.smoothing)}
@@ -351,6 +355,7 @@ class TrainingRun:
         self.best_eval = float(training.get("best_eval", -1.0))
         restore_rng_state(training["rng"])
         self.wall_time_before = float(ckpt.metadata.get("wall_time_s", 0.0))
+        self.eval_time_s = float(ckpt.metadata.get("eval_time_s", 0.0))
         replay_path = self.out_dir / REPLAY_NAME
         if self.config.save_replay and replay_path.exists():
             with np.load(replay_path) as data:
@@ -552,7 +557,9 @@ class Cadence:
                                  loss=f"{row['loss']:.3f}", upd=run.counters.updates)
             self.next_log += config.log_interval
         if steps >= self.next_eval:
+            eval_started = time.monotonic()
             result = run.evaluate()
+            run.eval_time_s += time.monotonic() - eval_started
             run.log_row(0.0, result)
             run.plot()
             self.bar.write(f"step {steps}: eval success {result['eval_success_rate']:.0%} "
