@@ -152,6 +152,24 @@ def test_weight_average_is_what_the_checkpoint_serves_and_resume_keeps_both(tmp_
         resumed.close()
 
 
+def test_learning_rate_decays_linearly_to_its_end_fraction(tmp_path):
+    config = dict(updates_per_step=0.5, **{"learner.lr": 1e-3, "learner.lr_end_fraction": 0.1})
+    run = TrainingRun(config_from_dict(tiny_config(total_steps=1200, **config)), tmp_path / "a", device="cpu")
+    try:  # 200 steps before the first update, then 1000 of decay: by steps since learning_starts
+        assert [run.lr(steps) for steps in (0, 500, 1000, 4000)] == pytest.approx([1e-3, 5.5e-4, 1e-4, 1e-4])
+    finally:
+        run.close()
+    decayed = train(config_from_dict(tiny_config(total_steps=1200, **config)), tmp_path / "b", device="cpu",
+                    progress=False)
+    assert decayed.counters.updates > 0
+    assert decayed.learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # what the last updates used
+    constant = train(config_from_dict(tiny_config(total_steps=600, **{"learner.lr": 1e-3})), tmp_path / "c",
+                     device="cpu", progress=False)
+    assert constant.learner.optimizer.param_groups[0]["lr"] == 1e-3
+    with pytest.raises(ConfigError, match="lr_end_fraction"):
+        config_from_dict(tiny_config(**{"learner.lr_end_fraction": 0.0}))
+
+
 @pytest.fixture(scope="module")
 def trained_source(tmp_path_factory) -> Path:
     """A tiny run's checkpoint for the init_from tests."""

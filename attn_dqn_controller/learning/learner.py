@@ -40,7 +40,12 @@ class LearnerConfig:
     n_step: int = 3
     """Steps folded into each return by NStepAccumulator (read by the trainer)."""
     lr: float = 3e-4
-    """Adam learning rate."""
+    """Adam learning rate (at the start of the run, with ``lr_end_fraction`` < 1)."""
+    lr_end_fraction: float = 1.0
+    """The learning rate at the end of the run as a fraction of ``lr``, reached linearly from the first update
+    (``learning_starts``) to ``total_steps``; 1 = constant. Why: late in a run the greedy policy swings between
+    checkpoints while training episodes keep succeeding; smaller steps late let the weights settle on what
+    the run has learned instead of chasing each batch."""
     batch_size: int = 256
     """Transitions per update (read by the trainer when it samples)."""
     max_grad_norm: float = 10.0
@@ -117,6 +122,8 @@ class LearnerConfig:
                 fail(name, "must be > 0")
         if not 0.0 < number("tau") <= 1.0:
             fail("tau", "must be in (0, 1]")
+        if not 0.0 < number("lr_end_fraction") <= 1.0:
+            fail("lr_end_fraction", "must be in (0, 1] (1 = a constant learning rate)")
         if not 0.0 <= number("ema_decay") < 1.0:
             fail("ema_decay", "must be in [0, 1) (0 = off)")
         if number("anchor_weight") < 0.0:
@@ -301,6 +308,11 @@ class DQNLearner:
             state["anchor"] = self.anchor.state_dict()
         return state
 
+    def set_lr(self, lr: float) -> None:
+        """The optimizer's learning rate from the next update on (the trainer's schedule sets it)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(lr)
+
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in ("online", "target", "optimizer", "updates") if k not in state]
         if missing:
@@ -315,8 +327,7 @@ class DQNLearner:
                                "resumed did not anchor, and its starting weights are not in the checkpoint")
             self.anchor.load_state_dict(state["anchor"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the config's rate wins: a resume may lower it on purpose
-            group["lr"] = self.config.lr
+        self.set_lr(self.config.lr)  # the config's rate wins: a resume may lower it on purpose
         self.updates = int(state["updates"])
         self.target_syncs = int(state.get("target_syncs", 0))
 

@@ -189,6 +189,10 @@ class TrainingRun:
         self.epsilon = LinearSchedule(config.exploration.epsilon_start, config.exploration.epsilon_end,
                                       int(config.exploration.epsilon_fraction * config.total_steps))
         self.beta = LinearSchedule(config.replay.beta_start, config.replay.beta_end, config.total_steps)
+        lr = config.learner.lr
+        self.lr = LinearSchedule(lr, lr * config.learner.lr_end_fraction,
+                                 max(config.total_steps - config.learning_starts, 0))
+        """Learning rate by env steps since learning_starts (constant unless learner.lr_end_fraction < 1)."""
         self.counters = Counters()
         self.recent_returns: deque = deque(maxlen=100)
         self.recent_success: deque = deque(maxlen=100)
@@ -235,7 +239,11 @@ class TrainingRun:
         return max(c.learner.batch_size, min(size, c.replay.capacity))
 
     def learn(self, n_updates: int) -> None:
+        if n_updates <= 0:
+            return
         beta = self.beta(self.counters.env_steps)
+        if self.config.learner.lr_end_fraction != 1.0:
+            self.learner.set_lr(self.lr(max(self.counters.env_steps - self.config.learning_starts, 0)))
         for _ in range(n_updates):
             batch = self.replay.sample(self.config.learner.batch_size, beta)
             stats = self.learner.update(batch)
