@@ -174,7 +174,6 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     eval_kwargs = env_kwargs(config, perturbations=False)  # held-out evaluation: the nominal env
     torch.set_num_threads(max(config.torch_threads, 1))  # as our learner: the same CPU share
     interval, curve = eval_interval(args, budget), []
-    clock = TrainingClock()
 
     class PeriodicEval(BaseCallback):
         """Every `interval` env steps: greedy evaluation on the held-out maps (as our trainer does)."""
@@ -197,7 +196,7 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     if seconds is not None:  # equal wall-clock: as many steps as SB3 manages in ours' training time
         budget = sb3_steps_in(seconds, env, seed, args.device, DQN)
         interval = eval_interval(args, budget) if args.eval_interval else max(budget // 10, 1)
-        clock = TrainingClock()
+    clock = TrainingClock()  # after the rate probe: SB3's own training starts here
     model = DQN("MlpPolicy", env, seed=seed, device=args.device, verbose=0)
     callbacks = [PeriodicEval(), StopAfter(seconds, clock)]
     model.learn(total_timesteps=budget, callback=callbacks)
@@ -212,7 +211,8 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
         writer.writeheader()
         writer.writerows(curve)
     return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "train_wall_s": round(train_wall, 1),
-            "curve": curve, "final": final, "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
+            "curve": curve, "final": final,
+            "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
                          "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
 
 

@@ -242,8 +242,7 @@ class TrainingRun:
         if n_updates <= 0:
             return
         beta = self.beta(self.counters.env_steps)
-        if self.config.learner.lr_end_fraction != 1.0:
-            self.learner.set_lr(self.lr(max(self.counters.env_steps - self.config.learning_starts, 0)))
+        self.learner.set_lr(self.lr(max(self.counters.env_steps - self.config.learning_starts, 0)))
         for _ in range(n_updates):
             batch = self.replay.sample(self.config.learner.batch_size, beta)
             stats = self.learner.update(batch)
