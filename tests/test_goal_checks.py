@@ -136,9 +136,18 @@ def test_turning_to_a_heading_converges_within_the_tolerance():
 def test_remaining_distance_runs_from_the_robot_along_the_route():
     ahead = np.array([(1.0, 0.0), (1.0, 2.0), (3.0, 2.0)])
     assert path_length(ahead) == pytest.approx(4.0)
-    assert remaining_distance((1.0, -1.0), ahead) == pytest.approx(5.0)
-    assert remaining_distance((0.0, 0.0), np.zeros((0, 2))) == 0.0
+    assert remaining_distance((1.0, -1.0), ahead, goal=(3.0, 2.0)) == pytest.approx(5.0)
+    assert remaining_distance((1.0, -1.0), ahead, goal=(3.2, 2.1)) == pytest.approx(5.0)  # within a few cells
     assert path_length([(1.0, 1.0)]) == 0.0
+
+
+def test_remaining_distance_ignores_a_route_planned_for_a_replaced_goal():
+    """A preempting goal's first feedback comes before its route is planned: the old route (to a goal 1.5 m
+    away) must not be reported as the new goal's distance; the caller falls back to the straight line."""
+    old_route = np.array([(0.0, 0.0), (1.5, 0.0)])
+    assert remaining_distance((0.0, 0.0), old_route, goal=(0.8, 0.0)) is None
+    assert remaining_distance((0.0, 0.0), old_route, goal=(1.5, 0.5)) is None
+    assert remaining_distance((0.0, 0.0), np.zeros((0, 2)), goal=(0.0, 0.0)) is None
 
 
 def test_time_remaining_is_zero_while_standing_still():

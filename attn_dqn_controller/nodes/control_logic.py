@@ -391,6 +391,17 @@ class ControlLogic:
             return None if self._map_to_odom is None else self._map_to_odom.inverse().apply(*self._goal)
         return self._goal
 
+    def goal_in_frame(self, frame: str) -> tuple[float, float] | None:
+        """The goal in ``frame`` ('odom' or 'map', through the localization's correction); None without a goal
+        or while the correction between the goal's frame and ``frame`` is unknown."""
+        if self._goal is None:
+            return None
+        if frame == self._goal_frame:
+            return self._goal
+        if frame == "odom":
+            return self.goal_in_odom()
+        return None if self._map_to_odom is None else self._map_to_odom.apply(*self._goal)
+
     @property
     def scan_period(self) -> float | None:
         """s between scans: the median of the last intervals between usable scans' stamps (one late or early scan
@@ -678,7 +689,7 @@ class ControlLogic:
             if correction is None:
                 return None, f"route in the map frame: waiting for map -> odom ({self.map_odom.detail})"
             pose = correction.compose(odom_pose)
-            goal = self._goal if self._goal_frame == "map" else correction.apply(*goal_in_odom)
+            goal = self.goal_in_frame("map")
         else:
             pose, goal = odom_pose, goal_in_odom
         pose_tuple = (pose.x, pose.y, pose.yaw)

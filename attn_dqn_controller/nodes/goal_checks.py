@@ -152,12 +152,17 @@ def path_length(points) -> float:
     return float(np.hypot(*np.diff(array, axis=0).T).sum()) if len(array) > 1 else 0.0
 
 
-def remaining_distance(position: tuple[float, float], ahead) -> float:
+ROUTE_END_TOLERANCE = 0.3
+"""m: a route ending farther than this from the goal was planned for another goal (one since replaced)."""
+
+
+def remaining_distance(position: tuple[float, float], ahead, goal: tuple[float, float]) -> float | None:
     """m left to drive: from ``position`` to the first point of the route ``ahead`` (the route from the robot's
-    progress on, to its end), then along it."""
+    progress on, to its end), then along it; None when the route does not end at ``goal`` (within
+    ROUTE_END_TOLERANCE): it still leads to a goal that was replaced, and says nothing of this one."""
     array = np.asarray(ahead, dtype=np.float64).reshape(-1, 2)
-    if len(array) == 0:
-        return 0.0
+    if len(array) == 0 or math.hypot(array[-1, 0] - goal[0], array[-1, 1] - goal[1]) > ROUTE_END_TOLERANCE:
+        return None
     return math.hypot(array[0, 0] - position[0], array[0, 1] - position[1]) + path_length(array)
 
 

@@ -293,12 +293,16 @@ class Nav2Actions:
         return None if correction is None else correction.compose(pose)
 
     def _distance_remaining(self, odometry) -> float:
-        """m along the route ahead to the goal; the straight line without a route (or before it is planned)."""
+        """m along the route ahead to the goal; the straight line without a route, or while the route still
+        leads to a goal that was replaced (a preempting goal's route is planned at its next decision)."""
         route = self.logic.route_input
         ahead = None if route is None else route.route_ahead()
         robot = None if route is None else self._robot_pose(odometry, route.frame)
-        if ahead is not None and robot is not None and len(ahead):
-            return remaining_distance((robot.x, robot.y), ahead)
+        goal = None if route is None else self.logic.goal_in_frame(route.frame)
+        if ahead is not None and robot is not None and goal is not None:
+            along = remaining_distance((robot.x, robot.y), ahead, goal)
+            if along is not None:
+                return along
         straight = self.logic.goal_distance()
         return 0.0 if straight is None else straight
 
