@@ -35,7 +35,7 @@ from attn_dqn_controller.nodes.ros_conversions import path_to_msg, pose_stamped 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_controller_node import (  # noqa: E402,F401  (fixtures: checkpoint, client)
     WAIT,
-    ZERO,
+    assert_stopped_from_the_first_zero,
     checkpoint,
     client,
     node_params,
@@ -188,8 +188,7 @@ def test_navigate_to_pose_and_follow_path_in_the_simulator_with_feedback_preempt
         assert status == GoalStatus.STATUS_CANCELED, result
         assert actions.spin_until(lambda: c.commands_since(canceled_at) and c.status == "idle: goal canceled")
         actions.spin_until(lambda: False, 1.0)
-        after = [cmd.values for cmd in c.commands_since(canceled_at)]  # one sent before the cancel may be on its way
-        assert ZERO in after and all(values == ZERO for values in after[after.index(ZERO):]), after
+        assert_stopped_from_the_first_zero(c.commands_since(canceled_at))
         assert abs(poses[-1].twist.twist.linear.x) < 0.02  # it stopped
         assert node.alive() and sim.alive()
     finally:
@@ -225,7 +224,7 @@ def test_a_goal_behind_a_wall_is_aborted_by_the_progress_checker_and_goals_follo
         ended = time.monotonic()
         assert actions.spin_until(lambda: c.status == "idle: goal aborted: no progress in 1.5 s"), c.statuses
         actions.spin_until(lambda: False, 0.5)
-        assert c.commands_since(ended) and all(cmd.values == ZERO for cmd in c.commands_since(ended))
+        assert_stopped_from_the_first_zero(c.commands_since(ended))
 
         # Refused at once, with the code that says why.
         for action, goal, code in (
