@@ -14,9 +14,12 @@ Contenders, all on the same Gymnasium env (``AttnNav-v0``, same sensor and episo
 For every level x budget x training seed each learner trains from scratch with exactly
 that many environment steps (each budget is its own run, so exploration schedules fit
 the budget), is evaluated every ``--eval-interval`` steps on the first ``--curve-episodes``
-held-out maps (seeds from 1,000,000; for ours the trainer's own CSV evaluation columns,
-for SB3 a callback calling the same ``evaluate()``), and finally, with its final weights,
-on ``--episodes`` held-out maps. Reported: success rate, collision rate and SPL (median and
+validation maps (seeds from 1,500,000; for ours the trainer's own CSV evaluation columns,
+for SB3 a callback calling the same ``evaluate()``), and finally on ``--episodes`` held-out
+test maps (seeds from 1,000,000), which nothing picks on. The weights judged are, with
+``--select best`` (the default), those of the periodic evaluation that scored highest (the later
+one on a tie: ours' best.pt, as ``attn-dqn train`` keeps it), and the last weights are evaluated
+too (paired); ``--select last`` judges the last weights. Reported: success rate, collision rate and SPL (median and
 min-max over seeds in the table; mean and std too in results.json; every seed's figures in a
 second table), wall-clock time, and the env steps and wall-clock time at which the periodic
 evaluation first reached ``--threshold`` (80 %) success. With ``learner.ema_decay`` > 0 the
@@ -55,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from machine_info import machine  # noqa: E402
-from sim.maps import EVAL_SEED_START, LEVELS  # noqa: E402
+from sim.maps import EVAL_SEED_START, LEVELS, VALIDATION_SEED_START  # noqa: E402
 
 CONTENDERS = ("ours", "history", "mlp", "sb3", "baseline")
 HISTORY_FRAMES = 4
@@ -65,6 +68,8 @@ LABELS = {"ours": "ours (Transformer DQN)", "history": f"ours + {HISTORY_FRAMES}
           "baseline": "A* + pure pursuit (privileged)"}
 DEFAULT_LEVELS = ("sparse", "cluttered", "maze", "dynamic")
 DEFAULT_BUDGETS = (50_000, 100_000, 250_000)
+SELECT_WORDS = {"best": "each run's weights of its best periodic validation evaluation (--select best)",
+                "last": "each run's last weights (--select last)"}
 METRICS = ("success_rate", "collision_rate", "timeout_rate", "spl")
 
 # --smoke: the real code paths at toy size (our learner's replay, model and warm-up shrunk to match).
@@ -105,11 +110,50 @@ def eval_interval(args, budget: int) -> int:
     return args.eval_interval or max(budget // 10, 1)
 
 
-def evaluate_agent(agent, level: str, episodes: int, env_kwargs: dict) -> dict:
+def evaluate_agent(agent, level: str, episodes: int, env_kwargs: dict, seed_start: int = EVAL_SEED_START) -> dict:
+    """Greedy episodes on maps from `seed_start`: the test maps unless a periodic (validation) evaluation says so."""
     from attn_dqn_controller.learning.evaluation import evaluate
 
-    summary, _ = evaluate(agent, level, episodes, EVAL_SEED_START, env_kwargs=env_kwargs, progress=False)
+    summary, _ = evaluate(agent, level, episodes, seed_start, env_kwargs=env_kwargs, progress=False)
     return {key: getattr(summary, key) for key in METRICS} | {"episodes": summary.episodes}
+
+
+def best_point(curve: list[dict]) -> dict | None:
+    """The periodic evaluation whose weights --select best judges: the highest validation success, the later one
+    on a tie (the rule by which the trainer keeps best.pt)."""
+    best = None
+    for point in curve:
+        if best is None or point["success_rate"] >= best["success_rate"]:
+            best = point
+    return best
+
+
+def evaluate_checkpoint(args, contender: str, level: str, budget: int, seed: int, path: Path) -> dict:
+    """A saved checkpoint of ours on the test maps, in the run's own nominal env."""
+    from attn_dqn_controller.learning.agents import PolicyAgent
+    from attn_dqn_controller.learning.trainer import env_kwargs
+    from attn_dqn_controller.policy import Policy
+
+    config = our_config(args, contender, level, budget, seed)
+    policy = Policy.load(path, device="cpu" if args.device == "auto" else args.device)
+    return evaluate_agent(PolicyAgent(policy), level, args.episodes,
+                          {**env_kwargs(config, perturbations=False), "actions": policy.actions})
+
+
+def select_weights(result: dict, select: str, evaluate_best) -> dict:
+    """Fill result["final"] with the judged weights' test figures; the last weights stay in result["final_last"].
+
+    `evaluate_best` evaluates the best periodic evaluation's weights, or returns None when the run kept none."""
+    result["final_last"] = result["final"]
+    point = best_point(result["curve"]) if select == "best" else None
+    best = evaluate_best() if point is not None else None
+    if best is None:
+        result["selected"] = {"rule": "last", "step": result["env_steps"]}
+        return result
+    result["final"] = best
+    result["selected"] = {"rule": "best validation", "step": point["step"],
+                          "validation_success": point["success_rate"]}
+    return result
 
 
 def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir: Path) -> dict:
@@ -140,7 +184,9 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
         # the online net's figures are those of the same run without the average: a paired comparison.
         online = PolicyAgent(Policy.from_model(run.learner.online, run.spec, run.actions, run.device))
         result["final_online"] = evaluate_agent(online, level, args.episodes, eval_kwargs)
-    return result
+    best = run_dir / "best.pt"
+    return select_weights(result, args.select, lambda: evaluate_checkpoint(args, contender, level, budget, seed, best)
+                          if best.is_file() else None)
 
 
 class SB3Agent:
@@ -175,17 +221,24 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
     torch.set_num_threads(max(config.torch_threads, 1))  # as our learner: the same CPU share
     interval, curve = eval_interval(args, budget), []
 
+    best_path = run_dir / "sb3_best.zip"
+
     class PeriodicEval(BaseCallback):
-        """Every `interval` env steps: greedy evaluation on the held-out maps (as our trainer does)."""
+        """Every `interval` env steps: greedy evaluation on the validation maps, and the best weights kept (as our
+        trainer does)."""
 
         def __init__(self):
             super().__init__()
-            self.next_eval = interval
+            self.next_eval, self.best = interval, -1.0
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:
                 with clock.paused():
-                    result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, eval_kwargs)
+                    result = evaluate_agent(SB3Agent(self.model), level, args.curve_episodes, eval_kwargs,
+                                            seed_start=VALIDATION_SEED_START)
+                    if result["success_rate"] >= self.best:
+                        self.best = result["success_rate"]
+                        self.model.save(best_path)
                 curve.append({"step": int(self.num_timesteps), "wall_s": round(clock.wall(), 1),
                               **{k: result[k] for k in ("success_rate", "collision_rate", "spl")}})
                 self.next_eval += interval
@@ -210,10 +263,13 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
         writer = csv.DictWriter(handle, fieldnames=["step", "wall_s", "success_rate", "collision_rate", "spl"])
         writer.writeheader()
         writer.writerows(curve)
-    return {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "train_wall_s": round(train_wall, 1),
-            "curve": curve, "final": final,
-            "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
-                         "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
+    result = {"env_steps": int(model.num_timesteps), "wall_s": round(wall, 1), "train_wall_s": round(train_wall, 1),
+              "curve": curve, "final": final,
+              "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
+                           "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
+    return select_weights(result, args.select, lambda: evaluate_agent(
+        SB3Agent(DQN.load(best_path, device=args.device)), level, args.episodes, eval_kwargs)
+        if best_path.is_file() else None)
 
 
 class TrainingClock:
@@ -311,13 +367,30 @@ def first_reaching(curve: list[dict], threshold: float) -> tuple[int | None, flo
     return None, None
 
 
+def judged(args, result: dict, run_dir: Path) -> dict:
+    """A cached run's figures for --select: a run recorded before selection existed has its best.pt evaluated now
+    (and the cache updated); --select last reads the last weights' figures of a run that recorded both."""
+    contender = result.get("contender")
+    if contender == "baseline":
+        return result
+    if "selected" not in result:
+        best = run_dir / "best.pt"
+        result = select_weights(result, "best", lambda: evaluate_checkpoint(
+            args, contender, result["level"], result["budget"], result["seed"], best)
+            if contender != "sb3" and best.is_file() else None)
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.select == "last" and result["selected"]["rule"] != "last":
+        result = {**result, "final": result["final_last"], "selected": {"rule": "last", "step": result["env_steps"]}}
+    return result
+
+
 def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
     """One cached run: train (unless the baseline), evaluate, and store its result.json."""
     key = f"b{budget}_s{seed}" if contender != "baseline" else "untrained"
     run_dir = args.out / "runs" / contender / level_folder(level) / key
     cached = run_dir / "result.json"
     if cached.exists() and not args.force:
-        return json.loads(cached.read_text())
+        return judged(args, json.loads(cached.read_text()), run_dir)
     if args.cached_only:
         return None
     if run_dir.exists() and contender in ("ours", "history", "mlp"):
@@ -375,6 +448,12 @@ def aggregate(runs: list[dict], args) -> list[dict]:
                     "steps_to_threshold": spread([r["steps_to_threshold"] for r in reached]) if reached else None,
                     "wall_s_to_threshold": spread([r["wall_s_to_threshold"] for r in reached]) if reached else None,
                 })
+                selected = [r for r in group if r.get("selected", {}).get("rule", "last") != "last"]
+                rows[-1]["selected_steps"] = [r.get("selected", {}).get("step") for r in group]
+                if selected and len(selected) == len(group):  # best-validation weights judged: the last, paired
+                    rows[-1]["last"] = {m: spread([r["final_last"][m] for r in group]) for m in METRICS}
+                    rows[-1]["per_seed"]["last_success_rate"] = [r["final_last"]["success_rate"] for r in group]
+                    rows[-1]["per_seed"]["last_collision_rate"] = [r["final_last"]["collision_rate"] for r in group]
                 online = [r["final_online"] for r in group if "final_online" in r]
                 if len(online) == len(group):   # served weight average: the same runs' online nets, paired
                     rows[-1]["online"] = {m: spread([o[m] for o in online]) for m in METRICS}
@@ -430,10 +509,17 @@ def seed_table(report: dict) -> str:
         lines.append(f"| {row['level']} | {row['budget']:,} | {LABELS[row['contender']]} | "
                      f"{', '.join(map(str, row['seeds']))} | {cells[0]} | {cells[1]} | "
                      f"{row['success_rate']['median']:.0%} | {row['success_rate']['min']:.0%} |")
+        if "last_success_rate" in per_seed:
+            last = row["last"]["success_rate"]
+            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, last weights instead of the best "
+                         f"validation's) | {', '.join(map(str, row['seeds']))} | "
+                         f"{', '.join(f'{v:.0%}' for v in per_seed['last_success_rate'])} | "
+                         f"{', '.join(f'{v:.0%}' for v in per_seed['last_collision_rate'])} | "
+                         f"{last['median']:.0%} | {last['min']:.0%} |")
         if "online_success_rate" in per_seed:
             online = row["online"]["success_rate"]
-            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, online net instead of the weight "
-                         f"average) | {', '.join(map(str, row['seeds']))} | "
+            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, last weights, online net instead "
+                         f"of the weight average) | {', '.join(map(str, row['seeds']))} | "
                          f"{', '.join(f'{v:.0%}' for v in per_seed['online_success_rate'])} | "
                          f"{', '.join(f'{v:.0%}' for v in per_seed['online_collision_rate'])} | "
                          f"{online['median']:.0%} | {online['min']:.0%} |")
@@ -441,7 +527,7 @@ def seed_table(report: dict) -> str:
 
 
 def plot_curves(runs: list[dict], args, path: Path) -> Path:
-    """Periodic held-out success against env steps at the largest budget: every seed's curve and their median."""
+    """Periodic validation success against env steps at the largest budget: every seed's curve and their median."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -476,7 +562,7 @@ def plot_curves(runs: list[dict], args, path: Path) -> Path:
         ax.set_title(f"{level} (budget {budget:,})", fontsize=10)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"held-out success ({args.curve_episodes} episodes)")
+    axes[0][0].set_ylabel(f"validation success ({args.curve_episodes} episodes)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:  # a level may lack a contender the first one has
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -509,6 +595,10 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, help="final held-out episodes per level (default 50)")
     parser.add_argument("--curve-episodes", type=int, help="held-out episodes per periodic evaluation (default 10)")
     parser.add_argument("--eval-interval", type=int, help="env steps between periodic evaluations (default budget/10)")
+    parser.add_argument("--select", choices=("best", "last"), default="best",
+                        help="the weights a run is judged by on the test maps: best = those of its best periodic "
+                             "validation evaluation (ties: the later), as attn-dqn train keeps best.pt; last = the "
+                             "weights at the end of the budget (evaluated too under best, paired) (default: best)")
     parser.add_argument("--threshold", type=float, default=0.8, help="success rate for 'steps to reach' (0.8)")
     parser.add_argument("--config", default=str(REPO / "config" / "train_nav.yaml"),
                         help="our learner's settings (default: %(default)s)")
@@ -588,7 +678,8 @@ def main(argv=None) -> int:
         "levels": args.levels, "budgets": args.budgets, "seeds": args.seed_list,
         "contenders": args.contenders, "labels": {c: LABELS[c] for c in args.contenders},
         "episodes": args.episodes, "curve_episodes": args.curve_episodes, "eval_seed_start": EVAL_SEED_START,
-        "threshold": args.threshold, "config": shown_path(args.config), "smoke": bool(args.smoke),
+        "threshold": args.threshold, "select": args.select, "validation_seed_start": VALIDATION_SEED_START,
+        "config": shown_path(args.config), "smoke": bool(args.smoke),
         "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "run_machines": sorted({r.get("machine", "unrecorded") for r in runs}),
         "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "bench/compare.py", *argv]),
@@ -600,7 +691,9 @@ def main(argv=None) -> int:
     (args.out / "table.md").write_text(
         f"Comparison{' (SMOKE: toy budgets, not a result)' if args.smoke else ''}: {report['command']}\n\n"
         f"Runs on: {'; '.join(report['run_machines'])}. Report written {report['date']}; final evaluation "
-        f"{args.episodes} held-out episodes per level (map seeds from {EVAL_SEED_START}); figures over training "
+        f"{args.episodes} held-out episodes per level (map seeds from {EVAL_SEED_START}) of "
+        f"{SELECT_WORDS[args.select]}; periodic evaluations on validation maps (seeds from {VALIDATION_SEED_START}); "
+        f"figures over training "
         f"seeds are the median [min, max]; wall-clock was measured on the machine named, under whatever else "
         f"ran on it.\n\n{table}\n\nPer seed:\n\n{seed_table(report)}\n")
     plot_curves(runs, args, args.out / "learning_curves.png")

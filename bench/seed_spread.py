@@ -1,8 +1,9 @@
 """Seed spread of a training recipe on your level: how far apart do N training seeds end?
 
 Trains the recipe ``--config`` (with any ``--set`` overrides) from scratch with seeds 0..N-1 on one level,
-each for ``--budget`` environment steps, evaluates every run's final weights on ``--episodes`` held-out
-maps, and reports the median, worst and best seed, the wall-clock to ``--threshold`` success in the periodic
+each for ``--budget`` environment steps, evaluates every run on ``--episodes`` held-out test maps (by
+default the weights of its best periodic validation evaluation, ``--select last`` its last weights), and
+reports the median, worst and best seed, the wall-clock to ``--threshold`` success in the periodic
 evaluation, and a PNG: one dot per seed (final success and collisions) beside every seed's learning curve.
 The training and evaluation are bench/compare.py's (contender ``ours``), so runs are cached the same way
 and an interrupted spread continues where it stopped.
@@ -85,7 +86,7 @@ def plot(labels: list[str], groups: list[list[dict]], threshold: float, title: s
             curves.plot([p["step"] for p in r["curve"]], [100 * p["success_rate"] for p in r["curve"]],
                         color=colour, alpha=0.55, linewidth=1.1, label=label if k == 0 else None)
     dots.set_xticks(range(len(labels)), [label.replace(" + ", "\n+ ") for label in labels], fontsize=8)
-    dots.set_ylabel("final held-out success (dots) / collisions (x), %")
+    dots.set_ylabel("held-out success (dots) / collisions (x), %")
     dots.set_title("one mark per training seed; bar = median", fontsize=9)
     dots.set_ylim(-5, 105)
     dots.grid(alpha=0.3, axis="y")
@@ -114,6 +115,8 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=50, help="final held-out episodes per seed (default 50)")
     parser.add_argument("--curve-episodes", type=int, default=10, help="episodes per periodic evaluation (10)")
     parser.add_argument("--threshold", type=float, default=0.8, help="success for 'wall-clock to' (0.8)")
+    parser.add_argument("--select", choices=("best", "last"), default="best",
+                        help="the weights judged: best periodic validation (default) or the last")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", help="output folder (default runs/seed_spread_<config>_<level>)")
@@ -143,6 +146,7 @@ def main(argv=None) -> int:
         compare_args = ["--levels", args.level, "--budgets", str(args.budget), "--seeds", str(args.seeds),
                         "--contenders", "ours", "--config", args.config, "--episodes", str(args.episodes),
                         "--curve-episodes", str(args.curve_episodes), "--threshold", str(args.threshold),
+                        "--select", args.select,
                         "--device", args.device, "--out", str(outs[0])]
         for item in args.set:
             compare_args += ["--set", item]
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
     title = f"learning curves, {', '.join(sorted(level))}, {', '.join(f'{b:,}' for b in sorted(budget))} steps"
     plot(labels, groups, args.threshold, title, target)
     table = markdown(labels, summaries)
-    target.with_suffix(".md").write_text(f"Seed spread ({title}); final success on held-out maps per training "
+    target.with_suffix(".md").write_text(f"Seed spread ({title}); success on held-out maps per training "
                                          f"seed.\n\n{table}\n")
     print("\n" + table + f"\n\nwrote {target} and {target.with_suffix('.md')}")
     return 0

@@ -62,6 +62,12 @@ def test_compare_smoke_trains_every_contender_and_reports(tmp_path):
                 assert 0.0 <= point["success_rate"] <= 1.0 and 0.0 <= point["collision_rate"] <= 1.0
             steps = run["steps_to_threshold"]
             assert steps is None or steps in (200, 400)
+            # Judged by the best validation's weights (the later on a tie), the last weights' figures beside them.
+            assert_rates(run["final_last"])
+            best = max(p["success_rate"] for p in run["curve"])
+            chosen = run["selected"]
+            assert chosen["rule"] == "best validation" and chosen["validation_success"] == best
+            assert chosen["step"] == max(p["step"] for p in run["curve"] if p["success_rate"] == best)
     for row in report["summary"]:
         assert 0.0 <= row["success_rate"]["min"] <= row["success_rate"]["mean"] <= row["success_rate"]["max"] <= 1.0
     table = (out / "table.md").read_text()
@@ -70,6 +76,15 @@ def test_compare_smoke_trains_every_contender_and_reports(tmp_path):
     assert "SMOKE" in table and report["machine"] in table
     assert_png(out / "learning_curves.png")
     assert (out / "runs" / "sb3" / "sparse" / "b400_s0" / "sb3_dqn.zip").is_file()
+    assert (out / "runs" / "sb3" / "sparse" / "b400_s0" / "sb3_best.zip").is_file()
+    assert "best periodic validation evaluation" in table and "last weights instead of the best" in table
+    # --select last reports the same runs by their last weights, training nothing.
+    run_bench("compare.py", *SMOKE, "--cached-only", "--select", "last", "--out", str(out))
+    relabelled = json.loads((out / "results.json").read_text())
+    for before, after in zip(report["runs"], relabelled["runs"]):
+        if before["contender"] == "baseline":
+            continue
+        assert after["final"] == before["final_last"] and after["selected"]["rule"] == "last"
     assert Policy.load(out / "runs" / "ours" / "sparse" / "b400_s0" / "checkpoint.pt").spec.history_length == 1
     # The history contender really trains on stacked frames (history tokens), not a relabelled single frame.
     assert Policy.load(out / "runs" / "history" / "sparse" / "b400_s0" / "checkpoint.pt").spec.history_length == 4
