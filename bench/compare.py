@@ -135,7 +135,7 @@ def evaluate_checkpoint(args, contender: str, level: str, budget: int, seed: int
     from attn_dqn_controller.policy import Policy
 
     config = our_config(args, contender, level, budget, seed)
-    policy = Policy.load(path, device="cpu" if args.device == "auto" else args.device)
+    policy = Policy.load(path, device=args.device)
     return evaluate_agent(PolicyAgent(policy), level, args.episodes,
                           {**env_kwargs(config, perturbations=False), "actions": policy.actions})
 
