@@ -140,12 +140,13 @@ def evaluate_checkpoint(args, contender: str, level: str, budget: int, seed: int
                           {**env_kwargs(config, perturbations=False), "actions": policy.actions})
 
 
-def select_weights(result: dict, select: str, evaluate_best) -> dict:
-    """Fill result["final"] with the judged weights' test figures; the last weights stay in result["final_last"].
+def select_weights(result: dict, evaluate_best) -> dict:
+    """Fill result["final"] with the test figures of the best periodic validation's weights; the last weights'
+    stay in result["final_last"] (judged() shows them instead under --select last).
 
     `evaluate_best` evaluates the best periodic evaluation's weights, or returns None when the run kept none."""
     result["final_last"] = result["final"]
-    point = best_point(result["curve"]) if select == "best" else None
+    point = best_point(result["curve"])
     best = evaluate_best() if point is not None else None
     if best is None:
         result["selected"] = {"rule": "last", "step": result["env_steps"]}
@@ -185,7 +186,7 @@ def train_ours(args, contender: str, level: str, budget: int, seed: int, run_dir
         online = PolicyAgent(Policy.from_model(run.learner.online, run.spec, run.actions, run.device))
         result["final_online"] = evaluate_agent(online, level, args.episodes, eval_kwargs)
     best = run_dir / "best.pt"
-    return select_weights(result, args.select, lambda: evaluate_checkpoint(args, contender, level, budget, seed, best)
+    return select_weights(result, lambda: evaluate_checkpoint(args, contender, level, budget, seed, best)
                           if best.is_file() else None)
 
 
@@ -267,7 +268,7 @@ def train_sb3(args, level: str, budget: int, seed: int, run_dir: Path) -> dict:
               "curve": curve, "final": final,
               "settings": {"algorithm": "stable_baselines3.DQN('MlpPolicy', env) defaults", "num_envs": 1,
                            "device": str(model.device), "time_limit_s": seconds, "total_timesteps": budget}}
-    return select_weights(result, args.select, lambda: evaluate_agent(
+    return select_weights(result, lambda: evaluate_agent(
         SB3Agent(DQN.load(best_path, device=args.device)), level, args.episodes, eval_kwargs)
         if best_path.is_file() else None)
 
@@ -368,14 +369,14 @@ def first_reaching(curve: list[dict], threshold: float) -> tuple[int | None, flo
 
 
 def judged(args, result: dict, run_dir: Path) -> dict:
-    """A cached run's figures for --select: a run recorded before selection existed has its best.pt evaluated now
-    (and the cache updated); --select last reads the last weights' figures of a run that recorded both."""
+    """A run's figures for --select. A run records both its best validation's and its last weights' figures; one
+    recorded before selection existed has its best.pt evaluated now (and its cache updated)."""
     contender = result.get("contender")
     if contender == "baseline":
         return result
     if "selected" not in result:
         best = run_dir / "best.pt"
-        result = select_weights(result, "best", lambda: evaluate_checkpoint(
+        result = select_weights(result, lambda: evaluate_checkpoint(
             args, contender, result["level"], result["budget"], result["seed"], best)
             if contender != "sb3" and best.is_file() else None)
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -413,6 +414,7 @@ def run_one(args, contender: str, level: str, budget: int, seed: int) -> dict:
                    "steps_to_threshold": steps, "wall_s_to_threshold": wall, "machine": machine(),
                    "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     cached.write_text(json.dumps(result, indent=2) + "\n")
+    result = judged(args, result, run_dir)
     final = result["final"]
     print(f"    success {final['success_rate']:.1%}  collision {final['collision_rate']:.1%}  SPL {final['spl']:.3f}"
           f"  ({result['wall_s']} s)", flush=True)
@@ -598,7 +600,8 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--select", choices=("best", "last"), default="best",
                         help="the weights a run is judged by on the test maps: best = those of its best periodic "
                              "validation evaluation (ties: the later), as attn-dqn train keeps best.pt; last = the "
-                             "weights at the end of the budget (evaluated too under best, paired) (default: best)")
+                             "weights at the end of the budget; a run records both, this picks what the tables show "
+                             "(default: best)")
     parser.add_argument("--threshold", type=float, default=0.8, help="success rate for 'steps to reach' (0.8)")
     parser.add_argument("--config", default=str(REPO / "config" / "train_nav.yaml"),
                         help="our learner's settings (default: %(default)s)")
