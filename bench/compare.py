@@ -499,32 +499,31 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+PAIRED_ROWS = (("", "", None),
+               ("last_", "(same runs, last weights instead of the best validation's)", "last"),
+               ("online_", "(same runs, last weights, online net instead of the weight average)", "online"))
+"""seed_table's lines per contender: (per-seed key prefix, label ('' for the contender's), summary key of the
+paired spread (None: the row's own))."""
+
+
 def seed_table(report: dict) -> str:
-    """Every trained run's final figures, one line per level x budget x contender, seeds in order."""
+    """Every trained run's final figures, one line per level x budget x contender, seeds in order, then the same
+    runs' paired figures (last weights, online net) where they were recorded."""
     lines = ["| level | budget | contender | seeds | success per seed | collision per seed | median success | "
              "worst seed |", "|---|---:|---|---|---|---|---:|---:|"]
     for row in report["summary"]:
         if row["contender"] == "baseline":
             continue
         per_seed = row["per_seed"]
-        cells = [", ".join(f"{v:.0%}" for v in per_seed[key]) for key in ("success_rate", "collision_rate")]
-        lines.append(f"| {row['level']} | {row['budget']:,} | {LABELS[row['contender']]} | "
-                     f"{', '.join(map(str, row['seeds']))} | {cells[0]} | {cells[1]} | "
-                     f"{row['success_rate']['median']:.0%} | {row['success_rate']['min']:.0%} |")
-        if "last_success_rate" in per_seed:
-            last = row["last"]["success_rate"]
-            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, last weights instead of the best "
-                         f"validation's) | {', '.join(map(str, row['seeds']))} | "
-                         f"{', '.join(f'{v:.0%}' for v in per_seed['last_success_rate'])} | "
-                         f"{', '.join(f'{v:.0%}' for v in per_seed['last_collision_rate'])} | "
-                         f"{last['median']:.0%} | {last['min']:.0%} |")
-        if "online_success_rate" in per_seed:
-            online = row["online"]["success_rate"]
-            lines.append(f"| {row['level']} | {row['budget']:,} | (same runs, last weights, online net instead "
-                         f"of the weight average) | {', '.join(map(str, row['seeds']))} | "
-                         f"{', '.join(f'{v:.0%}' for v in per_seed['online_success_rate'])} | "
-                         f"{', '.join(f'{v:.0%}' for v in per_seed['online_collision_rate'])} | "
-                         f"{online['median']:.0%} | {online['min']:.0%} |")
+        for prefix, label, nested in PAIRED_ROWS:
+            if f"{prefix}success_rate" not in per_seed:
+                continue
+            success = row[nested]["success_rate"] if nested else row["success_rate"]
+            cells = [", ".join(f"{v:.0%}" for v in per_seed[f"{prefix}{key}"]) for key in ("success_rate",
+                                                                                         "collision_rate")]
+            lines.append(f"| {row['level']} | {row['budget']:,} | {label or LABELS[row['contender']]} | "
+                         f"{', '.join(map(str, row['seeds']))} | {cells[0]} | {cells[1]} | "
+                         f"{success['median']:.0%} | {success['min']:.0%} |")
     return "\n".join(lines)
 
 
