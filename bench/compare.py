@@ -450,9 +450,8 @@ def aggregate(runs: list[dict], args) -> list[dict]:
                     "steps_to_threshold": spread([r["steps_to_threshold"] for r in reached]) if reached else None,
                     "wall_s_to_threshold": spread([r["wall_s_to_threshold"] for r in reached]) if reached else None,
                 })
-                selected = [r for r in group if r.get("selected", {}).get("rule", "last") != "last"]
                 rows[-1]["selected_steps"] = [r.get("selected", {}).get("step") for r in group]
-                if selected and len(selected) == len(group):  # best-validation weights judged: the last, paired
+                if all(r.get("selected", {}).get("rule") == "best validation" for r in group):  # the last, paired
                     rows[-1]["last"] = {m: spread([r["final_last"][m] for r in group]) for m in METRICS}
                     rows[-1]["per_seed"]["last_success_rate"] = [r["final_last"]["success_rate"] for r in group]
                     rows[-1]["per_seed"]["last_collision_rate"] = [r["final_last"]["collision_rate"] for r in group]
