@@ -53,18 +53,15 @@ def check_checkpoint_robot(trained_for: str, robot: str, checkpoint: str) -> Non
                          f"ours and ours_net out of --controllers)")
 
 
-def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int, robot: str = SHIPPED_ROBOT,
-            max_steps: int | None = None) -> list[dict]:
-    """One controller on one row (runs in a worker process): its summary as a dict, followed on a courses row by
-    one per difficulty third (rows 'ROW/easy', 'ROW/medium', 'ROW/hard')."""
-    import torch
-
-    torch.set_num_threads(1)
+def make_agent(controller: str, checkpoint: str, robot: str = SHIPPED_ROBOT,
+               max_steps: int | None = None) -> tuple[object, dict]:
+    """The agent of `controller` and the env settings it drives under: the baselines read their limits and
+    footprint off the env's profile (`robot`); ours and ours_net drive the checkpoint's own robot and observation
+    layout. ValueError for an unknown controller or a checkpoint trained for another robot."""
     from attn_dqn_controller.learning.agents import BaselineAgent, DWAAgent, MPPIAgent, PolicyAgent
-    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate, third_row_name
     from attn_dqn_controller.policy import Policy
 
-    env_kwargs = {"robot": robot}  # the baselines read their limits and footprint off the env's profile
+    env_kwargs = {"robot": robot}
     if controller in ("ours", "ours_net"):
         agent = PolicyAgent(Policy.load(checkpoint, device="cpu"))
         check_checkpoint_robot(agent.policy.robot.name, robot, checkpoint)
@@ -81,6 +78,19 @@ def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int
         raise ValueError(f"controller {controller!r} is unknown: allowed are {', '.join(CONTROLLERS)}")
     if max_steps is not None:
         env_kwargs = {**env_kwargs, "max_steps": max_steps}
+    return agent, env_kwargs
+
+
+def run_row(controller: str, row: str, checkpoint: str, episodes: int, seed: int, robot: str = SHIPPED_ROBOT,
+            max_steps: int | None = None) -> list[dict]:
+    """One controller on one row (runs in a worker process): its summary as a dict, followed on a courses row by
+    one per difficulty third (rows 'ROW/easy', 'ROW/medium', 'ROW/hard')."""
+    import torch
+
+    torch.set_num_threads(1)
+    from attn_dqn_controller.learning.evaluation import difficulty_rows, evaluate, third_row_name
+
+    agent, env_kwargs = make_agent(controller, checkpoint, robot, max_steps)
     started = time.perf_counter()
     summary, records = evaluate(agent, row, episodes, seed, env_kwargs=env_kwargs, progress=False)
     wall = round(time.perf_counter() - started, 1)
