@@ -173,20 +173,24 @@ class RobotProfile:
         return cls(**data)
 
     # --- what the rest of the project derives from it ---------------------------------------
-    def scaled_actions(self, reverse_speed: float = 0.0):
+    def scaled_actions(self, reverse_speed: float = 0.0, top_speed: float = 0.0):
         """The default action table scaled to this robot's limits (exactly the default for the TurtleBot3).
 
-        `reverse_speed` > 0 appends a row of backing-up actions, (-reverse_speed, w) for each angular speed
-        of the table. They come last, so the forward actions keep their indices and a forward-only
-        checkpoint's head is the first rows of this one's (``trainer.load_initial_weights``)."""
+        `top_speed` > 0 scales the forward speeds to it instead of the profile's max_linear_speed: a fast
+        robot's table with finer steps for tight spaces (the limits stay the profile's). `reverse_speed` > 0
+        appends a row of backing-up actions, (-reverse_speed, w) for each angular speed of the table. They
+        come last, so the forward actions keep their indices and a forward-only checkpoint's head is the
+        first rows of this one's (``trainer.load_initial_weights``)."""
         from attn_dqn_controller.actions import DEFAULT_ANGULAR, DEFAULT_LINEAR, ActionTable
 
-        if isinstance(reverse_speed, bool) or not isinstance(reverse_speed, Real) \
-                or not 0.0 <= float(reverse_speed) <= self.max_linear_speed:
-            raise ValueError(f"reverse_speed={reverse_speed!r} is invalid: allowed values are 0 (forward only) "
-                             f"to the robot's max_linear_speed {self.max_linear_speed:g} m/s")
+        for name, value in (("reverse_speed", reverse_speed), ("top_speed", top_speed)):
+            if isinstance(value, bool) or not isinstance(value, Real) \
+                    or not 0.0 <= float(value) <= self.max_linear_speed:
+                meaning = "forward only" if name == "reverse_speed" else "the profile's"
+                raise ValueError(f"{name}={value!r} is invalid: allowed values are 0 ({meaning}) "
+                                 f"to the robot's max_linear_speed {self.max_linear_speed:g} m/s")
         burger = PROFILES[DEFAULT_PROFILE]
-        v_scale = self.max_linear_speed / burger.max_linear_speed
+        v_scale = (float(top_speed) or self.max_linear_speed) / burger.max_linear_speed
         w_scale = self.max_angular_speed / burger.max_angular_speed
         if v_scale == 1.0 and w_scale == 1.0:
             table = ActionTable.default()

@@ -205,6 +205,19 @@ def test_reverse_speed_appends_a_backing_up_row_after_the_forward_actions():
             TURTLEBOT3_BURGER.scaled_actions(bad)
 
 
+def test_top_speed_scales_the_forward_speeds_and_keeps_the_turns():
+    full = JACKAL.scaled_actions()
+    slow = JACKAL.scaled_actions(top_speed=0.5)
+    assert full.max_linear_speed == pytest.approx(1.0) and slow.max_linear_speed == pytest.approx(0.5)
+    assert sorted({v for v, _ in slow.pairs}) == pytest.approx([0.0, 0.25, 0.5])
+    assert [w for _, w in slow.pairs] == [w for _, w in full.pairs]      # same turns, same indices
+    assert JACKAL.scaled_actions(top_speed=0.0) == full
+    assert JACKAL.scaled_actions(0.25, top_speed=0.5).pairs[-1][0] == -0.25
+    for bad in (-0.1, 1.5, float("nan"), True, "slow"):
+        with pytest.raises(ValueError, match=f"top_speed={bad!r} is invalid.*1 m/s"):
+            JACKAL.scaled_actions(top_speed=bad)
+
+
 def test_a_profile_mismatch_is_refused_with_the_reason():
     burger = TURTLEBOT3_BURGER
     # Slower than the profile is an operator's restriction: accepted.

@@ -231,6 +231,25 @@ def test_init_from_a_forward_only_policy_adds_backing_up_actions_below_standing_
         config_from_dict(tiny_config(**{"robot.reverse_speed": 0.5}))
 
 
+def test_top_speed_slows_the_action_table_and_keeps_the_robots_limits(tmp_path):
+    """robot.top_speed: the run's actions (and so the checkpoint's) top out at it; the observation's scale and
+    the env's robot stay the profile's. A value above the profile's limit is refused, naming it."""
+    from attn_dqn_controller.learning.trainer import observation_spec, run_actions
+
+    config = config_from_dict(tiny_config(**{"robot.profile": "jackal", "robot.top_speed": 0.5}))
+    actions = run_actions(config)
+    assert actions.max_linear_speed == pytest.approx(0.5)
+    assert observation_spec(config).max_linear_speed == pytest.approx(1.0)
+    run = TrainingRun(config, tmp_path / "slow", device="cpu")
+    try:
+        assert run.actions == actions
+        assert load_checkpoint(run.save()).actions == actions
+    finally:
+        run.close()
+    with pytest.raises(ConfigError, match="robot.top_speed.*max_linear_speed 1 m/s"):
+        config_from_dict(tiny_config(**{"robot.profile": "jackal", "robot.top_speed": 2.0}))
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"env.history_length": 2}, r"lacks parameter\(s\) \['time_embed'\]"),
     ({"model.d_model": 16}, r"parameter 'sector_embed' has shape \(24, 32\), this run's network needs \(24, 16\)"),

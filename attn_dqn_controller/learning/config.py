@@ -124,6 +124,10 @@ class RobotSection:
     reverse_speed: float = 0.0
     """m/s; > 0 adds backing-up actions at this speed, one per angular speed, after the forward ones
     (RobotProfile.scaled_actions). 0: forward only, like Nav2's TurtleBot3 DWB setup (min_vel_x 0)."""
+    top_speed: float = 0.0
+    """m/s; > 0 scales the action table's forward speeds to this instead of the profile's max_linear_speed
+    (RobotProfile.scaled_actions): finer steps for a fast robot in tight spaces. The robot's limits (the
+    observation's scale, the safety layer, BARN's optimal time) stay the profile's. 0: the profile's."""
 
 
 @dataclass
@@ -298,6 +302,8 @@ class TrainConfig:
             top = PROFILES[self.robot.profile].max_linear_speed
             need(0 <= self.robot.reverse_speed <= top, "robot.reverse_speed",
                  f"must be 0 (forward only) to the profile's max_linear_speed {top:g} m/s")
+            need(0 <= self.robot.top_speed <= top, "robot.top_speed",
+                 f"must be 0 (the profile's) to the profile's max_linear_speed {top:g} m/s")
         need(self.replay.capacity >= self.learner.batch_size, "replay.capacity", "must be >= learner.batch_size")
         need(0 <= self.exploration.epsilon_end <= self.exploration.epsilon_start <= 1, "exploration",
              "need 0 <= epsilon_end <= epsilon_start <= 1")

@@ -46,8 +46,9 @@ def robot_profile(config: TrainConfig):
 
 
 def run_actions(config: TrainConfig):
-    """The run's ActionTable: the profile's table, with backing-up actions if robot.reverse_speed > 0."""
-    return robot_profile(config).scaled_actions(config.robot.reverse_speed)
+    """The run's ActionTable: the profile's table (its forward speeds scaled to robot.top_speed when > 0),
+    with backing-up actions if robot.reverse_speed > 0."""
+    return robot_profile(config).scaled_actions(config.robot.reverse_speed, config.robot.top_speed)
 
 
 def _sensor(config: TrainConfig) -> dict:
