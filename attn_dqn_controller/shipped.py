@@ -3,8 +3,8 @@
 `models/attn_dqn_route.pt` is the route-guided navigator of the TurtleBot3 Burger (the default robot): it reads
 the lidar, the goal and the route ahead (8 waypoints, 0.5 m apart), so the node feeds it a route from a map, a
 planner's plan or a rolling map of the robot's own scans (``route_source``). `models/attn_dqn_jackal.pt` is the
-place of the Jackal's policy, which `attn-dqn recipe jackal` builds (config/recipe_jackal.yaml); the repository
-does not ship it, and ``missing_shipped_model`` says so and how to build it.
+Jackal's, mapless by default, which `attn-dqn recipe jackal` rebuilds (config/recipe_jackal.yaml). Where a file is
+missing (an install without `models/`), ``missing_shipped_model`` says so and how to rebuild it.
 
 No ROS and no torch here: `attn-dqn eval` and the benchmarks resolve the path without either.
 """
@@ -47,12 +47,12 @@ def shipped_model_path(robot: str = DEFAULT_ROBOT) -> str:
 
 
 def missing_shipped_model(robot: str = DEFAULT_ROBOT) -> str | None:
-    """None when `robot`'s shipped policy file exists; else one line that says it has not been shipped and how to
-    build it or which file to pass instead."""
+    """None when `robot`'s shipped policy file exists; else one line that says it is missing and how to rebuild
+    it or which file to pass instead."""
     path = shipped_model_path(robot)
     if os.path.isfile(path):
         return None
     recipe = RECIPES[robot]
-    return (f"the {robot} policy has not been shipped yet ({path} does not exist): build it with "
+    return (f"the {robot} policy is missing ({path} does not exist): rebuild it with "
             f"`attn-dqn recipe {recipe} --out runs/{recipe}` and pass its runs/{recipe}/policy.pt as model:= "
             f"(launch) or model_path (parameter), or pass another policy trained for {robot}")

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from attn_dqn_controller.shipped import SHIPPED_MODEL_FILES
-
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 TOP_DIRS = ("attn_dqn_controller", "sim", "bench", "config", "launch", "models", "maps", "docs", "tests",
             "ros2_ws", "resource", ".ci")
 # Paths a reader makes or names for themselves, not files of the repository.
 PLACEHOLDER = re.compile(r"(my_|NAME|CHECKPOINT|\*|<|\{|\.\.\.|[A-Z]\.pt)")
-# The place of a policy the repository does not ship yet (attn_dqn_controller/shipped.py): the docs name it as such.
-UNSHIPPED = {f"models/{SHIPPED_MODEL_FILES['jackal']}"}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 PATH = re.compile(r"(?<![\w./$-])((?:%s)/[\w./-]*[\w-])" % "|".join(re.escape(d) for d in TOP_DIRS))
 
@@ -36,7 +32,7 @@ def test_relative_links_resolve(page):
 def test_repository_paths_named_exist(page):
     text = page.read_text()
     missing = sorted({path for path in PATH.findall(text)
-                      if not PLACEHOLDER.search(path) and not (REPO / path).exists() and path not in UNSHIPPED})
+                      if not PLACEHOLDER.search(path) and not (REPO / path).exists()})
     assert not missing, f"{_page_id(page)} names paths that do not exist: {missing}"
 
 

@@ -162,12 +162,13 @@ def test_quick_recipe_runs_every_stage_then_skips_and_resumes(tmp_path, capsys):
     assert printed.count("finished earlier, skipped") == 4  # the stages after it were made by the same definition
 
 
-def test_recorded_compare_rows_are_of_the_shipped_policy_and_the_recipe_evaluation():
-    """The committed rows of the shipped policy carry the key the recipe's evaluation computes: the shipped file's
+@pytest.mark.parametrize("name", ["route", "jackal"])
+def test_recorded_compare_rows_are_of_the_shipped_policy_and_the_recipe_evaluation(name):
+    """The committed rows of each shipped policy carry the key its recipe's evaluation computes: the shipped file's
     SHA-256, its episodes, map seeds, shield and time limit. A new shipped file makes them stale, and this fails."""
     from attn_dqn_controller.learning.recipe import _sha256
 
-    stage = load_recipe("route").stage("evaluate")
+    stage = load_recipe(name).stage("evaluate")
     recorded = json.loads(stage.compare_results.read_text())
     assert recorded["key"] == {"sha256": _sha256(stage.compare), "episodes": stage.episodes, "seed": stage.seed,
                                "evasion": stage.evasion, "max_steps": stage.max_steps}
@@ -235,9 +236,9 @@ def test_portable_path_never_records_a_machine_path(tmp_path):
     assert portable_path("runs/a/checkpoint.pt") == "runs/a/checkpoint.pt" and portable_path("") == ""
 
 
-def test_quick_jackal_recipe_trains_exports_and_evaluates_without_a_shipped_policy(tmp_path, capsys):
+def test_quick_jackal_recipe_trains_exports_and_evaluates_beside_the_shipped_policy(tmp_path, capsys):
     """The Jackal's recipe end to end, shrunk: two training seeds (the validation's best kept), the export, and
-    an evaluation with no policy to compare with, whose courses rows carry their difficulty thirds."""
+    an evaluation beside the shipped Jackal policy, whose courses rows carry their difficulty thirds."""
     from attn_dqn_controller.policy import Policy
     from attn_dqn_controller.robot import JACKAL
 
@@ -256,25 +257,28 @@ def test_quick_jackal_recipe_trains_exports_and_evaluates_without_a_shipped_poli
     selection = json.loads((out / "teacher" / "stage.json").read_text())["summary"]["selection"]
     assert [c["seed"] for c in selection["candidates"]] == [3, 1003]
 
-    # No compare: the rebuilt policy alone; each courses row followed by the thirds its episodes fell in.
+    # The rebuilt policy, then the shipped one (its committed rows are 50 episodes, so --quick evaluates it);
+    # each courses row followed by the thirds its episodes fell in.
     evaluation = json.loads((out / "evaluation.json").read_text())
     rows = recipe.stage("evaluate").rows
-    assert evaluation["policies"] == {"rebuilt": "policy.pt"} and evaluation["rows"] == list(rows)
-    plain = [r["row"] for r in evaluation["results"] if "third_of" not in r]
+    assert evaluation["policies"] == {"rebuilt": "policy.pt", "shipped": "models/attn_dqn_jackal.pt"}
+    assert evaluation["rows"] == list(rows)
+    for label in ("rebuilt", "shipped"):
+        assert [r["row"] for r in evaluation["results"] if "third_of" not in r and r["policy"] == label] == list(rows)
     thirds = [r for r in evaluation["results"] if "third_of" in r]
-    assert plain == list(rows)
     assert {r["third_of"] for r in thirds} == {"courses@scan_map", "courses@map"}
     assert all(r["row"].split("/")[0] == r["third_of"] and r["row"].split("/")[1] in ("easy", "medium", "hard")
                for r in thirds)
     report = (out / "report.md").read_text()
     for r in thirds:
         assert f"| {r['row']} |" in report
-    assert "shipped" not in report
+    assert "shipped (`models/attn_dqn_jackal.pt`)" in report
 
 
 def test_jackal_recipe_definition():
-    """The full recipe (not --quick): the Jackal profile, its levels and rows, the evaluation on test maps with
-    no reference; every level it names generates for the Jackal's footprint, and the maze it leaves out does not."""
+    """The full recipe (not --quick): the Jackal profile, its levels and rows, the evaluation on test maps beside the
+    shipped Jackal policy; every level it names generates for the Jackal's footprint, and the maze it leaves out
+    does not."""
     import dataclasses
 
     from attn_dqn_controller.learning.config import load_config
@@ -290,7 +294,8 @@ def test_jackal_recipe_definition():
     assert set(config.env.levels) == {"courses@scan_map", "courses@map", "office@scan_map", "warehouse@scan_map"}
     assert config.num_envs == len(config.env.levels)  # one simulator per entry: every entry trains
     assert config.eval.levels == ["courses@scan_map", "office@scan_map"]
-    assert evaluate.compare is None and evaluate.seed == 1_000_000 and evaluate.max_steps == config.env.max_steps
+    assert evaluate.compare.name == "attn_dqn_jackal.pt" and evaluate.compare.parent.name == "models"
+    assert evaluate.seed == 1_000_000 and evaluate.max_steps == config.env.max_steps
     radius = JACKAL.footprint.circumscribed_radius
     for level in {parse_level(entry)[0] for entry in list(config.env.levels) + list(evaluate.rows)}:
         navmap = generate_level(level, 1_000_000, dataclasses.replace(level_config(level), robot_radius=radius))

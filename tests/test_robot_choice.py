@@ -2,7 +2,7 @@
 
 The robot names its shipped policy (attn_dqn_controller/shipped.py) and the defaults of the controller's body
 parameters (footprint, limits, lidar mount); a model trained for another robot is refused naming both; the
-Jackal's policy, which the repository does not ship, is refused with one line that says how to build it. The
+Jackal's policy, when its file is missing, is refused with one line that says how to rebuild it. The
 resolution is tested as functions; the refusals and a Jackal model's start-up on the real node (its own process,
 over DDS on loopback in a private domain), and sim_node building the Jackal.
 """
@@ -98,10 +98,23 @@ def test_each_robot_names_its_shipped_file(no_shipped_jackal):
     with pytest.raises(ValueError, match="robot 'husky' has no shipped policy"):
         shipped.shipped_model_path("husky")
     missing = shipped.missing_shipped_model("jackal")
-    assert "the jackal policy has not been shipped yet" in missing and "attn-dqn recipe jackal" in missing
+    assert "the jackal policy is missing" in missing and "attn-dqn recipe jackal" in missing
     assert "model:=" in missing and "\n" not in missing
     no_shipped_jackal.write_bytes(b"")  # once shipped, nothing is missing
     assert shipped.missing_shipped_model("jackal") is None
+
+
+def test_every_robot_with_a_recipe_has_its_policy_in_models():
+    """Each robot's shipped file is in the repository, and it was trained for that robot."""
+    from attn_dqn_controller.checkpoint import load_checkpoint
+
+    assert set(shipped.SHIPPED_MODEL_FILES) == set(shipped.RECIPES)
+    for robot, name in shipped.SHIPPED_MODEL_FILES.items():
+        path = shipped.REPO_ROOT / "models" / name
+        assert path.is_file(), f"{path} is {robot}'s shipped policy"
+        checkpoint = load_checkpoint(path)
+        assert checkpoint.robot.name == robot
+        assert checkpoint.metadata["provenance"]["recipe"] == shipped.RECIPES[robot]
 
 
 def test_robot_sets_the_body_defaults_and_the_default_model(no_shipped_jackal):
@@ -127,7 +140,7 @@ def test_jackal_without_its_shipped_file_is_one_line_on_how_to_build_it(no_shipp
     with pytest.raises(StartupError) as refused:
         load_model(config, Log())
     text = str(refused.value)
-    assert text.startswith("the jackal policy has not been shipped yet") and "\n" not in text
+    assert text.startswith("the jackal policy is missing") and "\n" not in text
     assert "attn-dqn recipe jackal" in text and "model:=" in text
 
 
@@ -166,10 +179,21 @@ def exits_with_one_line(node) -> str:
     return lines[0]
 
 
-@pytest.mark.skipif(JACKAL_SHIPPED.is_file(), reason=f"{JACKAL_SHIPPED} is shipped")
-def test_node_with_robot_jackal_and_no_model_says_the_policy_is_not_shipped(tmp_path):
-    line = exits_with_one_line(start_node(tmp_path, "robot:=jackal", "device:=cpu", name="unshipped"))
-    assert "the jackal policy has not been shipped yet" in line and "attn-dqn recipe jackal" in line, line
+def test_node_with_robot_jackal_and_no_model_loads_the_shipped_jackal_policy(tmp_path):
+    """robot:=jackal alone: the node loads models/attn_dqn_jackal.pt and comes up with the Jackal's body."""
+    assert JACKAL_SHIPPED.is_file(), f"{JACKAL_SHIPPED} is the Jackal's shipped policy"
+    node = start_node(tmp_path, "robot:=jackal", "device:=cpu", name="shipped_jackal")
+    client = None
+    try:
+        client = Client(node.namespace)
+        client.wait_for_node(node)
+        client.run(WAIT, odom=False, until=lambda: "ready: model" in node.output() or not node.alive())
+        assert f"ready: model '{JACKAL_SHIPPED}'" in node.output(), node.output()
+        assert "robot jackal (rectangle 0.508 x 0.43 m, 1 m/s, 2 rad/s)" in node.output(), node.output()
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
 
 
 def test_node_refuses_a_jackal_model_for_robot_turtlebot3(tmp_path, jackal_policy):

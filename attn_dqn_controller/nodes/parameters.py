@@ -130,9 +130,8 @@ def parameter_table() -> list[Entry]:
     return [
         ("model_path", default_model_path(), _plain(
             "Policy checkpoint (.pt). Empty: the shipped policy of robot from the package share: the route-guided "
-            "models/attn_dqn_route.pt (turtlebot3_burger, or robot empty), models/attn_dqn_jackal.pt (jackal; "
-            "built by `attn-dqn recipe jackal`, not shipped yet: starting without model_path then stops with "
-            "how to build it).")),
+            "models/attn_dqn_route.pt (turtlebot3_burger, or robot empty), the mapless "
+            "models/attn_dqn_jackal.pt (jackal).")),
         ("robot", "", ParameterDescriptor(read_only=True, description=(
             "The robot profile the node drives: turtlebot3_burger or jackal (attn_dqn_controller/robot.py). Its "
             "profile gives the defaults of the footprint, the speed and acceleration limits and the lidar mount "
