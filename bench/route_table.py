@@ -5,7 +5,8 @@ the robot's own scans); every controller of a row drives the same held-out map
 seeds (1,000,000 up), so the rows compare like with like. Rows run in parallel
 worker processes (one torch thread each: parallel evaluations on 2 cores are
 10-30x slower with torch's default threads). Prints the table and writes it as
-JSON; passes or fails nothing. Outcomes do not depend on machine load: control
+JSON, rewritten as each controller's row finishes (an interrupted run keeps the rows it finished, marked
+"unfinished"); passes or fails nothing. Outcomes do not depend on machine load: control
 runs in lock-step with the simulator. Every cell is success / collisions / SPL /
 mean BARN score; a `courses` row (courses@map, courses@scan_map) is followed by
 one row per difficulty third (courses@scan_map/easy, .../medium, .../hard).
@@ -26,7 +27,8 @@ import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 ROWS = ("maze@map", "office@map", "warehouse@map", "office@map:0.3", "maze@scan_map", "office@scan_map",
         "sparse@map", "cluttered@map", "dynamic@map", "courses@map", "courses@scan_map")
@@ -163,17 +165,31 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.checkpoint}: {len(rows)} rows x {len(controllers)} controllers, {args.episodes} episodes each "
           f"from map seed {args.seed}, robot {args.robot}, {args.jobs} worker processes", flush=True)
     jobs = [(c, r) for r in rows for c in controllers]
+    finished: dict[int, list[dict]] = {}
+
+    def write_json() -> None:
+        """The rows finished so far, in the table's order: an interrupted run keeps them."""
+        if not args.json:
+            return
+        results = [result for i in sorted(finished) for result in finished[i]]
+        partial = Path(f"{args.json}.partial")
+        partial.write_text(json.dumps({"checkpoint": args.checkpoint, "episodes": args.episodes, "seed": args.seed,
+                                       "robot": args.robot, "max_steps": args.max_steps,
+                                       "rows": table_rows(results, rows), "results": results,
+                                       **({} if len(finished) == len(jobs) else {"unfinished": True})},
+                                      indent=2) + "\n")
+        os.replace(partial, args.json)  # whole or not at all
+
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_row, c, r, args.checkpoint, args.episodes, args.seed, args.robot, args.max_steps)
-                   for c, r in jobs]
-        results = [result for f in futures for result in f.result()]
+        futures = {pool.submit(run_row, c, r, args.checkpoint, args.episodes, args.seed, args.robot, args.max_steps): i
+                   for i, (c, r) in enumerate(jobs)}
+        for future in as_completed(futures):
+            finished[futures[future]] = future.result()
+            write_json()
+    results = [result for i in sorted(finished) for result in finished[i]]
     print()
     print(format_rows(results, controllers, rows, args.robot))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"checkpoint": args.checkpoint, "episodes": args.episodes, "seed": args.seed,
-                       "robot": args.robot, "rows": table_rows(results, rows), "results": results}, handle, indent=2)
-            handle.write("\n")
         print(f"written to {args.json}")
 
 

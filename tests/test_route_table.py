@@ -60,11 +60,14 @@ def test_ours_on_another_robot_than_the_checkpoints_is_refused(route_table, caps
 def test_baselines_run_on_the_chosen_robot_and_the_json_says_which(tmp_path):
     out = tmp_path / "table.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "route_table.py"), "--robot", "jackal",
-                             "--controllers", "dwa", "--rows", "empty@map", "--episodes", "1", "--max-steps", "5",
-                             "--jobs", "1", "--json", str(out)], capture_output=True, text=True, cwd=REPO,
-                            timeout=HANG_GUARD)
+                             "--controllers", "dwa,pure_pursuit", "--rows", "empty@map", "--episodes", "1",
+                             "--max-steps", "5", "--jobs", "2", "--json", str(out)], capture_output=True, text=True,
+                            cwd=REPO, timeout=HANG_GUARD)
     assert result.returncode == 0, result.stderr
     payload = json.loads(out.read_text())
-    assert payload["robot"] == "jackal" and payload["rows"] == ["empty@map"]
-    assert [(r["controller"], r["row"], r["robot"]) for r in payload["results"]] == [("dwa", "empty@map", "jackal")]
+    assert payload["robot"] == "jackal" and payload["rows"] == ["empty@map"] and "unfinished" not in payload
+    # Written as each row finishes, kept in the table's order whichever finished first; no partial file left.
+    assert [(r["controller"], r["row"], r["robot"]) for r in payload["results"]] == \
+        [("dwa", "empty@map", "jackal"), ("pure_pursuit", "empty@map", "jackal")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
     assert "robot jackal" in result.stdout and "score" in result.stdout
