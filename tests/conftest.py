@@ -4,7 +4,9 @@ Set before any test imports rclpy or starts a subprocess, so every node and
 child process this suite starts inherits the same private, loopback-only setup.
 """
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,14 @@ if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
     # next one, so the nodes of one process never discover the other's (same-named nodes and topics).
     _worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
     os.environ["ROS_DOMAIN_ID"] = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) + _worker) % 101)
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module: the benchmarks are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

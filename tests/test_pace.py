@@ -1,20 +1,17 @@
 """bench/pace.py: what one run under a raised time limit says about the level's own limit."""
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def pace():
-    spec = importlib.util.spec_from_file_location("pace", REPO / "bench" / "pace.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("pace")
 
 
 def _episode(outcome, steps, path_length=1.0):

@@ -1,13 +1,13 @@
 """bench/route_table.py: --robot for every baseline, the checkpoint's robot for ours, courses rows with their
 difficulty thirds, and the BARN score in every cell."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = str(REPO / "models" / "attn_dqn_route.pt")
@@ -16,10 +16,7 @@ HANG_GUARD = 300  # seconds; bounds a hang, never a timing assertion (the run ta
 
 @pytest.fixture(scope="module")
 def route_table():
-    spec = importlib.util.spec_from_file_location("route_table", REPO / "bench" / "route_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("route_table")
 
 
 def test_a_courses_row_carries_its_difficulty_thirds_and_scores(route_table):
